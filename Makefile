@@ -1,0 +1,50 @@
+# rtsim — two commands: `make lab` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8888
+STAMP := $(VENV)/.installed
+
+# Headless when CI or NO_BROWSER is set.
+ifneq ($(strip $(CI)$(NO_BROWSER)),)
+LAB_FLAGS := --no-browser
+endif
+
+.PHONY: lab test venv lint typecheck unit notebooks bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+lab: venv
+	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(PORT) --ServerApp.port_retries=0 $(LAB_FLAGS)
+
+lint: venv
+	$(BIN)/ruff check rtsim tests benchmarks
+	$(BIN)/ruff format --check rtsim tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy rtsim
+
+unit: venv
+	$(BIN)/pytest tests
+
+notebooks: venv
+	$(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks -p no:cacheprovider
+
+# Run notebooks top to bottom and store their outputs (do this after changing one).
+execute-notebooks: venv
+	for nb in notebooks/*.ipynb; do $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
+
+test: lint typecheck unit notebooks
+
+bench: venv
+	for b in benchmarks/bench_*.py; do $(BIN)/python "$$b" || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

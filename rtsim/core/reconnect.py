@@ -1,0 +1,219 @@
+"""The client's reconnect and transport-fallback policy, as a sans-I/O state machine.
+
+Feed it events (:class:`Start`, :class:`Opened`, :class:`Failed`, :class:`Lost`,
+:class:`TimerFired`, :class:`Stop`) with the current time; it answers with actions for the
+caller to carry out (:class:`Connect`, :class:`SetTimer`, :class:`FellBack`). It never
+opens a socket or reads a clock, so the SimPy model and the live client drive the same
+object.
+
+Every legal move is a row of :data:`TRANSITIONS` — a notebook can draw the diagram from it.
+After ``failures_before_fallback`` consecutive failures on one transport the policy steps
+down the cascade WebSocket → SSE → long polling → polling (claim C20); between attempts it
+waits with exponential backoff and jitter (claim C21). On the last rung, plain polling, a
+"connection" is a poll loop at ``poll_interval_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from .backoff import Backoff
+from .transport import CASCADE, Transport
+
+__all__ = [
+    "TRANSITIONS",
+    "Action",
+    "Connect",
+    "Event",
+    "Failed",
+    "FellBack",
+    "InvalidTransition",
+    "Lost",
+    "Opened",
+    "ReconnectPolicy",
+    "SetTimer",
+    "Start",
+    "State",
+    "Stop",
+    "TimerFired",
+]
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    WAITING = "waiting"  # backing off before the next attempt
+    CLOSED = "closed"
+
+
+# --- events (what the caller tells the policy) -------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Begin connecting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The connection attempt succeeded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The connection attempt failed (refused, blocked by a proxy, timed out)."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """An open connection dropped."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """The timer the policy asked for (:class:`SetTimer`) has fired."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The application closed the client; no more reconnects."""
+
+
+Event = Start | Opened | Failed | Lost | TimerFired | Stop
+
+
+# --- actions (what the policy asks the caller to do) -------------------------------------
+@dataclass(frozen=True, slots=True)
+class Connect:
+    transport: Transport
+    attempt: int  # consecutive failed attempts before this one (0 = first try)
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    at: float  # absolute time, in the caller's clock
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class FellBack:
+    """Informational: the policy moved down the cascade."""
+
+    from_transport: Transport
+    to_transport: Transport
+
+
+Action = Connect | SetTimer | FellBack
+
+
+class InvalidTransition(ValueError):
+    """An event arrived that the current state does not accept."""
+
+
+#: (state, event type) -> (next state, effect). The effects are methods of the policy.
+TRANSITIONS: dict[tuple[State, type], tuple[State, str]] = {
+    (State.IDLE, Start): (State.CONNECTING, "connect"),
+    (State.CONNECTING, Opened): (State.OPEN, "reset_failures"),
+    (State.CONNECTING, Failed): (State.WAITING, "count_failure_and_back_off"),
+    (State.OPEN, Lost): (State.WAITING, "back_off_after_loss"),
+    (State.WAITING, TimerFired): (State.CONNECTING, "connect"),
+    (State.IDLE, Stop): (State.CLOSED, "nothing"),
+    (State.CONNECTING, Stop): (State.CLOSED, "nothing"),
+    (State.OPEN, Stop): (State.CLOSED, "nothing"),
+    (State.WAITING, Stop): (State.CLOSED, "nothing"),
+}
+
+
+@dataclass
+class ReconnectPolicy:
+    """Reconnect with backoff; fall back along ``cascade`` after repeated failures.
+
+    Args:
+        rng: the randomness for jitter (inject a seeded generator for reproducible runs).
+        cascade: transports to try, best first; the default is :data:`CASCADE`.
+        failures_before_fallback: consecutive failures on one transport before stepping down.
+        backoff: the delay schedule between attempts.
+        poll_interval_s: the interval of the last rung, plain polling (article: 5–10 s).
+    """
+
+    rng: np.random.Generator
+    cascade: Sequence[Transport] = CASCADE
+    failures_before_fallback: int = 2
+    backoff: Backoff = field(default_factory=Backoff)
+    poll_interval_s: float = 5.0
+    state: State = field(default=State.IDLE, init=False)
+    level: int = field(default=0, init=False)
+    failures: int = field(default=0, init=False)  # consecutive, on the current transport
+    attempt: int = field(default=0, init=False)  # consecutive, across transports (backoff)
+    history: list[tuple[float, State, str]] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.cascade = tuple(Transport(t) for t in self.cascade)
+        if not self.cascade:
+            raise ValueError("cascade must name at least one transport")
+        if len(set(self.cascade)) != len(self.cascade):
+            raise ValueError(f"cascade must not repeat a transport: {list(self.cascade)}")
+        if self.failures_before_fallback < 1:
+            raise ValueError(
+                f"failures_before_fallback must be >= 1, got {self.failures_before_fallback}"
+            )
+        if not self.poll_interval_s > 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
+
+    @property
+    def transport(self) -> Transport:
+        """The transport the policy is on now."""
+        return self.cascade[self.level]
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Apply ``event`` at time ``now``; return the actions to carry out, in order."""
+        key = (self.state, type(event))
+        if key not in TRANSITIONS:
+            raise InvalidTransition(
+                f"{type(event).__name__} is not accepted in state {self.state.value!r}"
+            )
+        next_state, effect = TRANSITIONS[key]
+        actions: list[Action] = getattr(self, "_" + effect)(now)
+        self.state = next_state
+        self.history.append((now, next_state, type(event).__name__))
+        return actions
+
+    # --- effects -------------------------------------------------------------------------
+    def _connect(self, now: float) -> list[Action]:
+        return [Connect(self.transport, self.attempt)]
+
+    def _reset_failures(self, now: float) -> list[Action]:
+        self.failures = 0
+        self.attempt = 0
+        return []
+
+    def _count_failure_and_back_off(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        self.failures += 1
+        if self.failures >= self.failures_before_fallback and self.level < len(self.cascade) - 1:
+            old = self.transport
+            self.level += 1
+            self.failures = 0
+            actions.append(FellBack(old, self.transport))
+            # A different transport deserves a prompt first try: restart the schedule.
+            self.attempt = 0
+        else:
+            self.attempt += 1
+        delay = self.backoff.delay(self.attempt, self.rng)
+        actions.append(SetTimer(now + delay, delay))
+        return actions
+
+    def _back_off_after_loss(self, now: float) -> list[Action]:
+        self.attempt = 0
+        delay = self.backoff.delay(0, self.rng)
+        return [SetTimer(now + delay, delay)]
+
+    def _nothing(self, now: float) -> list[Action]:
+        return []

@@ -1,0 +1,139 @@
+"""The one result shape that the simulation and the live measurement both return.
+
+A run yields a per-delivery :class:`pandas.DataFrame` (one row per message received by one
+client) and a :class:`Summary`. Simulated and measured runs can be ``pd.concat``-ed and
+plotted on one axis. Latency percentiles come from HdrHistogram (3 significant digits).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hdrh.histogram import HdrHistogram
+
+__all__ = [
+    "DELIVERY_COLUMNS",
+    "RunResult",
+    "Summary",
+    "latency_histogram",
+    "percentiles_ms",
+]
+
+#: Columns of the per-delivery frame (times in seconds, in the run's clock).
+DELIVERY_COLUMNS = (
+    "channel",
+    "message_id",
+    "client",
+    "transport",
+    "publish_time",
+    "receive_time",
+    "latency_ms",
+)
+
+_HIGHEST_US = 3_600 * 1_000_000  # one hour, in microseconds
+
+
+def latency_histogram(latency_ms: np.ndarray) -> HdrHistogram:
+    """An HdrHistogram (µs resolution, 3 significant digits) of ``latency_ms``.
+
+    Values are bulk-recorded as (value, count) pairs, so a million samples cost one
+    ``np.unique`` and a few thousand calls rather than a million.
+    """
+    hist = HdrHistogram(1, _HIGHEST_US, 3)
+    if len(latency_ms) == 0:
+        return hist
+    us = np.clip(np.rint(np.asarray(latency_ms, dtype=float) * 1000.0), 1, _HIGHEST_US)
+    values, counts = np.unique(us.astype(np.int64), return_counts=True)
+    for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+        hist.record_value(v, c)
+    return hist
+
+
+def percentiles_ms(
+    latency_ms: np.ndarray, qs: tuple[float, ...] = (50, 95, 99, 99.9)
+) -> dict[float, float]:
+    """Latency percentiles in milliseconds via HdrHistogram; NaN for no samples."""
+    if len(latency_ms) == 0:
+        return {q: math.nan for q in qs}
+    hist = latency_histogram(latency_ms)
+    return {q: hist.get_value_at_percentile(q) / 1000.0 for q in qs}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Headline figures of one run (simulated or measured)."""
+
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    p999_ms: float
+    mean_ms: float
+    max_ms: float
+    deliveries: int
+    deliveries_per_s: float
+    bytes_per_message: float  # bytes on the wire (both directions) per delivered message
+    requests_per_message: float  # HTTP requests per delivered message (0 for persistent)
+    connections: int  # open at the end of the run
+    server_memory_bytes: float  # connection-state memory at the server
+    lost: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        extra = d.pop("extra")
+        d.update(extra)
+        return d
+
+    @classmethod
+    def from_latencies(
+        cls,
+        latency_ms: np.ndarray,
+        *,
+        duration_s: float,
+        wire_bytes: float,
+        requests: int,
+        connections: int,
+        server_memory_bytes: float,
+        lost: int = 0,
+        extra: dict[str, Any] | None = None,
+    ) -> Summary:
+        """Build a summary from raw latencies and counters."""
+        if duration_s <= 0:
+            raise ValueError(f"duration_s must be > 0, got {duration_s}")
+        n = len(latency_ms)
+        pct = percentiles_ms(latency_ms)
+        return cls(
+            p50_ms=pct[50],
+            p95_ms=pct[95],
+            p99_ms=pct[99],
+            p999_ms=pct[99.9],
+            mean_ms=float(np.mean(latency_ms)) if n else math.nan,
+            max_ms=float(np.max(latency_ms)) if n else math.nan,
+            deliveries=n,
+            deliveries_per_s=n / duration_s,
+            bytes_per_message=wire_bytes / n if n else math.nan,
+            requests_per_message=requests / n if n else math.nan,
+            connections=connections,
+            server_memory_bytes=server_memory_bytes,
+            lost=lost,
+            extra=dict(extra or {}),
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run: its parameters, the per-delivery frame and the summary."""
+
+    params: dict[str, Any]
+    deliveries: pd.DataFrame
+    summary: Summary
+    source: str = "simulated"  # or "measured"
+
+    def summary_frame(self) -> pd.DataFrame:
+        """One-row frame of parameters + summary, handy for ``pd.concat`` across runs."""
+        row = {"source": self.source, **self.params, **self.summary.to_dict()}
+        return pd.DataFrame([row])

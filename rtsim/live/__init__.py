@@ -1,0 +1,1 @@
+"""The live asyncio server, its backplanes, a Python client and a load generator."""

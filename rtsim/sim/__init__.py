@@ -1,0 +1,1 @@
+"""SimPy models that drive the sans-I/O core with simulated time."""

@@ -1,0 +1,497 @@
+"""The transport model: WebSocket, SSE, long polling and polling, side by side.
+
+``simulate_transports(TransportParams(...), seed=K)`` runs one SimPy simulation and returns
+a :class:`~rtsim.core.results.RunResult`: one row per delivery and a summary (p50/p95/p99
+latency, deliveries/s, bytes on the wire and HTTP requests per delivered message,
+connections, server memory).
+
+What is modelled
+----------------
+* Publishers emit a Poisson stream of ``rate`` messages/s, each to one of ``channels``
+  channels; every client subscribes to one channel (round robin), so each message fans out
+  to ``clients × tabs_per_client / channels`` subscribers.
+* The server is one core (an asyncio event loop): fan-out writes and HTTP requests queue on
+  it, first come first served, costing ``cpu_per_delivery_us`` per message written to one
+  connection and ``cpu_per_request_us`` per HTTP request handled.
+* Every client has its own :class:`~rtsim.sim.network.Link` (RTT, jitter, bandwidth, loss).
+  A TCP connection delivers in order, so a retransmission delays later messages on the same
+  connection too (head-of-line blocking).
+* **WebSocket / SSE**: one persistent connection; a message is framed (2–14 bytes for a
+  WebSocket frame, ``id:``/``data:`` lines for SSE) and written at once.
+* **Long polling** (RFC 6202 §2): a request waits at the server; a message answers it at
+  once; the client receives it and sends the next request. A message that arrives while the
+  next request is still on its way waits for it, so its latency reaches up to three
+  transits. Messages that pile up meanwhile go out together in one response. A request held
+  ``hold_timeout_s`` without a message is answered empty and re-sent.
+* **Polling**: each client asks every ``poll_interval_s`` and gets whatever is buffered.
+* **HTTP/1.1 vs HTTP/2** (claim C5): browsers allow about 6 HTTP/1.1 connections per origin;
+  an SSE stream holds its connection forever, so with more than 6 tabs per browser the
+  extra tabs never connect (their messages count as lost). HTTP/2 multiplexes every tab on
+  one connection and compresses headers (HPACK). The limit is modelled for SSE only.
+* **Reconnects**: with ``reconnects_per_hour`` > 0, persistent connections drop at random;
+  the client waits the core :class:`~rtsim.core.backoff.Backoff` delay, re-does the
+  connection setup (TCP + TLS + HTTP/upgrade round trips) and resumes from its last id, so
+  messages published meanwhile arrive late rather than never.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from ..core.backoff import Backoff
+from ..core.envelope import Envelope, encode
+from ..core.results import RunResult, Summary
+from ..core.transport import Transport, parse_transport, sse_event_overhead, ws_frame_header_len
+from .network import FifoCpu, Link, wire_bytes
+
+__all__ = ["DEFAULTS_SOURCES", "TransportParams", "simulate_transports"]
+
+KIB = 1024
+
+#: Where every default of :class:`TransportParams` comes from (shown in notebook 01).
+DEFAULTS_SOURCES: dict[str, str] = {
+    "rtt_ms": "50 ms: a same-continent broadband/4G round trip (assumption; vary it)",
+    "jitter_ms": "5 ms mean exponential one-way jitter (assumption)",
+    "bandwidth_mbps": "50 Mbit/s client downlink (assumption); only matters for big payloads",
+    "loss": "0: no packet loss unless asked; RTO min 200 ms is Linux's TCP_RTO_MIN",
+    "payload_bytes": "100 B of application data per message (a chat message / notification)",
+    "cpu_per_delivery_us": "7.2 µs: bare aiohttp send loop measured on this machine (FACTS.md);"
+    " websockets broadcast() 8.7 µs, Node ws 10.2 µs",
+    "cpu_per_request_us": "100 µs per HTTP request: ~10k req/s/core, typical for an asyncio"
+    " Python server (assumption; `rtsim compare` calibrates it)",
+    "conn_memory_kib": "15.7 KiB per connection: websockets library measured here with"
+    " compression off (FACTS.md); Node ws 8.3 KiB; Centrifugo ~30 KB",
+    "request_header_bytes": "700 B per HTTP/1.1 request: RFC 6202 / common 500–800+ B with"
+    " cookies (FACTS.md)",
+    "response_header_bytes": "250 B per HTTP/1.1 response (assumption: status line, date,"
+    " content-type, length, cache-control)",
+    "h2_header_bytes": "40 B request / 20 B response headers with HPACK after the first"
+    " request (assumption from RFC 7541 indexed fields) + 9 B frame headers",
+    "hold_timeout_s": "30 s long-poll hold (common default; proxies often cut at 60 s)",
+    "poll_interval_s": "5 s: the article's 'poll every 5–10 s' fallback (claim C20)",
+    "max_h1_connections": "6 HTTP/1.1 connections per origin (browsers; Mercure docs)",
+    "setup_rtts": "TCP 1 RTT + TLS 1.3 1 RTT + HTTP request/upgrade 1 RTT",
+    "backoff": "reconnect after Backoff(base 1 s, cap 30 s, full jitter)",
+}
+
+
+@dataclass(frozen=True)
+class TransportParams:
+    """Parameters of one transport run. Every field is validated; see :data:`DEFAULTS_SOURCES`."""
+
+    transport: Transport = Transport.WEBSOCKET
+    clients: int = 100
+    rate: float = 10.0  # messages per second, over all channels
+    duration_s: float = 60.0
+    channels: int = 1
+    payload_bytes: int = 100
+    rtt_ms: float = 50.0
+    jitter_ms: float = 5.0
+    bandwidth_mbps: float = 50.0
+    loss: float = 0.0
+    http_version: str = "1.1"
+    tls: bool = True
+    tabs_per_client: int = 1
+    cpu_per_delivery_us: float = 7.2
+    cpu_per_request_us: float = 100.0
+    conn_memory_kib: float = 15.7
+    request_header_bytes: int = 700
+    response_header_bytes: int = 250
+    hold_timeout_s: float = 30.0
+    poll_interval_s: float = 5.0
+    max_h1_connections: int = 6
+    reconnects_per_hour: float = 0.0
+    backoff: Backoff = field(default_factory=Backoff)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transport", parse_transport(self.transport))
+        object.__setattr__(self, "http_version", str(self.http_version))
+        checks: list[tuple[bool, str]] = [
+            (self.clients >= 1, f"clients must be >= 1, got {self.clients}"),
+            (_pos(self.rate), f"rate must be > 0 messages/s, got {self.rate}"),
+            (_pos(self.duration_s), f"duration must be > 0 s, got {self.duration_s}"),
+            (self.channels >= 1, f"channels must be >= 1, got {self.channels}"),
+            (
+                self.channels <= self.clients,
+                f"channels ({self.channels}) must not exceed clients ({self.clients})",
+            ),
+            (self.payload_bytes >= 0, f"payload_bytes must be >= 0, got {self.payload_bytes}"),
+            (_nonneg(self.rtt_ms), f"rtt_ms must be >= 0, got {self.rtt_ms}"),
+            (_nonneg(self.jitter_ms), f"jitter_ms must be >= 0, got {self.jitter_ms}"),
+            (_pos(self.bandwidth_mbps), f"bandwidth_mbps must be > 0, got {self.bandwidth_mbps}"),
+            (0 <= self.loss < 1, f"loss must be in [0, 1), got {self.loss}"),
+            (
+                self.http_version in ("1.1", "2"),
+                f"http_version must be '1.1' or '2', got {self.http_version!r}",
+            ),
+            (
+                self.tabs_per_client >= 1,
+                f"tabs_per_client must be >= 1, got {self.tabs_per_client}",
+            ),
+            (_nonneg(self.cpu_per_delivery_us), "cpu_per_delivery_us must be >= 0"),
+            (_nonneg(self.cpu_per_request_us), "cpu_per_request_us must be >= 0"),
+            (_nonneg(self.conn_memory_kib), "conn_memory_kib must be >= 0"),
+            (self.request_header_bytes >= 0, "request_header_bytes must be >= 0"),
+            (self.response_header_bytes >= 0, "response_header_bytes must be >= 0"),
+            (_pos(self.hold_timeout_s), f"hold_timeout_s must be > 0, got {self.hold_timeout_s}"),
+            (
+                _pos(self.poll_interval_s),
+                f"poll_interval_s must be > 0, got {self.poll_interval_s}",
+            ),
+            (self.max_h1_connections >= 1, "max_h1_connections must be >= 1"),
+            (_nonneg(self.reconnects_per_hour), "reconnects_per_hour must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def link(self) -> Link:
+        return Link(
+            rtt_s=self.rtt_ms / 1000,
+            jitter_s=self.jitter_ms / 1000,
+            bandwidth_bps=self.bandwidth_mbps * 1e6,
+            loss=self.loss,
+        )
+
+    def with_(self, **changes: Any) -> TransportParams:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["transport"] = self.transport.value
+        d["backoff"] = f"{self.backoff.base_s}-{self.backoff.cap_s}s/{self.backoff.jitter}"
+        return d
+
+
+def _pos(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+def _nonneg(x: float) -> bool:
+    return math.isfinite(x) and x >= 0
+
+
+class _Model:
+    """One run's state. Not reusable: make a new one per run."""
+
+    def __init__(self, p: TransportParams, seed: np.random.SeedSequence) -> None:
+        self.p = p
+        # Separate streams: the same seed gives every transport the same message arrivals
+        # (common random numbers), whatever else each model draws.
+        arrivals, network = seed.spawn(2)
+        self.arrivals = np.random.default_rng(arrivals)
+        self.rng = np.random.default_rng(network)
+        self.env = simpy.Environment()
+        self.cpu = FifoCpu()
+        self.link = p.link
+        self.c_d = p.cpu_per_delivery_us * 1e-6
+        self.c_r = p.cpu_per_request_us * 1e-6
+        self.h2 = p.http_version == "2"
+
+        n = p.clients * p.tabs_per_client
+        self.n = n
+        self.browser = np.repeat(np.arange(p.clients), p.tabs_per_client)
+        self.tab = np.tile(np.arange(p.tabs_per_client), p.clients)
+        self.channel_of = np.arange(n) % p.channels
+        # Under HTTP/1.1 an SSE stream holds its connection: tabs past the limit never connect.
+        blocked = np.zeros(n, dtype=bool)
+        if p.transport is Transport.SSE and not self.h2:
+            blocked = self.tab >= p.max_h1_connections
+        self.blocked = blocked
+        self.members = [
+            np.flatnonzero((self.channel_of == c) & ~blocked) for c in range(p.channels)
+        ]
+        self.blocked_members = [
+            int(np.count_nonzero((self.channel_of == c) & blocked)) for c in range(p.channels)
+        ]
+
+        # Per-subscriber state.
+        self.last_rx = np.zeros(n)  # in-order delivery on one TCP connection
+        self.down_until = np.zeros(n)  # reconnecting until then (persistent transports)
+        self.waiting = np.zeros(n, dtype=bool)  # long polling: a request is held at the server
+        self.req_gen = np.zeros(n, dtype=np.int64)  # long polling: to ignore stale hold timers
+        self.buffers: list[list[int]] = [[] for _ in range(n)]
+
+        # Messages.
+        self.msg_time: list[float] = []
+        self.msg_channel: list[int] = []
+        self.expected = 0
+        self.lost = 0
+
+        # Output chunks.
+        self.out_client: list[np.ndarray] = []
+        self.out_msg: list[np.ndarray] = []
+        self.out_rx: list[np.ndarray] = []
+
+        # Counters.
+        self.wire = 0.0
+        self.requests = 0
+        self.empty_responses = 0
+        self.reconnects = 0
+
+        # Framing sizes, from the core's own encoders.
+        sample = Envelope(channel="c0", id="1000000", data="x" * p.payload_bytes, ts=0.0)
+        self.envelope_bytes = len(encode(sample)) - 2  # data is a JSON string: drop quotes
+        self.setup_rtts = 3 if p.tls else 2
+
+    # --- helpers ---------------------------------------------------------------------------
+    def at(self, t: float, fn: Any, *args: Any) -> None:
+        ev = self.env.timeout(max(0.0, t - self.env.now))
+        ev.callbacks.append(lambda _e: fn(*args))
+
+    def record(self, clients: np.ndarray, msgs: np.ndarray, rx: np.ndarray) -> None:
+        self.out_client.append(clients)
+        self.out_msg.append(msgs)
+        self.out_rx.append(rx)
+
+    def persistent_frame_bytes(self) -> int:
+        env = self.envelope_bytes
+        if self.p.transport is Transport.WEBSOCKET:
+            return env + ws_frame_header_len(env)
+        event = env + sse_event_overhead(len("1000000"))
+        if self.h2:
+            return event + 9  # HTTP/2 DATA frame header
+        return event + len(f"{event:x}") + 4  # HTTP/1.1 chunk: size line + CRLFs
+
+    def poll_response_bytes(self, k: int) -> int:
+        """App bytes of a (long-)poll response carrying ``k`` messages."""
+        body = len('{"messages":[],"cursor":"1000000"}') + k * (self.envelope_bytes + 1)
+        headers = 20 + 9 if self.h2 else self.p.response_header_bytes
+        return headers + body
+
+    def request_bytes(self) -> int:
+        return 40 + 9 if self.h2 else self.p.request_header_bytes
+
+    # --- processes ---------------------------------------------------------------------------
+    def publisher(self) -> Any:
+        p = self.p
+        while True:
+            yield self.env.timeout(float(self.arrivals.exponential(1.0 / p.rate)))
+            if self.env.now >= p.duration_s:
+                return
+            ch = int(self.arrivals.integers(p.channels))
+            mid = len(self.msg_time)
+            self.msg_time.append(self.env.now)
+            self.msg_channel.append(ch)
+            self.expected += len(self.members[ch]) + self.blocked_members[ch]
+            self.lost += self.blocked_members[ch]
+            if p.transport.persistent:
+                self.fan_out_persistent(mid, ch)
+            elif p.transport is Transport.LONG_POLLING:
+                self.fan_out_long_poll(mid, ch)
+            else:
+                for k in self.members[ch].tolist():
+                    self.buffers[k].append(mid)
+
+    def fan_out_persistent(self, mid: int, ch: int) -> None:
+        idx = self.members[ch]
+        n = len(idx)
+        if n == 0:
+            return
+        now = self.env.now
+        start = self.cpu.start_time(now)
+        self.cpu.submit(now, n * self.c_d)
+        write = start + self.c_d * np.arange(1, n + 1)
+        frame = self.persistent_frame_bytes()
+        transit = self.link.transit(self.rng, frame, n)
+        rx = np.maximum(write, self.down_until[idx]) + transit
+        rx = np.maximum(rx, self.last_rx[idx])
+        self.last_rx[idx] = rx
+        self.wire += float(wire_bytes(frame, tls=self.p.tls)) * n
+        self.record(idx, np.full(n, mid), rx)
+
+    def fan_out_long_poll(self, mid: int, ch: int) -> None:
+        idx = self.members[ch]
+        if len(idx) == 0:
+            return
+        ready = idx[self.waiting[idx]]
+        for k in idx[~self.waiting[idx]].tolist():
+            self.buffers[k].append(mid)
+        if len(ready) == 0:
+            return
+        now = self.env.now
+        start = self.cpu.start_time(now)
+        self.cpu.submit(now, len(ready) * self.c_d)
+        write = start + self.c_d * np.arange(1, len(ready) + 1)
+        self.respond(ready, write, [[mid]] * len(ready))
+
+    def respond(self, clients: np.ndarray, write: np.ndarray, batches: list[list[int]]) -> None:
+        """Send (long-)poll responses; for long polling, schedule each client's next request."""
+        sizes = np.array([self.poll_response_bytes(len(b)) for b in batches])
+        transit = self.link.transit(self.rng, sizes, len(clients))
+        rx = np.maximum(write + transit, self.last_rx[clients])
+        self.last_rx[clients] = rx
+        self.wire += float(wire_bytes(sizes, tls=self.p.tls).sum())
+        if self.p.transport is Transport.LONG_POLLING:
+            self.waiting[clients] = False
+            up = self.link.transit(self.rng, self.request_bytes(), len(clients))
+            for k, t in zip(clients.tolist(), (rx + up).tolist(), strict=True):
+                self.at(t, self.long_poll_request, k)
+        lens = [len(b) for b in batches]
+        if sum(lens):
+            self.record(
+                np.repeat(clients, lens),
+                np.concatenate([np.asarray(b, dtype=np.int64) for b in batches if b]),
+                np.repeat(rx, lens),
+            )
+        self.empty_responses += lens.count(0)
+
+    def long_poll_request(self, k: int) -> None:
+        now = self.env.now
+        self.requests += 1
+        self.wire += float(wire_bytes(self.request_bytes(), tls=self.p.tls))
+        buf = self.buffers[k]
+        done = self.cpu.submit(now, self.c_r + len(buf) * self.c_d)
+        if buf:
+            self.buffers[k] = []
+            self.respond(np.array([k]), np.array([done]), [buf])
+        else:
+            self.waiting[k] = True
+            self.req_gen[k] += 1
+            self.at(done + self.p.hold_timeout_s, self.hold_timeout, k, int(self.req_gen[k]))
+
+    def hold_timeout(self, k: int, gen: int) -> None:
+        if self.waiting[k] and self.req_gen[k] == gen:
+            done = self.cpu.submit(self.env.now, self.c_d)
+            self.respond(np.array([k]), np.array([done]), [[]])
+
+    def poller(self, k: int, send_at: float) -> None:
+        """Client ``k`` sent a poll at ``send_at``; it arrives now."""
+        now = self.env.now
+        self.requests += 1
+        self.wire += float(wire_bytes(self.request_bytes(), tls=self.p.tls))
+        buf = self.buffers[k]
+        self.buffers[k] = []
+        done = self.cpu.submit(now, self.c_r + len(buf) * self.c_d)
+        self.respond(np.array([k]), np.array([done]), [buf])
+        nxt = send_at + self.p.poll_interval_s
+        if nxt < self.horizon:
+            up = float(self.link.transit(self.rng, self.request_bytes(), 1)[0])
+            self.at(nxt + up, self.poller, k, nxt)
+
+    def drops(self) -> Any:
+        """Random connection drops of persistent transports, then backoff + setup."""
+        p = self.p
+        total_rate = p.reconnects_per_hour / 3600.0 * self.n
+        while True:
+            yield self.env.timeout(float(self.rng.exponential(1.0 / total_rate)))
+            if self.env.now >= p.duration_s:
+                return
+            k = int(self.rng.integers(self.n))
+            if self.blocked[k]:
+                continue
+            self.reconnects += 1
+            delay = self.p.backoff.delay(0, self.rng)
+            setup = float(self.link.transit(self.rng, 0, 2 * self.setup_rtts).sum())
+            start = max(self.env.now, self.down_until[k])
+            self.down_until[k] = start + delay + setup
+            handshake = 2 * 600 + (4000 if p.tls else 0)  # HTTP + TLS handshake bytes, approx.
+            self.wire += float(wire_bytes(handshake, tls=False))
+
+    # --- run ---------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        p = self.p
+        # Drain: let in-flight messages arrive after publishing stops.
+        drain = p.rtt_ms / 1000 * 4 + 1.0
+        if p.transport is Transport.POLLING:
+            drain += p.poll_interval_s
+        if p.reconnects_per_hour > 0:
+            drain += p.backoff.cap_s
+        self.horizon = p.duration_s + drain
+        self.env.process(self.publisher())
+        if p.reconnects_per_hour > 0 and p.transport.persistent:
+            self.env.process(self.drops())
+        if p.transport is Transport.LONG_POLLING:
+            # Steady state: every client starts with a request waiting at the server.
+            self.waiting[~self.blocked] = True
+            for k in np.flatnonzero(~self.blocked).tolist():
+                self.at(p.hold_timeout_s, self.hold_timeout, k, 0)
+        elif p.transport is Transport.POLLING:
+            phase = self.rng.uniform(0, p.poll_interval_s, self.n)
+            up = self.link.transit(self.rng, self.request_bytes(), self.n)
+            for k in np.flatnonzero(~self.blocked).tolist():
+                self.at(phase[k] + up[k], self.poller, k, float(phase[k]))
+        self.env.run(until=self.horizon)
+        return self.result()
+
+    def result(self) -> RunResult:
+        p = self.p
+        if self.out_rx:
+            client = np.concatenate(self.out_client)
+            msg = np.concatenate(self.out_msg)
+            rx = np.concatenate(self.out_rx)
+        else:
+            client = np.zeros(0, dtype=np.int64)
+            msg = np.zeros(0, dtype=np.int64)
+            rx = np.zeros(0)
+        msg_time = np.asarray(self.msg_time)
+        msg_channel = np.asarray(self.msg_channel, dtype=np.int64)
+        pub = msg_time[msg] if len(msg) else np.zeros(0)
+        latency_ms = (rx - pub) * 1000.0
+        order = np.lexsort((client, rx))
+        deliveries = pd.DataFrame(
+            {
+                "channel": pd.Categorical.from_codes(
+                    msg_channel[msg][order] if len(msg) else np.zeros(0, dtype=np.int64),
+                    categories=pd.Index([f"c{c}" for c in range(p.channels)]),
+                ),
+                "message_id": msg[order],
+                "client": client[order],
+                "transport": pd.Categorical.from_codes(
+                    np.zeros(len(msg), dtype=np.int8), categories=pd.Index([p.transport.value])
+                ),
+                "publish_time": pub[order],
+                "receive_time": rx[order],
+                "latency_ms": latency_ms[order],
+            }
+        )
+        undelivered = self.expected - self.lost - len(msg)
+        if p.transport.persistent:
+            connections = p.clients if self.h2 else int(np.count_nonzero(~self.blocked))
+        else:
+            connections = p.clients if self.h2 else self.n
+        extra = {
+            "transport": p.transport.value,
+            "messages_published": len(self.msg_time),
+            "expected_deliveries": self.expected,
+            "undelivered_at_end": undelivered,
+            "empty_responses": self.empty_responses,
+            "reconnects": self.reconnects,
+            "server_cpu_utilisation": self.cpu.busy_s / self.horizon,
+            "setup_ms": self.setup_rtts * p.rtt_ms,
+            "tabs_blocked": int(np.count_nonzero(self.blocked)),
+        }
+        summary = Summary.from_latencies(
+            latency_ms,
+            duration_s=p.duration_s,
+            wire_bytes=self.wire,
+            requests=self.requests,
+            connections=connections,
+            server_memory_bytes=connections * p.conn_memory_kib * KIB,
+            lost=self.lost + undelivered,
+            extra=extra,
+        )
+        return RunResult(params=p.as_dict(), deliveries=deliveries, summary=summary)
+
+
+def simulate_transports(
+    params: TransportParams, seed: int | np.random.SeedSequence = 0
+) -> RunResult:
+    """Run the transport model once; the same ``params`` and ``seed`` give the same result."""
+    if not isinstance(params, TransportParams):
+        raise ValueError(f"params must be TransportParams, got {type(params).__name__}")
+    if isinstance(seed, np.random.SeedSequence):
+        ss = seed
+    elif isinstance(seed, int | np.integer) and seed >= 0:
+        ss = np.random.SeedSequence(int(seed))
+    else:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return _Model(params, ss).run()
