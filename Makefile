@@ -4,9 +4,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8888
+IP ?= 127.0.0.1
 STAMP := $(VENV)/.installed
 
-# Headless when CI or NO_BROWSER is set.
+# Headless when CI or NO_BROWSER is set; root (containers, CI) needs --allow-root.
+ifeq ($(shell id -u),0)
+ROOT_FLAG := --allow-root
+endif
 ifneq ($(strip $(CI)$(NO_BROWSER)),)
 LAB_FLAGS := --no-browser
 endif
@@ -22,7 +26,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 lab: venv
-	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(PORT) --ServerApp.port_retries=0 $(LAB_FLAGS)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=$(IP) --port=$(PORT) --ServerApp.port_retries=0 $(LAB_FLAGS) $(ROOT_FLAG)
 
 lint: venv
 	$(BIN)/ruff check rtsim tests benchmarks

@@ -23,6 +23,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from ..core.results import RunResult
+from .seeding import children
 
 __all__ = ["mean_ci", "replicate", "replication_seeds", "sweep"]
 
@@ -33,9 +34,9 @@ def replication_seeds(seed: int, reps: int) -> list[np.random.SeedSequence]:
     """The ``reps`` independent child seeds of root ``seed``."""
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
-    if not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return np.random.SeedSequence(int(seed)).spawn(reps)
+    if isinstance(seed, np.random.SeedSequence):
+        raise ValueError("seed must be a non-negative integer, got a SeedSequence")
+    return children(seed, reps)
 
 
 def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:

@@ -49,6 +49,7 @@ from ..core.envelope import Envelope, encode
 from ..core.results import RunResult, Summary
 from ..core.transport import Transport, parse_transport, sse_event_overhead, ws_frame_header_len
 from .network import FifoCpu, Link, wire_bytes
+from .seeding import as_seed_sequence, children
 
 __all__ = ["DEFAULTS_SOURCES", "TransportParams", "simulate_transports"]
 
@@ -186,7 +187,7 @@ class _Model:
         self.p = p
         # Separate streams: the same seed gives every transport the same message arrivals
         # (common random numbers), whatever else each model draws.
-        arrivals, network = seed.spawn(2)
+        arrivals, network = children(seed, 2)
         self.arrivals = np.random.default_rng(arrivals)
         self.rng = np.random.default_rng(network)
         self.env = simpy.Environment()
@@ -488,10 +489,4 @@ def simulate_transports(
     """Run the transport model once; the same ``params`` and ``seed`` give the same result."""
     if not isinstance(params, TransportParams):
         raise ValueError(f"params must be TransportParams, got {type(params).__name__}")
-    if isinstance(seed, np.random.SeedSequence):
-        ss = seed
-    elif isinstance(seed, int | np.integer) and seed >= 0:
-        ss = np.random.SeedSequence(int(seed))
-    else:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return _Model(params, ss).run()
+    return _Model(params, as_seed_sequence(seed)).run()

@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rtsim.core.backoff import Backoff, Jitter
+from rtsim.core.reconnect import (
+    TRANSITIONS,
+    Connect,
+    Failed,
+    FellBack,
+    InvalidTransition,
+    Lost,
+    Opened,
+    ReconnectPolicy,
+    SetTimer,
+    Start,
+    State,
+    Stop,
+    TimerFired,
+)
+from rtsim.core.transport import Transport
+
+
+def policy(**kw: object) -> ReconnectPolicy:
+    return ReconnectPolicy(rng=np.random.default_rng(0), **kw)  # type: ignore[arg-type]
+
+
+def test_connects_first_with_websocket() -> None:
+    p = policy()
+    assert p.handle(Start(), 0.0) == [Connect(Transport.WEBSOCKET, 0)]
+    assert p.state is State.CONNECTING
+    assert p.handle(Opened(), 0.1) == []
+    assert p.state is State.OPEN
+
+
+def test_falls_back_down_the_cascade_and_stays_on_polling() -> None:
+    p = policy(failures_before_fallback=2, backoff=Backoff(1, 30, jitter=Jitter.NONE))
+    now = 0.0
+    seen = []
+    actions = p.handle(Start(), now)
+    for _ in range(12):
+        seen.append(p.transport)
+        actions = p.handle(Failed("blocked"), now)
+        timer = next(a for a in actions if isinstance(a, SetTimer))
+        now = timer.at
+        actions = p.handle(TimerFired(), now)
+        assert isinstance(actions[0], Connect)
+    assert seen[:7] == [Transport.WEBSOCKET] * 2 + [Transport.SSE] * 2 + [
+        Transport.LONG_POLLING
+    ] * 2 + [Transport.POLLING]
+    assert p.transport is Transport.POLLING  # the last rung: keeps retrying with backoff
+
+
+def test_fallback_is_announced() -> None:
+    p = policy(failures_before_fallback=1)
+    p.handle(Start(), 0)
+    actions = p.handle(Failed(), 0)
+    assert actions[0] == FellBack(Transport.WEBSOCKET, Transport.SSE)
+    assert isinstance(actions[1], SetTimer)
+
+
+def test_backoff_grows_then_resets_after_success() -> None:
+    p = policy(cascade=[Transport.WEBSOCKET], backoff=Backoff(1, 30, jitter=Jitter.NONE))
+    p.handle(Start(), 0)
+    delays = []
+    for _ in range(5):
+        (t,) = p.handle(Failed(), 0)
+        assert isinstance(t, SetTimer)
+        delays.append(t.delay)
+        p.handle(TimerFired(), 0)
+    assert delays == [2, 4, 8, 16, 30]
+    p.handle(Opened(), 0)
+    (t,) = p.handle(Lost(), 100)
+    assert isinstance(t, SetTimer) and t.delay == 1 and t.at == 101
+
+
+def test_invalid_transition_raises_value_error() -> None:
+    p = policy()
+    with pytest.raises(InvalidTransition, match="Opened is not accepted in state 'idle'"):
+        p.handle(Opened(), 0)
+    assert isinstance(InvalidTransition("x"), ValueError)
+
+
+def test_stop_closes_from_every_live_state() -> None:
+    for state in (State.IDLE, State.CONNECTING, State.OPEN, State.WAITING):
+        assert TRANSITIONS[(state, Stop)][0] is State.CLOSED
+    p = policy()
+    p.handle(Stop(), 0)
+    with pytest.raises(InvalidTransition):
+        p.handle(Start(), 0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"cascade": []}, "at least one"),
+        ({"cascade": ["sse", "sse"]}, "must not repeat"),
+        ({"failures_before_fallback": 0}, "failures_before_fallback"),
+        ({"poll_interval_s": 0}, "poll_interval_s"),
+        ({"cascade": ["smoke"]}, "smoke"),
+    ],
+)
+def test_invalid_parameters(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        policy(**kw)
+
+
+@given(st.lists(st.sampled_from(["fail", "open", "lose"]), max_size=60), st.integers(0, 1000))
+def test_random_event_sequences_keep_invariants(script: list[str], seed: int) -> None:
+    p = ReconnectPolicy(rng=np.random.default_rng(seed))
+    now = 0.0
+    p.handle(Start(), now)
+    for step in script:
+        if p.state is State.CONNECTING:
+            event = Opened() if step == "open" else Failed()
+        elif p.state is State.OPEN:
+            event = Lost()
+        else:
+            event = TimerFired()
+        for a in p.handle(event, now):
+            if isinstance(a, SetTimer):
+                assert a.at >= now and 0 <= a.delay <= p.backoff.cap_s
+                now = a.at
+        assert 0 <= p.level < len(p.cascade)
+        # The level only ever goes down the cascade.
+    levels = [p.cascade.index(t) for t in p.cascade[: p.level + 1]]
+    assert levels == sorted(levels)
