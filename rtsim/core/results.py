@@ -47,7 +47,12 @@ def latency_histogram(latency_ms: np.ndarray) -> HdrHistogram:
     if len(latency_ms) == 0:
         return hist
     us = np.clip(np.rint(np.asarray(latency_ms, dtype=float) * 1000.0), 1, _HIGHEST_US)
-    values, counts = np.unique(us.astype(np.int64), return_counts=True)
+    v = us.astype(np.int64)
+    # Round each value down to the lowest value of its HdrHistogram bucket (the histogram
+    # does the same when it records), so that np.unique leaves a few thousand pairs.
+    shift = np.maximum(0, np.frexp(v.astype(float))[1] - 1 - hist.sub_bucket_half_count_magnitude)
+    v = (v >> shift) << shift
+    values, counts = np.unique(v, return_counts=True)
     for v, c in zip(values.tolist(), counts.tolist(), strict=True):
         hist.record_value(v, c)
     return hist

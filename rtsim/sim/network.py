@@ -20,6 +20,7 @@ __all__ = [
     "FifoCpu",
     "Link",
     "wire_bytes",
+    "wire_bytes_one",
 ]
 
 #: IPv4 (20) + TCP (20) + TCP timestamps option (12) per segment.
@@ -41,6 +42,12 @@ def wire_bytes(app_bytes: np.ndarray | int, *, tls: bool) -> np.ndarray:
     segments = np.maximum(1, -(-a // MSS_BYTES))
     out: np.ndarray = a + segments * TCP_IP_OVERHEAD_BYTES
     return out
+
+
+def wire_bytes_one(app_bytes: int, *, tls: bool) -> int:
+    """:func:`wire_bytes` for one write, without numpy (the per-request hot path)."""
+    a = app_bytes + (TLS_RECORD_OVERHEAD_BYTES if tls else 0)
+    return a + max(1, -(-a // MSS_BYTES)) * TCP_IP_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,17 @@ class Link:
             failures = rng.geometric(p_ok) - 1
             base += self.rto_s * (np.exp2(failures) - 1.0)
         return base
+
+    def transit_one(self, rng: np.random.Generator, nbytes: int) -> float:
+        """One transit time: :meth:`transit` for a single write, without array overhead."""
+        t = self.rtt_s / 2 + nbytes * 8.0 / self.bandwidth_bps
+        if self.jitter_s > 0:
+            t += float(rng.exponential(self.jitter_s))
+        if self.loss > 0:
+            segments = max(1, math.ceil(nbytes / MSS_BYTES))
+            failures = int(rng.geometric((1.0 - self.loss) ** segments)) - 1
+            t += self.rto_s * (2.0**failures - 1.0)
+        return t
 
 
 class FifoCpu:

@@ -220,7 +220,8 @@ class StormResult:
         a = self.attempts
         out = pd.DataFrame({"t": bins[:-1]})
         out["attempts"] = np.histogram(a["time"], bins)[0]
-        out["connected"] = np.histogram(a.loc[a["outcome"] == "ok", "time"], bins)[0]
+        back = self.reconnected_s[np.isfinite(self.reconnected_s)]
+        out["connected"] = np.histogram(back, bins)[0]
         out["attempts_per_s"] = out["attempts"] / bin_s
         return out
 

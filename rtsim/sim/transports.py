@@ -48,7 +48,7 @@ from ..core.backoff import Backoff
 from ..core.envelope import Envelope, encode
 from ..core.results import RunResult, Summary
 from ..core.transport import Transport, parse_transport, sse_event_overhead, ws_frame_header_len
-from .network import FifoCpu, Link, wire_bytes
+from .network import FifoCpu, Link, wire_bytes, wire_bytes_one
 from .seeding import as_seed_sequence, children
 
 __all__ = ["DEFAULTS_SOURCES", "TransportParams", "simulate_transports"]
@@ -231,6 +231,10 @@ class _Model:
         self.out_client: list[np.ndarray] = []
         self.out_msg: list[np.ndarray] = []
         self.out_rx: list[np.ndarray] = []
+        # Single deliveries (the per-request path) as plain lists: cheaper than tiny arrays.
+        self.one_client: list[int] = []
+        self.one_msg: list[int] = []
+        self.one_rx: list[float] = []
 
         # Counters.
         self.wire = 0.0
@@ -345,15 +349,32 @@ class _Model:
             )
         self.empty_responses += lens.count(0)
 
+    def respond_one(self, k: int, write: float, batch: list[int]) -> None:
+        """:meth:`respond` for one client, on plain floats (the per-request hot path)."""
+        size = self.poll_response_bytes(len(batch))
+        rx = max(write + self.link.transit_one(self.rng, size), float(self.last_rx[k]))
+        self.last_rx[k] = rx
+        self.wire += wire_bytes_one(size, tls=self.p.tls)
+        if self.p.transport is Transport.LONG_POLLING:
+            self.waiting[k] = False
+            up = self.link.transit_one(self.rng, self.request_bytes())
+            self.at(rx + up, self.long_poll_request, k)
+        if batch:
+            self.one_client.extend([k] * len(batch))
+            self.one_msg.extend(batch)
+            self.one_rx.extend([rx] * len(batch))
+        else:
+            self.empty_responses += 1
+
     def long_poll_request(self, k: int) -> None:
         now = self.env.now
         self.requests += 1
-        self.wire += float(wire_bytes(self.request_bytes(), tls=self.p.tls))
+        self.wire += wire_bytes_one(self.request_bytes(), tls=self.p.tls)
         buf = self.buffers[k]
         done = self.cpu.submit(now, self.c_r + len(buf) * self.c_d)
         if buf:
             self.buffers[k] = []
-            self.respond(np.array([k]), np.array([done]), [buf])
+            self.respond_one(k, done, buf)
         else:
             self.waiting[k] = True
             self.req_gen[k] += 1
@@ -362,20 +383,20 @@ class _Model:
     def hold_timeout(self, k: int, gen: int) -> None:
         if self.waiting[k] and self.req_gen[k] == gen:
             done = self.cpu.submit(self.env.now, self.c_d)
-            self.respond(np.array([k]), np.array([done]), [[]])
+            self.respond_one(k, done, [])
 
     def poller(self, k: int, send_at: float) -> None:
         """Client ``k`` sent a poll at ``send_at``; it arrives now."""
         now = self.env.now
         self.requests += 1
-        self.wire += float(wire_bytes(self.request_bytes(), tls=self.p.tls))
+        self.wire += wire_bytes_one(self.request_bytes(), tls=self.p.tls)
         buf = self.buffers[k]
         self.buffers[k] = []
         done = self.cpu.submit(now, self.c_r + len(buf) * self.c_d)
-        self.respond(np.array([k]), np.array([done]), [buf])
+        self.respond_one(k, done, buf)
         nxt = send_at + self.p.poll_interval_s
         if nxt < self.horizon:
-            up = float(self.link.transit(self.rng, self.request_bytes(), 1)[0])
+            up = self.link.transit_one(self.rng, self.request_bytes())
             self.at(nxt + up, self.poller, k, nxt)
 
     def drops(self) -> Any:
@@ -425,33 +446,31 @@ class _Model:
 
     def result(self) -> RunResult:
         p = self.p
-        if self.out_rx:
-            client = np.concatenate(self.out_client)
-            msg = np.concatenate(self.out_msg)
-            rx = np.concatenate(self.out_rx)
-        else:
-            client = np.zeros(0, dtype=np.int64)
-            msg = np.zeros(0, dtype=np.int64)
-            rx = np.zeros(0)
+        client = np.concatenate(
+            [*self.out_client, np.asarray(self.one_client, dtype=np.int64)]
+        ).astype(np.int64)
+        msg = np.concatenate([*self.out_msg, np.asarray(self.one_msg, dtype=np.int64)]).astype(
+            np.int64
+        )
+        rx = np.concatenate([*self.out_rx, np.asarray(self.one_rx, dtype=float)])
         msg_time = np.asarray(self.msg_time)
         msg_channel = np.asarray(self.msg_channel, dtype=np.int64)
         pub = msg_time[msg] if len(msg) else np.zeros(0)
         latency_ms = (rx - pub) * 1000.0
-        order = np.lexsort((client, rx))
         deliveries = pd.DataFrame(
             {
                 "channel": pd.Categorical.from_codes(
-                    msg_channel[msg][order] if len(msg) else np.zeros(0, dtype=np.int64),
+                    msg_channel[msg] if len(msg) else np.zeros(0, dtype=np.int64),
                     categories=pd.Index([f"c{c}" for c in range(p.channels)]),
                 ),
-                "message_id": msg[order],
-                "client": client[order],
+                "message_id": msg,
+                "client": client,
                 "transport": pd.Categorical.from_codes(
                     np.zeros(len(msg), dtype=np.int8), categories=pd.Index([p.transport.value])
                 ),
-                "publish_time": pub[order],
-                "receive_time": rx[order],
-                "latency_ms": latency_ms[order],
+                "publish_time": pub,
+                "receive_time": rx,
+                "latency_ms": latency_ms,
             }
         )
         undelivered = self.expected - self.lost - len(msg)

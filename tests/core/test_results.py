@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+from hdrh.histogram import HdrHistogram
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtsim.core.results import Summary, latency_histogram, percentiles_ms
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0.001, 3_000_000), min_size=1, max_size=300), st.integers(0, 10))
+def test_bulk_recording_equals_recording_one_by_one(xs: list[float], seed: int) -> None:
+    ms = np.asarray(xs)
+    bulk = latency_histogram(ms)
+    ref = HdrHistogram(1, 3_600_000_000, 3)
+    for v in np.clip(np.rint(ms * 1000), 1, None).astype(int):
+        ref.record_value(int(v))
+    assert bulk.get_total_count() == ref.get_total_count()
+    for q in (0, 1, 50, 90, 99, 99.9, 100):
+        assert bulk.get_value_at_percentile(q) == ref.get_value_at_percentile(q)
+
+
+def test_percentiles_within_hdr_precision() -> None:
+    x = np.random.default_rng(0).exponential(50.0, 100_000)
+    p = percentiles_ms(x)
+    for q, v in p.items():
+        assert v == pytest.approx(np.percentile(x, q), rel=2e-3, abs=2e-3)
+
+
+def test_summary_from_latencies() -> None:
+    s = Summary.from_latencies(
+        np.array([10.0, 20.0, 30.0, 40.0]),
+        duration_s=2,
+        wire_bytes=400,
+        requests=2,
+        connections=3,
+        server_memory_bytes=30.0,
+        extra={"k": 1},
+    )
+    assert s.deliveries == 4 and s.deliveries_per_s == 2 and s.bytes_per_message == 100
+    assert s.requests_per_message == 0.5 and s.mean_ms == 25 and s.max_ms == 40
+    assert s.to_dict()["k"] == 1
+    empty = Summary.from_latencies(
+        np.array([]),
+        duration_s=1,
+        wire_bytes=0,
+        requests=0,
+        connections=0,
+        server_memory_bytes=0,
+    )
+    assert empty.deliveries == 0 and math.isnan(empty.p50_ms)
+    with pytest.raises(ValueError, match="duration_s must be > 0"):
+        Summary.from_latencies(
+            np.array([1.0]),
+            duration_s=0,
+            wire_bytes=0,
+            requests=0,
+            connections=0,
+            server_memory_bytes=0,
+        )
