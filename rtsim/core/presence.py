@@ -377,11 +377,14 @@ class Throttle(Generic[K, V]):
     last ``1 / rate_hz`` s); otherwise it keeps the value (replacing any older waiting one)
     and returns ``[]``. Call :meth:`flush` at :meth:`next_flush` to send what is due.
     Driven at exactly those times, a key offered faster than ``rate_hz`` goes out exactly
-    every ``1 / rate_hz`` seconds.
+    every ``1 / rate_hz`` seconds. ``rate_hz=math.inf`` passes every value through.
     """
 
     def __init__(self, rate_hz: float) -> None:
-        self.rate_hz = _positive("rate_hz", rate_hz, "updates/s")
+        if isinstance(rate_hz, int | float) and rate_hz == math.inf:
+            self.rate_hz = math.inf  # no throttling: every value goes out at once
+        else:
+            self.rate_hz = _positive("rate_hz", rate_hz, "updates/s")
         self.interval_s = 1.0 / self.rate_hz
         self._last_sent: dict[K, float] = {}
         # key -> (latest value, values it replaced, sequence number of its heap entry)

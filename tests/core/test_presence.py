@@ -297,7 +297,13 @@ def test_throttle_rediscard_does_not_fire_early() -> None:
     assert th.flush(1.2) == [Emitted("a", 4, 1.2, 0)]
 
 
-@pytest.mark.parametrize("rate", [0, -1, math.nan, math.inf, "5", True])
+def test_an_infinite_rate_passes_everything_through() -> None:
+    th: Throttle[str, int] = Throttle(math.inf)
+    assert [th.offer("a", i, 1.0)[0].value for i in range(3)] == [0, 1, 2]
+    assert th.next_flush() is None
+
+
+@pytest.mark.parametrize("rate", [0, -1, math.nan, -math.inf, "5", True])
 def test_throttle_rejects_bad_rates(rate: object) -> None:
     with pytest.raises(ValueError, match="rate_hz must be"):
         Throttle(rate)  # type: ignore[arg-type]
