@@ -56,6 +56,7 @@ from ..core.presence import Event, Join, Leave, LeaveReason, PresenceTracker, Th
 from ..core.results import RunResult, Summary
 from ..core.transport import ws_frame_header_len
 from .network import Link, wire_bytes
+from .seeding import children
 
 __all__ = [
     "DEFAULTS_SOURCES",
@@ -560,14 +561,9 @@ def simulate_presence(params: PresenceParams, seed: int | np.random.SeedSequence
     """Run the presence model once; the same ``params`` and ``seed`` give the same result."""
     if not isinstance(params, PresenceParams):
         raise ValueError(f"params must be PresenceParams, got {type(params).__name__}")
-    if isinstance(seed, np.random.SeedSequence):
-        ss = seed
-    elif isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0:
-        ss = np.random.SeedSequence(int(seed))
-    else:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     p = params
-    s_members, s_cursors, s_pairs = ss.spawn(3)
+    # children() is stateless: the same seed object always gives the same streams.
+    s_members, s_cursors, s_pairs = children(seed, 3)
     m = _Membership(p, np.random.default_rng(s_members))
     m.run()
     d = p.duration_s
