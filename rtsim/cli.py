@@ -133,12 +133,50 @@ def _run_transports(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- validate ---------------------------------------------------------------------------------
+def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="check the broker queueing model against M/M/1, M/M/c, M/D/1 and Little's law",
+        description="Run each queueing case with replications; exit 1 if a case fails.",
+    )
+    p.add_argument("--reps", type=_positive_int, default=20)
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--workers", type=_nonneg_int, default=0, help="processes (0 = one per core)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per case")
+    p.set_defaults(handler=_run_validate)
+
+
+def _run_validate(a: argparse.Namespace) -> int:
+    from .sim.queueing import validate
+
+    if a.reps < 2:
+        raise ValueError(f"reps must be >= 2 for a confidence interval, got {a.reps}")
+    df = validate(reps=a.reps, seed=a.seed, workers=a.workers, progress=not a.json)
+    if a.json:
+        for row in df.to_dict("records"):
+            print(json.dumps(row, default=_json_default))
+    else:
+        print(f"rtsim validate — {a.reps} replications, seed {a.seed}")
+        for r in df.itertuples():
+            mark = "PASS" if r.passed else "FAIL"
+            print(
+                f"  {mark}  {r.case:<20} {r.check}\n"
+                f"        closed form {r.closed_form:.4f}  simulated {r.simulated:.4f}"
+                f" ± {r.ci95:.4f} (95% CI)  rel. error {r.rel_err:.2%}"
+                f" (tolerance {r.tolerance:.0%}, in CI: {r.in_ci})"
+            )
+    return 0 if bool(df["passed"].all()) else 1
+
+
 #: ``rtsim simulate <name>`` targets; each adds its own sub-parser.
 SIMULATIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_transports,
 ]
 #: Top-level commands other than ``simulate``; each adds its own sub-parser.
-COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_validate,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
