@@ -370,7 +370,9 @@ class LiveServer:
         self._open("sse")
         try:
             await resp.prepare(request)
-            first = f"retry: {cfg.retry_ms}\n: ok\n\n".encode()
+            # An id-only event: the stream's start cursor, so that a client that
+            # reconnects before any message resumes from here (not "from now").
+            first = f"retry: {cfg.retry_ms}\nid: {encode_cursor(cursor)}\n\n".encode()
             if self.presence is not None:
                 for ch in channels:
                     snap = Control(self.presence.snapshot(ch))
