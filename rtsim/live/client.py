@@ -250,13 +250,13 @@ class LiveClient:
                 transport = next(a.transport for a in actions if isinstance(a, Connect))
                 opened = False
 
-                def on_open() -> None:
+                def on_open(name: str = transport.value) -> None:
                     nonlocal opened
                     opened = True
                     self.policy.handle(Opened(), loop.time())
-                    self.transport = transport.value
+                    self.transport = name
                     counts = self.stats.connects
-                    counts[transport.value] = counts.get(transport.value, 0) + 1
+                    counts[name] = counts.get(name, 0) + 1
                     if sum(counts.values()) > 1:
                         self.stats.reconnects += 1
 
