@@ -28,9 +28,11 @@ from rtsim.core.envelope import MAX_CHANNEL_LENGTH
 
 __all__ = [
     "OPEN_GRANT",
+    "MIN_SECRET_BYTES",
     "AuthError",
     "Authenticator",
     "Grant",
+    "check_secret",
     "compile_patterns",
     "make_token",
     "parse_patterns",
@@ -39,6 +41,19 @@ __all__ = [
 _PATTERN_CHARS = re.compile(r"^[A-Za-z0-9_\-:.@*]+$")
 _ALGORITHM = "HS256"
 MAX_PATTERNS = 100
+#: RFC 7518 §3.2: an HS256 key must be at least as long as the hash (32 bytes).
+MIN_SECRET_BYTES = 32
+
+
+def check_secret(secret: str) -> str:
+    """``secret`` if it is long enough for HS256, else ``ValueError`` saying how to make one."""
+    if len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"secret must be at least {MIN_SECRET_BYTES} bytes for HS256 (RFC 7518 §3.2), got"
+            f" {len(secret.encode('utf-8'))}; make one with: python -c"
+            " 'import secrets; print(secrets.token_hex(32))'"
+        )
+    return secret
 
 
 class AuthError(ValueError):
@@ -126,8 +141,7 @@ def make_token(
     now: float | None = None,
 ) -> str:
     """A signed token for ``user``. ``now`` defaults to the wall clock (tokens need it)."""
-    if not secret:
-        raise ValueError("secret must not be empty")
+    check_secret(secret)
     if not isinstance(user, str) or not user or len(user) > 200:
         raise ValueError(f"user must be a non-empty string of at most 200 characters: {user!r}")
     if not ttl_s > 0:
@@ -147,7 +161,7 @@ class Authenticator:
     """Turns a request's token into a :class:`Grant` (or raises :class:`AuthError`)."""
 
     def __init__(self, secret: str | None, *, leeway_s: float = 0.0) -> None:
-        self.secret = secret or None
+        self.secret = None if secret is None else check_secret(secret)
         self.leeway_s = leeway_s
 
     @property

@@ -37,7 +37,7 @@ from aiohttp import WSMsgType, web
 from rtsim.core.envelope import EnvelopeError, validate_channel
 from rtsim.core.replaylog import Gap, ReplayLogError, encode_cursor
 
-from .auth import Authenticator, AuthError, Grant
+from .auth import Authenticator, AuthError, Grant, check_secret
 from .backplane import Backplane, make_backplane
 from .hub import Broadcast, Control, Hub, Replay, Subscriber
 from .metrics import TRANSPORTS, Metrics
@@ -103,8 +103,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not (0 <= self.port <= 65535):
             raise ValueError(f"port must be 0..65535, got {self.port}")
-        if self.secret is not None and not self.secret:
-            raise ValueError("secret must not be empty (omit it for open mode)")
+        if self.secret is not None:
+            check_secret(self.secret)
         if self.secret is None and not _is_loopback(self.host) and not self.allow_open_remote:
             raise ValueError(
                 f"refusing open mode (no --secret) on non-loopback address {self.host!r};"
