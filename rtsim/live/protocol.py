@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtsim.core.envelope import EnvelopeError, validate_channel
-from rtsim.core.replaylog import CursorError, MalformedIdError, decode_cursor, parse_id
+from rtsim.core.positions import MalformedPositionError, parse_position
+from rtsim.core.replaylog import CursorError, decode_cursor
 
 __all__ = [
     "ClientFrame",
@@ -101,8 +102,8 @@ def _channel(value: object) -> str:
 
 def _id(value: object, what: str) -> str:
     try:
-        parse_id(value)
-    except MalformedIdError as exc:
+        parse_position(value)  # "42" or a broker position such as "1718000000000-3"
+    except MalformedPositionError as exc:
         raise ProtocolError("bad_cursor", f"{what}: {exc}") from None
     assert isinstance(value, str)
     return value
