@@ -110,7 +110,11 @@ class MemoryBackplane:
 
 
 def make_backplane(url: str, *, max_len: int = 1000, max_age_s: float | None = None) -> Backplane:
-    """The backplane named by ``url`` (``"memory"`` for now; brokers come in issue 7)."""
+    """The backplane named by ``url``: ``memory`` (default), ``redis-streams://HOST:PORT``,
+    ``redis-pubsub://HOST:PORT`` or ``nats://HOST:PORT`` (JetStream); see
+    :mod:`rtsim.live.redis_backplane` and :mod:`rtsim.live.nats_backplane` for options."""
     if url in ("memory", "memory://"):
         return MemoryBackplane(max_len=max_len, max_age_s=max_age_s)
-    raise ValueError(f"unknown backplane {url!r}; available: memory")
+    from .brokers import make_broker_backplane  # imports redis / nats only when asked
+
+    return make_broker_backplane(url, max_len=max_len, max_age_s=max_age_s)

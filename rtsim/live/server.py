@@ -39,6 +39,7 @@ from rtsim.core.replaylog import Gap, ReplayLogError, encode_cursor
 
 from .auth import Authenticator, AuthError, Grant, check_secret
 from .backplane import Backplane, make_backplane
+from .brokers import BackplaneCollector
 from .hub import Broadcast, Control, Hub, Replay, Subscriber
 from .metrics import TRANSPORTS, Metrics
 from .presence import PresenceService
@@ -166,6 +167,7 @@ class LiveServer:
         self.backplane = backplane or make_backplane(
             config.backplane, max_len=config.replay_len, max_age_s=config.replay_age_s
         )
+        self.metrics.registry.register(BackplaneCollector(self.backplane))
         self.hub = Hub(self.backplane, self.metrics)
         self.auth = Authenticator(config.secret)
         self.presence: PresenceService | None = None
@@ -232,6 +234,7 @@ class LiveServer:
             status = {
                 "transport_disabled": 404,
                 "too_many_connections": 503,
+                "backplane_unavailable": 503,
                 "too_big": 413,
             }.get(exc.code, 400)
             return self._error(exc.code, exc.message, status)
@@ -245,6 +248,8 @@ class LiveServer:
             {
                 "status": "ok" if self.backplane.healthy() else "degraded",
                 "backplane": self.backplane.name,
+                "replay": "broker" if self.backplane.durable_replay else "local buffer only",
+                "broker": getattr(self.backplane, "status", dict)(),
                 "open_mode": self.config.open_mode,
                 "transports": list(self.config.transports),
                 "connections": {
