@@ -23,6 +23,7 @@ the gap's ``missed`` is a lower bound (1).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import OrderedDict
@@ -157,7 +158,18 @@ class JetStreamBackplane(BrokerBackplane):
         self._nc, self._js, self._lost = nc, js, lost
 
     async def _disconnect(self) -> None:
-        nc, self._nc, self._js, self._feed = self._nc, None, None, None
+        nc, feed = self._nc, self._feed
+        self._nc, self._js, self._feed = None, None, None
+        if feed is not None:
+            with contextlib.suppress(Exception):
+                await feed.unsubscribe()
+            # nats-py cancels the ordered consumer's helper tasks only after a successful
+            # unsubscribe; on a dead connection that fails, so cancel them here.
+            jsi = getattr(getattr(feed, "_sub", None), "_jsi", None)
+            for name in ("_hbtask", "_fctask"):
+                task = getattr(jsi, name, None)
+                if task is not None:
+                    task.cancel()
         if nc is not None and not nc.is_closed:
             await nc.close()
 
