@@ -117,6 +117,8 @@ class JetStreamBackplane(BrokerBackplane):
         nc = await nats.connect(
             servers=[f"nats://{self.url.host}:{self.url.port}"],
             allow_reconnect=False,  # the supervisor reconnects, with the core backoff
+            max_reconnect_attempts=1,  # (0 would make nats-py retry the first connect forever)
+            reconnect_time_wait=0.05,
             connect_timeout=1,
             closed_cb=on_closed,
             disconnected_cb=on_closed,

@@ -297,4 +297,3 @@ async def test_broker_restart(
                 assert frame["data"] == "after"  # delivery resumed on the same socket
     finally:
         broker.kill()
-
