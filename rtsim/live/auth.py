@@ -27,8 +27,8 @@ import jwt
 from rtsim.core.envelope import MAX_CHANNEL_LENGTH
 
 __all__ = [
-    "OPEN_GRANT",
     "MIN_SECRET_BYTES",
+    "OPEN_GRANT",
     "AuthError",
     "Authenticator",
     "Grant",

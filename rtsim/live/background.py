@@ -93,6 +93,9 @@ class BackgroundServer:
         async def shutdown() -> None:
             if runner is not None:
                 await runner.cleanup()
+            # Let transports that are closing run their close callbacks before the loop stops.
+            for _ in range(5):
+                await asyncio.sleep(0)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=30)

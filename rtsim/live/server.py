@@ -444,6 +444,7 @@ class LiveServer:
             grant = self._grant(request)
         except (AuthError, ProtocolError) as exc:
             return self._http_error(exc)
+        transport = request.transport  # kept: after the upgrade the request may not expose it
         ws = web.WebSocketResponse(
             max_msg_size=cfg.max_frame_bytes,
             heartbeat=cfg.ws_ping_s,
@@ -461,7 +462,9 @@ class LiveServer:
 
         def overflow(s: Subscriber) -> None:
             self._on_overflow(s)
-            task = loop.create_task(self._ws_kill(ws, writer, request, CLOSE_SLOW, s.close_reason))
+            task = loop.create_task(
+                self._ws_kill(ws, writer, transport, CLOSE_SLOW, s.close_reason)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -504,14 +507,14 @@ class LiveServer:
                     # Let the writer flush the error frames first.
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(asyncio.shield(writer), cfg.close_grace_s)
-                await self._ws_kill(ws, writer, request, CLOSE_POLICY, sub.close_reason)
+                await self._ws_kill(ws, writer, transport, CLOSE_POLICY, sub.close_reason)
         return ws
 
     async def _ws_kill(
         self,
         ws: web.WebSocketResponse,
         writer: asyncio.Task[None],
-        request: web.Request,
+        transport: asyncio.BaseTransport | None,
         code: int,
         reason: str,
     ) -> None:
@@ -524,10 +527,12 @@ class LiveServer:
                 closing = ws.close(code=code, message=reason.encode())
             else:
                 closing = ws.close()
-            with contextlib.suppress(Exception):
+            # BaseException: a close that was waiting on the cancelled writer's drain raises
+            # CancelledError; the transport is dealt with below either way.
+            with contextlib.suppress(BaseException):
                 await asyncio.wait_for(closing, self.config.close_grace_s)
-        if code == CLOSE_SLOW and request.transport is not None:
-            request.transport.abort()  # whatever is still buffered for it is dropped
+        if code == CLOSE_SLOW and isinstance(transport, asyncio.WriteTransport):
+            transport.abort()  # whatever is still buffered for it is dropped
 
     def _ws_error(self, sub: Subscriber, exc: Exception) -> None:
         if isinstance(exc, ProtocolError | AuthError):
@@ -724,7 +729,11 @@ async def start_site(
 ) -> tuple[web.AppRunner, str]:
     """Start serving ``config`` on the running loop; returns the runner and the base URL."""
     app = create_app(config, backplane)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.close_grace_s)
+    # handler_cancellation: a client that goes away cancels its handler at once, so an idle
+    # SSE stream or a waiting long poll is cleaned up without waiting for a keep-alive.
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=config.close_grace_s, handler_cancellation=True
+    )
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

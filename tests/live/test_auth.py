@@ -44,7 +44,7 @@ def test_refused_tokens(token: str | None, code: str) -> None:
 
 
 def test_tampered_token_is_refused() -> None:
-    head, body, sig = make_token(S, "alice", "a", "", 60).split(".")
+    head, _body, sig = make_token(S, "alice", "a", "", 60).split(".")
     forged = jwt.encode({"sub": "alice", "subscribe": ["*"], "exp": 2**40}, "x" * 32).split(".")[1]
     with pytest.raises(AuthError):
         Authenticator(S).grant(f"{head}.{forged}.{sig}")
