@@ -204,7 +204,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_nonneg_int, default=8765, help="0 = any free port")
     p.add_argument("--secret", default=None, help="HS256 secret for tokens (rtsim token)")
-    p.add_argument("--backplane", default="memory", help="message bus (default: memory)")
+    p.add_argument(
+        "--backplane",
+        default="memory",
+        help="message bus: memory (default), redis-streams://HOST:PORT, redis-pubsub://HOST:PORT"
+        " or nats://HOST:PORT (JetStream); options as ?maxlen=1000&prefix=rtsim",
+    )
     p.add_argument("--replay", type=_positive_int, default=1000, help="messages kept per channel")
     p.add_argument("--send-queue", type=_positive_int, default=1024, help="per connection")
     p.add_argument("--max-connections", type=_positive_int, default=10000)
