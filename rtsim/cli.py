@@ -278,9 +278,81 @@ SIMULATIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     _add_architecture,
     _add_presence,
 ]
+
+
+# --- serve and token ---------------------------------------------------------------------
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the live server (WebSocket, SSE, long polling)",
+        description="Run the live server until Ctrl-C. Without --secret it runs in open mode"
+        " (anyone may subscribe and publish), which is refused on a non-loopback address.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_nonneg_int, default=8765, help="0 = any free port")
+    p.add_argument("--secret", default=None, help="HS256 secret for tokens (rtsim token)")
+    p.add_argument(
+        "--backplane",
+        default="memory",
+        help="message bus: memory (default), redis-streams://HOST:PORT, redis-pubsub://HOST:PORT"
+        " or nats://HOST:PORT (JetStream); options as ?maxlen=1000&prefix=rtsim",
+    )
+    p.add_argument("--replay", type=_positive_int, default=1000, help="messages kept per channel")
+    p.add_argument("--send-queue", type=_positive_int, default=1024, help="per connection")
+    p.add_argument("--max-connections", type=_positive_int, default=10000)
+    p.add_argument("--presence-timeout", type=_positive_float, default=60.0, help="seconds")
+    p.set_defaults(handler=_run_serve)
+
+
+def _run_serve(a: argparse.Namespace) -> int:
+    from .live.server import ServerConfig, run_server
+
+    config = ServerConfig(
+        host=a.host,
+        port=a.port,
+        secret=a.secret,
+        backplane=a.backplane,
+        replay_len=a.replay,
+        send_queue=a.send_queue,
+        max_connections=a.max_connections,
+        presence_timeout_s=a.presence_timeout,
+    )
+
+    def ready(url: str) -> None:
+        mode = "open mode" if config.open_mode else "tokens required"
+        print(f"rtsim serve: listening on {url} ({mode}, backplane {a.backplane})", flush=True)
+
+    run_server(config, ready)
+    return 0
+
+
+def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "token",
+        help="print a token for the live server",
+        description="Print a signed token (JWT, HS256). Patterns are comma-separated channel"
+        " names in which * matches anything, e.g. 'user:alice,team:*'.",
+    )
+    p.add_argument("--secret", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--subscribe", default="", help="channel patterns the user may subscribe to")
+    p.add_argument("--publish", default="", help="channel patterns the user may publish to")
+    p.add_argument("--ttl", type=_positive_float, default=3600.0, help="seconds")
+    p.set_defaults(handler=_run_token)
+
+
+def _run_token(a: argparse.Namespace) -> int:
+    from .live.auth import make_token
+
+    print(make_token(a.secret, a.user, a.subscribe, a.publish, a.ttl))
+    return 0
+
+
 #: Top-level commands other than ``simulate``; each adds its own sub-parser.
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_validate,
+    _add_serve,
+    _add_token,
 ]
 
 

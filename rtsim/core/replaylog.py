@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .envelope import Envelope, EnvelopeError, validate_channel
+from .positions import MalformedPositionError, parse_position
 
 __all__ = [
     "CursorError",
@@ -337,6 +338,9 @@ class ReplayLog:
 def encode_cursor(cursor: Mapping[str, str]) -> str:
     """Pack ``{channel: last id}`` into one opaque string, e.g. ``"chat=7,news=5"``.
 
+    Ids may be any :func:`~rtsim.core.positions.parse_position` position, so broker ids
+    (``"chat=1718000000000-3"``) fit too.
+
     Channels are sorted, so equal cursors encode equally. Channel names never contain
     ``=`` or ``,`` (see :data:`rtsim.core.envelope.CHANNEL_PATTERN`), and the result has no
     newline, so it fits an SSE ``id:`` field. Raises :class:`CursorError` on bad input.
@@ -345,8 +349,8 @@ def encode_cursor(cursor: Mapping[str, str]) -> str:
     for ch in sorted(cursor):
         try:
             validate_channel(ch)
-            parse_id(cursor[ch])
-        except (EnvelopeError, MalformedIdError) as exc:
+            parse_position(cursor[ch])
+        except (EnvelopeError, MalformedPositionError) as exc:
             raise CursorError(f"cannot encode cursor entry {ch!r}: {exc}") from exc
         parts.append(f"{ch}={cursor[ch]}")
     return ",".join(parts)
@@ -370,8 +374,8 @@ def decode_cursor(text: object) -> dict[str, str]:
             raise CursorError(f"cursor part {i} ({part!r}) is not of the form channel=id")
         try:
             validate_channel(ch)
-            parse_id(mid)
-        except (EnvelopeError, MalformedIdError) as exc:
+            parse_position(mid)
+        except (EnvelopeError, MalformedPositionError) as exc:
             raise CursorError(f"cursor part {i} ({part!r}): {exc}") from exc
         if ch in out:
             raise CursorError(f"cursor names channel {ch!r} twice")
@@ -382,8 +386,8 @@ def decode_cursor(text: object) -> dict[str, str]:
 def advance_cursor(cursor: Mapping[str, str], envelope: Envelope) -> dict[str, str]:
     """A copy of ``cursor`` with ``envelope.channel`` moved to ``envelope.id`` (never back)."""
     out = dict(cursor)
-    new = parse_id(envelope.id)
+    new = parse_position(envelope.id)
     old = out.get(envelope.channel)
-    if old is None or parse_id(old) < new:
+    if old is None or parse_position(old) < new:
         out[envelope.channel] = envelope.id
     return out

@@ -6,10 +6,13 @@ functions by the live server, so both sides agree on what a frame costs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
     "CASCADE",
+    "SseDecoder",
+    "SseEvent",
     "Transport",
     "format_sse_event",
     "parse_transport",
@@ -99,3 +102,109 @@ def sse_event_overhead(id_len: int) -> int:
     if id_len < 0:
         raise ValueError(f"id_len must be >= 0, got {id_len}")
     return len("id: \n") + id_len + len("data: ") + len("\n\n")
+
+
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    """One dispatched ``text/event-stream`` event.
+
+    ``last_event_id`` is the stream's last event id *after* this event (the value an
+    EventSource sends back as ``Last-Event-ID``); ``retry_ms`` is the latest ``retry:`` hint.
+    """
+
+    data: str
+    event: str = "message"
+    last_event_id: str = ""
+    retry_ms: int | None = None
+
+
+class SseDecoder:
+    """Incremental ``text/event-stream`` parser (WHATWG HTML §9.2.6), sans-I/O.
+
+    Feed it bytes as they arrive; it returns the events completed so far. Like a browser,
+    it updates :attr:`last_event_id` on every ``id:`` field (an event with no ``data`` only
+    moves the id and is not returned), ignores comments and unknown fields, and accepts
+    CRLF, LF or CR line ends. ``max_line`` bounds the memory a peer can make it hold.
+    """
+
+    def __init__(self, max_line: int = 1 << 20) -> None:
+        self.last_event_id = ""
+        self.retry_ms: int | None = None
+        self._max_line = max_line
+        self._buf = b""
+        self._data: list[str] = []
+        self._event = ""
+        self._id: str | None = None
+        self._skip_lf = False
+        self._bom_checked = False
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        buf = self._buf + chunk
+        if not self._bom_checked and len(buf) >= 3:
+            self._bom_checked = True
+            if buf.startswith(b"\xef\xbb\xbf"):
+                buf = buf[3:]
+        out: list[SseEvent] = []
+        start = 0
+        n = len(buf)
+        while start < n:
+            if self._skip_lf:
+                self._skip_lf = False
+                if buf[start : start + 1] == b"\n":
+                    start += 1
+                    continue
+            cr = buf.find(b"\r", start)
+            lf = buf.find(b"\n", start)
+            ends = [i for i in (cr, lf) if i >= 0]
+            if not ends:
+                break
+            end = min(ends)
+            line = buf[start:end]
+            if buf[end : end + 1] == b"\r":
+                if end + 1 < n:
+                    if buf[end + 1 : end + 2] == b"\n":
+                        end += 1
+                else:
+                    self._skip_lf = True
+            start = end + 1
+            ev = self._line(line.decode("utf-8", errors="replace"))
+            if ev is not None:
+                out.append(ev)
+        self._buf = buf[start:]
+        if len(self._buf) > self._max_line:
+            raise ValueError(f"SSE line longer than {self._max_line} bytes")
+        return out
+
+    def _line(self, line: str) -> SseEvent | None:
+        if line == "":
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\0" not in value:
+                self._id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry_ms = int(value)
+        return None
+
+    def _dispatch(self) -> SseEvent | None:
+        if self._id is not None:
+            self.last_event_id = self._id
+            self._id = None
+        data, event = self._data, self._event
+        self._data, self._event = [], ""
+        if not data:
+            return None
+        return SseEvent(
+            data="\n".join(data),
+            event=event or "message",
+            last_event_id=self.last_event_id,
+            retry_ms=self.retry_ms,
+        )

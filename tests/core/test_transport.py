@@ -59,3 +59,64 @@ def test_sse_event_format() -> None:
 def test_sse_id_cannot_break_framing(bad: str) -> None:
     with pytest.raises(ValueError, match="id must not contain"):
         format_sse_event("x", id=bad)
+
+
+# --- SSE decoding ------------------------------------------------------------------------
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from rtsim.core.transport import SseDecoder, SseEvent  # noqa: E402
+
+
+def test_sse_decoder_reads_what_format_sse_event_writes() -> None:
+    raw = format_sse_event("a\nb", id="c=1", event="gap", retry_ms=500) + b": keep\n\n"
+    raw += format_sse_event("x", id="c=2")
+    d = SseDecoder()
+    assert d.feed(raw) == [
+        SseEvent("a\nb", "gap", "c=1", 500),
+        SseEvent("x", "message", "c=2", 500),
+    ]
+    assert d.last_event_id == "c=2"
+
+
+def test_sse_decoder_id_only_event_moves_the_id_without_dispatching() -> None:
+    d = SseDecoder()
+    assert d.feed(b"retry: 10\nid: a=5\n\n") == []
+    assert d.last_event_id == "a=5" and d.retry_ms == 10
+
+
+def test_sse_decoder_handles_cr_and_crlf_split_anywhere() -> None:
+    raw = b"data: one\r\n\r\ndata: two\r\rdata: three\n\n"
+    for cut in range(len(raw) + 1):
+        d = SseDecoder()
+        events = d.feed(raw[:cut]) + d.feed(raw[cut:])
+        assert [e.data for e in events] == ["one", "two", "three"]
+
+
+def test_sse_decoder_bounds_a_line() -> None:
+    d = SseDecoder(max_line=10)
+    with pytest.raises(ValueError, match="longer than"):
+        d.feed(b"data: " + b"x" * 20)
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r"), max_size=50)
+
+
+@given(
+    st.lists(st.tuples(_text, st.from_regex(r"[a-z]=[0-9]{1,3}", fullmatch=True)), max_size=5),
+    st.integers(1, 30),
+)
+def test_sse_round_trip_in_any_chunking(events: list[tuple[str, str]], size: int) -> None:
+    raw = b"".join(format_sse_event(data, id=i) for data, i in events)
+    d = SseDecoder()
+    out: list[SseEvent] = []
+    for k in range(0, len(raw), size):
+        out += d.feed(raw[k : k + size])
+    assert [(e.data, e.last_event_id) for e in out] == [
+        (data.replace("\r\n", "\n"), i) for data, i in events
+    ]
+
+
+@given(st.binary(max_size=300))
+def test_sse_decoder_never_fails_on_garbage(raw: bytes) -> None:
+    SseDecoder().feed(raw)
