@@ -451,7 +451,10 @@ class LiveServer:
             compress=False,
             autoping=True,
         )
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError:
+            return ws  # the client left during the handshake
         self._ws_seq += 1
         member = f"{grant.user}:ws{self._ws_seq}"
         sub = Subscriber("websocket", cfg.send_queue)

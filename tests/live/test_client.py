@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from rtsim.core.backoff import Backoff
@@ -85,14 +83,6 @@ async def test_presence_through_the_client(srv) -> None:
         await a.ready()
         await b.ready()
         await b.set_presence("r", {"name": "B"})
-        await wait_until(lambda: "anonymous:b" in a.presence.get("r", _EMPTY).members)
+        await wait_until(lambda: "r" in a.presence and "anonymous:b" in a.presence["r"].members)
         await a.set_presence("r", {"name": "A"})
         await wait_until(lambda: len(a.presence["r"].members) == 2)
-        await asyncio.sleep(0)
-
-
-class _Empty:
-    members: dict[str, object] = {}
-
-
-_EMPTY = _Empty()

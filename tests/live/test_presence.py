@@ -57,6 +57,10 @@ async def test_http_presence_heartbeats_and_expiry(serve: Serve, http) -> None:
 
 
 async def test_presence_needs_permission_and_valid_input(srv, http) -> None:
-    for body in ({"channel": "d"}, {"channel": "d", "client": ""}, {"channel": "d", "client": "c", "state": 1}):
+    for body in (
+        {"channel": "d"},
+        {"channel": "d", "client": ""},
+        {"channel": "d", "client": "c", "state": 1},
+    ):
         async with http.post(srv.url + "/presence", json=body) as r:
             assert r.status == 400

@@ -1,0 +1,144 @@
+"""Notebook helpers for the live server (notebook 06): short, blocking calls.
+
+A notebook kernel already runs an event loop, so every helper here runs its asyncio code
+on a fresh loop in a worker thread (:func:`run_sync`) and returns plain values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from rtsim.core.backoff import Backoff
+from rtsim.live.background import BackgroundServer
+from rtsim.live.client import GapNotice, LiveClient, Message
+
+__all__ = [
+    "drop_and_resume",
+    "fallback_demo",
+    "metrics_table",
+    "publish_many",
+    "resume_from",
+    "run_sync",
+]
+
+T = TypeVar("T")
+_FAST = Backoff(base_s=0.01, cap_s=0.05)
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a new event loop in a worker thread."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
+async def _drop_and_resume(
+    url: str, transport: str, channel: str, before: int, during: int
+) -> dict[str, Any]:
+    async with LiveClient(
+        url, [channel], transports=[transport], backoff=_FAST, poll_timeout_s=5
+    ) as c:
+        await c.ready()
+        ids = [await c.publish(channel, i) for i in range(before)]
+        got = [await c.next(10) for _ in range(before)]
+        c.drop()  # the network fails; the client will reconnect and resume
+        ids += [await c.publish(channel, i) for i in range(before, before + during)]
+        got += [await c.next(10) for _ in range(during)]
+        received = [m.id for m in got if isinstance(m, Message)]
+        return {
+            "transport": transport,
+            "published": len(ids),
+            "received": len(received),
+            "in_order_no_duplicates": received == ids,
+            "reconnects": c.stats.reconnects,
+        }
+
+
+def drop_and_resume(
+    url: str, transports: Sequence[str] = ("websocket", "sse", "long-polling"), during: int = 5
+) -> pd.DataFrame:
+    """Per transport: publish 3, kill the connection, publish ``during`` more; what arrived."""
+    rows = [run_sync(_drop_and_resume(url, t, f"demo-{t}", 3, during)) for t in transports]
+    return pd.DataFrame(rows)
+
+
+async def _resume_from(url: str, channel: str, since: str, transport: str) -> list[Any]:
+    async with LiveClient(url, [channel], transports=[transport], since={channel: since}) as c:
+        await c.ready()
+        out: list[Any] = []
+        while True:
+            try:
+                out.append(await c.next(0.5))
+            except TimeoutError:
+                return out
+
+
+def resume_from(url: str, channel: str, since: str, transport: str = "websocket") -> dict[str, Any]:
+    """Connect with ``since`` and count what the server replays (messages and gaps)."""
+    items = run_sync(_resume_from(url, channel, since, transport))
+    gaps = [g for g in items if isinstance(g, GapNotice)]
+    return {
+        "messages": sum(isinstance(m, Message) for m in items),
+        "gap": bool(gaps),
+        "missed": sum(g.missed for g in gaps),
+        "first_id": next((m.id for m in items if isinstance(m, Message)), None),
+    }
+
+
+async def _publish_many(url: str, channel: str, n: int) -> str:
+    async with LiveClient(url, [channel], transports=["long-polling"]) as c:
+        last = ""
+        for i in range(n):
+            last = await c.publish(channel, i)
+        return last
+
+
+def publish_many(url: str, channel: str, n: int) -> str:
+    """Publish ``n`` messages to ``channel`` over HTTP; returns the last id."""
+    return run_sync(_publish_many(url, channel, n))
+
+
+async def _fallback(url: str) -> dict[str, Any]:
+    async with LiveClient(url, ["fb"], backoff=_FAST, failures_before_fallback=1) as c:
+        await c.ready()
+        return {"transport": c.transport, "fallbacks": c.fallbacks}
+
+
+def fallback_demo(url: str) -> dict[str, Any]:
+    """Connect with the default cascade; report the transport reached and the steps taken."""
+    return run_sync(_fallback(url))
+
+
+_METRICS = (
+    ("published", "rtsim_published_total", None),
+    ("deliveries websocket", "rtsim_deliveries_total", {"transport": "websocket"}),
+    ("deliveries sse", "rtsim_deliveries_total", {"transport": "sse"}),
+    ("deliveries long-polling", "rtsim_deliveries_total", {"transport": "long-polling"}),
+    ("reconnections websocket", "rtsim_reconnections_total", {"transport": "websocket"}),
+    ("reconnections sse", "rtsim_reconnections_total", {"transport": "sse"}),
+    ("replayed", "rtsim_replayed_total", None),
+    ("replay gaps", "rtsim_replay_gaps_total", None),
+)
+
+
+def metrics_table(srv: BackgroundServer) -> pd.DataFrame:
+    """The server's counters (not its timings) as a small table."""
+    rows = [{"metric": k, "value": int(srv.metric(name, labels))} for k, name, labels in _METRICS]
+    return pd.DataFrame(rows)

@@ -1,0 +1,27 @@
+"""``rtsim token`` and ``rtsim serve`` argument handling."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtsim.cli import main
+from rtsim.live.auth import Authenticator
+
+SECRET = "c" * 32
+
+
+def test_token_prints_a_valid_token(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["token", "--secret", SECRET, "--user", "u", "--subscribe", "user:u,team:*"]
+    assert main([*argv, "--publish", "team:*", "--ttl", "60"]) == 0
+    grant = Authenticator(SECRET).grant(capsys.readouterr().out.strip())
+    assert grant.user == "u" and grant.may_subscribe("team:x") and grant.may_publish("team:y")
+
+
+def test_token_with_a_short_secret_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--secret", "short", "--user", "u"]) == 2
+    assert "32 bytes" in capsys.readouterr().err
+
+
+def test_serve_refuses_open_mode_off_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "open mode" in capsys.readouterr().err
