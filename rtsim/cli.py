@@ -186,9 +186,96 @@ def _run_presence(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- simulate architecture ------------------------------------------------------------------
+def _add_architecture(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "architecture",
+        help="the 5-step notification architecture at full size (claims C11, C19)",
+        description="Publishers → broker → K real-time instances → clients, with replay and"
+        " one instance restart half-way through.",
+    )
+    p.add_argument("--clients", type=_positive_int, default=100_000)
+    p.add_argument("--duration", type=_positive_float, default=600.0, help="seconds")
+    p.add_argument(
+        "--broker",
+        default="redis-streams",
+        choices=["redis-pubsub", "redis-streams", "jetstream", "kafka"],
+    )
+    p.add_argument("--instances", type=_positive_int, default=4)
+    p.add_argument("--user-rate", type=_nonneg_float, default=1 / 60, help="per user, msg/s")
+    p.add_argument("--topics", type=_nonneg_int, default=10)
+    p.add_argument("--topic-rate", type=_nonneg_float, default=0.05, help="per topic, msg/s")
+    p.add_argument("--disconnects-per-hour", type=_nonneg_float, default=1.0)
+    p.add_argument("--max-len", type=_positive_int, default=100_000, help="stream history kept")
+    p.add_argument("--no-fault", action="store_true", help="skip the instance restart")
+    p.add_argument("--mode", choices=["bulk", "events"], default="bulk")
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_run_architecture)
+
+
+def _run_architecture(a: argparse.Namespace) -> int:
+    from .sim.architecture import ArchitectureParams, simulate_architecture
+
+    params = ArchitectureParams(
+        clients=a.clients,
+        duration_s=a.duration,
+        broker=a.broker,
+        instances=a.instances,
+        user_rate=a.user_rate,
+        topics=a.topics,
+        topic_rate=a.topic_rate,
+        disconnects_per_hour=a.disconnects_per_hour,
+        max_len=a.max_len,
+        fault_at_s=-1.0 if a.no_fault else None,
+    )
+    result = simulate_architecture(params, seed=a.seed, mode=a.mode, keep_deliveries=False)
+    summary = {"seed": a.seed, **result.summary.to_dict()}
+    title = f"rtsim simulate architecture — {a.broker}, {a.clients:,} clients, seed {a.seed}"
+    print_result(summary, a.json, title)
+    return 0
+
+
+# --- validate ---------------------------------------------------------------------------------
+def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="check the broker queueing model against M/M/1, M/M/c, M/D/1 and Little's law",
+        description="Run each queueing case with replications; exit 1 if a case fails.",
+    )
+    p.add_argument("--reps", type=_positive_int, default=20)
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--workers", type=_nonneg_int, default=0, help="processes (0 = one per core)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per case")
+    p.set_defaults(handler=_run_validate)
+
+
+def _run_validate(a: argparse.Namespace) -> int:
+    from .sim.queueing import validate
+
+    if a.reps < 2:
+        raise ValueError(f"reps must be >= 2 for a confidence interval, got {a.reps}")
+    df = validate(reps=a.reps, seed=a.seed, workers=a.workers, progress=not a.json)
+    if a.json:
+        for row in df.to_dict("records"):
+            print(json.dumps(row, default=_json_default))
+    else:
+        print(f"rtsim validate — {a.reps} replications, seed {a.seed}")
+        for r in df.itertuples():
+            mark = "PASS" if r.passed else "FAIL"
+            print(
+                f"  {mark}  {r.case:<20} {r.check}\n"
+                f"        closed form {r.closed_form:.4f}  simulated {r.simulated:.4f}"
+                f" ± {r.ci95:.4f} (95% CI)  rel. error {r.rel_err:.2%}"
+                f" (tolerance {r.tolerance:.0%}, in CI: {r.in_ci})"
+            )
+    return 0 if bool(df["passed"].all()) else 1
+
+
 #: ``rtsim simulate <name>`` targets; each adds its own sub-parser.
 SIMULATIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_transports,
+    _add_architecture,
     _add_presence,
 ]
 
@@ -258,6 +345,7 @@ def _run_token(a: argparse.Namespace) -> int:
 
 #: Top-level commands other than ``simulate``; each adds its own sub-parser.
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_validate,
     _add_serve,
     _add_token,
 ]

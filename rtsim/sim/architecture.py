@@ -1,0 +1,584 @@
+"""The article's 5-step notification architecture, at full size (claims C11, C19).
+
+1. application servers publish every event to one broker stream (Poisson, per-user
+   notifications at ``user_rate`` per user, plus ``topics`` broadcast channels);
+2. ``instances`` real-time service instances consume the stream and hold the client
+   connections (each instance is one core: decode every message, then write one frame per
+   local subscriber — a FIFO queue);
+3. every client subscribes to its own authenticated channel ``user:<id>`` and one topic;
+4. each instance routes a message to its local subscribers of that channel;
+5. a client that drops (``disconnects_per_hour``, plus one scripted fault: instance 0
+   restarts at ``fault_at_s`` for ``restart_s``, its clients reconnect with backoff to the
+   other instances) resumes from its last event id: the instance replays from the broker's
+   log if the broker keeps one and the entry is still held (``max_len``); Redis Pub/Sub has
+   nothing to replay from, so those messages are lost.
+
+Two engines compute the same model: ``mode="bulk"`` (the default; FIFO stations via
+:func:`rtsim.sim.queueing.fifo_station`, and every fan-out as one numpy array of
+per-subscriber delays) runs 100,000 clients × 600 s in seconds; ``mode="events"`` runs
+one SimPy process per message and per delivery and replays through the core
+:class:`~rtsim.core.replaylog.ReplayLog`. Tests check that both agree on a 2,000-client case.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from ..core.backoff import Backoff
+from ..core.replaylog import ReplayLog
+from ..core.results import RunResult, Summary
+from .brokers import PROFILES, Broker, BrokerProfile, parse_broker
+from .queueing import fifo_station, number_in_system
+from .seeding import children
+
+__all__ = [
+    "DEFAULTS_SOURCES",
+    "ArchitectureParams",
+    "run_bulk",
+    "run_events",
+    "simulate_architecture",
+]
+
+DEFAULTS_SOURCES: dict[str, str] = {
+    "clients": "100,000 concurrent users: the article's claim C11",
+    "user_rate": "1 notification per user per minute (assumption: a busy app)",
+    "topics / topic_rate": "10 broadcast channels, one message every 20 s each (assumption)",
+    "cpu_decode_us": "5 µs to decode and route one broker message (assumption)",
+    "cpu_write_us": "7.2 µs per frame written: bare aiohttp send loop measured (FACTS.md)",
+    "rtt_ms / jitter_ms": "50 ms RTT, 5 ms mean jitter, as in the transport model",
+    "dc_transit_ms": "0.25 ms one way inside the data centre (assumption)",
+    "disconnects_per_hour": "1 per client per hour (mobile networks; assumption)",
+    "restart_s": "10 s for one instance to restart (assumption)",
+    "max_len": "100,000 entries of stream history (MAXLEN / max_msgs; assumption)",
+    "backoff": "Backoff(base 1 s, cap 30 s, full jitter) + 3 RTTs to reconnect",
+    "broker service": "see rtsim.sim.brokers.DEFAULTS_SOURCES",
+}
+
+
+@dataclass(frozen=True)
+class ArchitectureParams:
+    """One run of the architecture. Every field is validated."""
+
+    clients: int = 100_000
+    duration_s: float = 600.0
+    broker: Broker = Broker.REDIS_STREAMS
+    instances: int = 4
+    user_rate: float = 1 / 60
+    topics: int = 10
+    topic_rate: float = 0.05
+    cpu_decode_us: float = 5.0
+    cpu_write_us: float = 7.2
+    rtt_ms: float = 50.0
+    jitter_ms: float = 5.0
+    dc_transit_ms: float = 0.25
+    disconnects_per_hour: float = 1.0
+    fault_at_s: float | None = None  # None: half-way through; < 0: no fault
+    restart_s: float = 10.0
+    max_len: int = 100_000
+    linger_ms: float = 5.0
+    partitions: int = 6
+    backoff: Backoff = field(default_factory=Backoff)
+    profile: BrokerProfile | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "broker", parse_broker(self.broker))
+        checks: list[tuple[bool, str]] = [
+            (self.clients >= 1, f"clients must be >= 1, got {self.clients}"),
+            (_pos(self.duration_s), f"duration must be > 0 s, got {self.duration_s}"),
+            (self.instances >= 1, f"instances must be >= 1, got {self.instances}"),
+            (_nonneg(self.user_rate), f"user_rate must be >= 0, got {self.user_rate}"),
+            (self.topics >= 0, f"topics must be >= 0, got {self.topics}"),
+            (self.topics <= self.clients, "topics must not exceed clients"),
+            (_nonneg(self.topic_rate), f"topic_rate must be >= 0, got {self.topic_rate}"),
+            (_nonneg(self.cpu_decode_us), "cpu_decode_us must be >= 0"),
+            (_nonneg(self.cpu_write_us), "cpu_write_us must be >= 0"),
+            (_nonneg(self.rtt_ms), f"rtt_ms must be >= 0, got {self.rtt_ms}"),
+            (_nonneg(self.jitter_ms), f"jitter_ms must be >= 0, got {self.jitter_ms}"),
+            (_nonneg(self.dc_transit_ms), "dc_transit_ms must be >= 0"),
+            (_nonneg(self.disconnects_per_hour), "disconnects_per_hour must be >= 0"),
+            (_pos(self.restart_s), f"restart_s must be > 0, got {self.restart_s}"),
+            (self.max_len >= 1, f"max_len must be >= 1, got {self.max_len}"),
+            (_nonneg(self.linger_ms), f"linger_ms must be >= 0, got {self.linger_ms}"),
+            (self.partitions >= 1, f"partitions must be >= 1, got {self.partitions}"),
+            (
+                self.user_rate > 0 or (self.topics > 0 and self.topic_rate > 0),
+                "nothing is published: set user_rate > 0 or topics and topic_rate > 0",
+            ),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        if self.fault_at_s is not None and not math.isfinite(self.fault_at_s):
+            raise ValueError(f"fault_at_s must be finite, got {self.fault_at_s}")
+
+    @property
+    def prof(self) -> BrokerProfile:
+        return self.profile if self.profile is not None else PROFILES[self.broker]
+
+    @property
+    def fault_time(self) -> float | None:
+        t = self.duration_s / 2 if self.fault_at_s is None else self.fault_at_s
+        return None if t < 0 or t >= self.duration_s else t
+
+    def with_(self, **changes: Any) -> ArchitectureParams:
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["broker"] = self.broker.value
+        d["backoff"] = f"{self.backoff.base_s}-{self.backoff.cap_s}s {self.backoff.jitter}"
+        d["profile"] = asdict(self.prof)
+        return d
+
+
+def _pos(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def _nonneg(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x >= 0
+
+
+@dataclass
+class _World:
+    """Inputs shared by both engines (drawn from the same seeds)."""
+
+    t_pub: np.ndarray  # publish times, sorted
+    channel: np.ndarray  # < clients: user channel of that client; else clients + topic
+    send: np.ndarray  # arrival at the broker (after producer batching)
+    service: np.ndarray  # broker service time per message
+    home: np.ndarray  # instance of each client before the fault
+    moved: np.ndarray  # bool: client of the restarted instance
+    new: np.ndarray  # instance after reconnecting (== home if not moved)
+    back_at: np.ndarray  # reconnect time of moved clients (inf otherwise)
+    out_c: np.ndarray  # outages, sorted by (client, start)
+    out_s: np.ndarray
+    out_e: np.ndarray
+    span: float
+
+    def instance_of(self, c: np.ndarray, t: np.ndarray | float) -> np.ndarray:
+        out: np.ndarray = np.where(
+            self.moved[c] & (t >= self.back_at[c]), self.new[c], self.home[c]
+        )
+        return out
+
+    def outage_end(self, c: np.ndarray, t: np.ndarray | float) -> np.ndarray:
+        """End of the outage client ``c`` is in at ``t``, or NaN if it is online."""
+        keys = self.out_c * self.span + self.out_s
+        q = c * self.span + np.asarray(t, dtype=float)
+        i = np.searchsorted(keys, q, side="right") - 1
+        ok = i >= 0
+        j = np.where(ok, i, 0)
+        inside = ok & (self.out_c[j] == c) & (q < self.out_c[j] * self.span + self.out_e[j])
+        out: np.ndarray = np.where(inside, self.out_e[j], np.nan)
+        return out
+
+
+def _world(p: ArchitectureParams, rng: np.random.Generator) -> _World:
+    T, n, k = p.duration_s, p.clients, p.instances
+    # 1. publishers
+    n_user = rng.poisson(p.user_rate * n * T) if p.user_rate > 0 else 0
+    parts_t = [rng.uniform(0, T, n_user)]
+    parts_c = [rng.integers(0, n, n_user)]
+    for topic in range(p.topics if p.topic_rate > 0 else 0):
+        m = rng.poisson(p.topic_rate * T)
+        parts_t.append(rng.uniform(0, T, m))
+        parts_c.append(np.full(m, n + topic))
+    t_pub = np.concatenate(parts_t)
+    ch = np.concatenate(parts_c).astype(np.int64)
+    order = np.argsort(t_pub, kind="stable")
+    t_pub, ch = t_pub[order], ch[order]
+    dc = p.dc_transit_ms / 1000.0
+    prof = p.prof
+    per_msg = np.full(len(t_pub), prof.publish_us + prof.per_subscriber_us * k)
+    if p.broker is Broker.KAFKA:
+        send, size = _linger(t_pub, ch % p.partitions, p.linger_ms / 1000.0)
+        per_msg = per_msg + prof.batch_us / size
+    else:
+        send = t_pub.copy()
+    order = np.argsort(send, kind="stable")
+    t_pub, ch, send, per_msg = t_pub[order], ch[order], send[order] + dc, per_msg[order]
+    service = rng.exponential(1.0, len(t_pub)) * per_msg * 1e-6
+    # 2–3. clients on instances; outages (random drops, and the fault)
+    home = np.arange(n) % k
+    rng.shuffle(home)
+    rtt = p.rtt_ms / 1000.0
+    setup = 3 * rtt
+    n_drop = rng.poisson(p.disconnects_per_hour / 3600.0 * T * np.ones(n))
+    drop_c = np.repeat(np.arange(n), n_drop)
+    drop_s = rng.uniform(0, T, len(drop_c))
+    drop_e = drop_s + _backoff(p.backoff, rng, len(drop_c)) + setup
+    moved = np.zeros(n, dtype=bool)
+    new = home.copy()
+    back_at = np.full(n, np.inf)
+    tf = p.fault_time
+    if tf is not None:
+        moved = home == 0
+        m = int(moved.sum())
+        up = tf + p.restart_s
+        t = tf + _backoff(p.backoff, rng, m)
+        attempt = 1
+        while k == 1 and np.any(t < up):  # only one instance: retry until it is back
+            late = t < up
+            t[late] += np.array([p.backoff.delay(attempt, rng) for _ in range(int(late.sum()))])
+            attempt += 1
+        back_at[moved] = t + setup
+        if k > 1:
+            new[moved] = rng.integers(1, k, m)
+        drop_c = np.concatenate([drop_c, np.flatnonzero(moved)])
+        drop_s = np.concatenate([drop_s, np.full(m, tf)])
+        drop_e = np.concatenate([drop_e, back_at[moved]])
+    span = 10.0 * (T + 3600.0)
+    o = np.lexsort((drop_s, drop_c))
+    return _World(
+        t_pub=t_pub,
+        channel=ch,
+        send=send,
+        service=service,
+        home=home,
+        moved=moved,
+        new=new,
+        back_at=back_at,
+        out_c=drop_c[o],
+        out_s=drop_s[o],
+        out_e=drop_e[o],
+        span=span,
+    )
+
+
+def _backoff(b: Backoff, rng: np.random.Generator, n: int) -> np.ndarray:
+    return np.array([b.delay(0, rng) for _ in range(n)]) if n else np.zeros(0)
+
+
+def _linger(t: np.ndarray, part: np.ndarray, linger: float) -> tuple[np.ndarray, np.ndarray]:
+    """Kafka producer batching: a batch opens at its first record and is sent ``linger`` later."""
+    send = np.empty_like(t)
+    size = np.empty_like(t)
+    for q in np.unique(part):
+        idx = np.flatnonzero(part == q)
+        tq = t[idx]
+        i = 0
+        while i < len(idx):
+            close = tq[i] + linger
+            j = int(np.searchsorted(tq, close, side="right"))
+            send[idx[i:j]] = close
+            size[idx[i:j]] = j - i
+            i = j
+    return send, size
+
+
+def _subscribers(p: ArchitectureParams, ch: int) -> np.ndarray:
+    if ch < p.clients:
+        return np.array([ch])
+    return np.arange(ch - p.clients, p.clients, p.topics)
+
+
+def _held(
+    p: ArchitectureParams, t_broker: np.ndarray, idx: np.ndarray, at: np.ndarray
+) -> np.ndarray:
+    """Is stream entry ``idx`` still in the log at time ``at``?"""
+    if not p.prof.durable:
+        return np.zeros(len(idx), dtype=bool)
+    if p.broker is Broker.KAFKA:
+        return np.ones(len(idx), dtype=bool)
+    appended = np.searchsorted(t_broker, at, side="right")
+    out: np.ndarray = appended - idx <= p.max_len
+    return out
+
+
+def _bulk(p: ArchitectureParams, w: _World, rng: np.random.Generator) -> dict[str, Any]:
+    n, k = p.clients, p.instances
+    dc = p.dc_transit_ms / 1000.0
+    _, t_b = fifo_station(w.send, w.service, p.prof.servers)
+    broker_backlog = int(number_in_system(w.send, t_b).max()) if len(t_b) else 0
+    at_inst = t_b + dc
+    dec, wr = p.cpu_decode_us * 1e-6, p.cpu_write_us * 1e-6
+    is_user = w.channel < n
+    # Who each message is written to, per instance (user messages: one client).
+    uc = w.channel[is_user]
+    u_inst = w.instance_of(uc, at_inst[is_user])
+    u_on = np.isnan(w.outage_end(uc, at_inst[is_user]))
+    counts = np.zeros((len(t_b), k))
+    counts[np.flatnonzero(is_user)[u_on], u_inst[u_on]] = 1
+    topic_idx = np.flatnonzero(~is_user)
+    topic_subs: list[tuple[np.ndarray, np.ndarray]] = []
+    for m in topic_idx.tolist():
+        subs = _subscribers(p, int(w.channel[m]))
+        inst = w.instance_of(subs, at_inst[m])
+        on = np.isnan(w.outage_end(subs, at_inst[m]))
+        subs, inst = subs[on], inst[on]
+        order = rng.permutation(len(subs))
+        subs, inst = subs[order], inst[order]
+        counts[m] = np.bincount(inst, minlength=k)
+        topic_subs.append((subs, inst))
+    start = np.empty((len(t_b), k))
+    inst_backlog = 0
+    for j in range(k):
+        work = dec + counts[:, j] * wr
+        s, f = fifo_station(at_inst, work, 1)
+        start[:, j] = s
+        if len(f):
+            inst_backlog = max(inst_backlog, int(number_in_system(at_inst, f).max()))
+    # write times
+    wc = [uc[u_on]]
+    wm = [np.flatnonzero(is_user)[u_on]]
+    wt = [start[wm[0], u_inst[u_on]] + dec + wr]
+    for m, (subs, inst) in zip(topic_idx.tolist(), topic_subs, strict=True):
+        pos = np.zeros(len(subs))
+        for j in range(k):
+            sel = inst == j
+            pos[sel] = np.arange(1, int(sel.sum()) + 1)
+        wc.append(subs)
+        wm.append(np.full(len(subs), m))
+        wt.append(start[m, inst] + dec + pos * wr)
+    cli = np.concatenate(wc)
+    msg = np.concatenate(wm)
+    wtime = np.concatenate(wt)
+    end_at_write = w.outage_end(cli, wtime)
+    live = np.isnan(end_at_write)
+    transit = p.rtt_ms / 2000.0 + rng.exponential(p.jitter_ms / 1000.0 or 1e-300, len(cli))
+    rx = wtime + transit
+    # missed: every (message, subscriber) not written live
+    exp_c, exp_m = _expected(p, w)
+    key_all = exp_m * n + exp_c
+    key_live = msg[live] * n + cli[live]
+    missed = ~np.isin(key_all, key_live)
+    mc, mm = exp_c[missed], exp_m[missed]
+    at = np.maximum(at_inst[mm], 0.0)
+    r_end = w.outage_end(mc, at)
+    # written while online at arrival but the client dropped before its write: end at write
+    wr_end = np.full(len(mc), np.nan)
+    if np.any(~live):
+        dk = msg[~live] * n + cli[~live]
+        srt = np.argsort(dk)
+        pos_ = np.searchsorted(dk[srt], mm * n + mc)
+        pos_ = np.clip(pos_, 0, len(dk) - 1)
+        hit = dk[srt][pos_] == mm * n + mc
+        wr_end[hit] = end_at_write[~live][srt][pos_[hit]]
+    r_end = np.where(np.isnan(r_end), wr_end, r_end)
+    r_end = np.where(np.isnan(r_end), at, r_end)
+    held = _held(p, t_b, mm, r_end)
+    replay_rx = (
+        r_end
+        + 2 * dc
+        + p.rtt_ms / 2000.0
+        + rng.exponential(p.jitter_ms / 1000.0 or 1e-300, len(mc))
+    )
+    lat = np.concatenate([rx[live] - w.t_pub[msg[live]], replay_rx[held] - w.t_pub[mm[held]]])
+    return {
+        "latency_s": lat,
+        "client": np.concatenate([cli[live], mc[held]]),
+        "message": np.concatenate([msg[live], mm[held]]),
+        "replayed": np.concatenate(
+            [np.zeros(int(live.sum()), bool), np.ones(int(held.sum()), bool)]
+        ),
+        "expected": len(exp_c),
+        "lost": int((~held).sum()),
+        "broker_backlog": broker_backlog,
+        "instance_backlog": inst_backlog,
+        "t_broker": t_b,
+    }
+
+
+def _expected(p: ArchitectureParams, w: _World) -> tuple[np.ndarray, np.ndarray]:
+    """Every (client, message) pair that should be delivered."""
+    n = p.clients
+    is_user = w.channel < n
+    cs = [w.channel[is_user]]
+    ms = [np.flatnonzero(is_user)]
+    for m in np.flatnonzero(~is_user).tolist():
+        subs = _subscribers(p, int(w.channel[m]))
+        cs.append(subs)
+        ms.append(np.full(len(subs), m))
+    return np.concatenate(cs), np.concatenate(ms)
+
+
+def _events(p: ArchitectureParams, w: _World, rng: np.random.Generator) -> dict[str, Any]:
+    """The same model with one SimPy process per message and per delivery."""
+    n, k = p.clients, p.instances
+    dc = p.dc_transit_ms / 1000.0
+    dec, wr = p.cpu_decode_us * 1e-6, p.cpu_write_us * 1e-6
+    env = simpy.Environment()
+    broker = simpy.Resource(env, capacity=p.prof.servers)
+    cpus = [simpy.Resource(env, capacity=1) for _ in range(k)]
+    durable = p.prof.durable
+    log = ReplayLog(max_len=p.max_len if p.broker is not Broker.KAFKA else 2**62)
+    got: set[tuple[int, int]] = set()
+    last_id = np.zeros(n, dtype=np.int64)
+    rows: list[tuple[int, int, float, bool]] = []
+    t_broker = np.full(len(w.t_pub), np.nan)
+    sid_of: dict[int, int] = {}
+    backlog = [0, 0]
+
+    def online(c: int, t: float) -> bool:
+        return bool(np.isnan(w.outage_end(np.array([c]), t))[0])
+
+    def deliver(c: int, m: int, at: float, replayed: bool) -> Any:
+        yield env.timeout(at - env.now)
+        if (m, c) in got:
+            return
+        got.add((m, c))
+        if not replayed:
+            last_id[c] = max(last_id[c], sid_of[m])
+        rows.append((c, m, at - w.t_pub[m], replayed))
+
+    def fan_out(m: int, j: int) -> Any:
+        subs = _subscribers(p, int(w.channel[m]))
+        now = env.now
+        local = [
+            int(c) for c in subs if w.instance_of(np.array([c]), now)[0] == j and online(c, now)
+        ]
+        backlog[1] = max(backlog[1], len(cpus[j].queue) + cpus[j].count + 1)
+        with cpus[j].request() as req:
+            yield req
+            yield env.timeout(dec)
+            for c in rng.permutation(local).tolist() if len(local) > 1 else local:
+                yield env.timeout(wr)
+                if online(c, env.now):
+                    tr = p.rtt_ms / 2000.0 + rng.exponential(p.jitter_ms / 1000.0 or 1e-300)
+                    env.process(deliver(c, m, env.now + tr, False))
+
+    def message(m: int) -> Any:
+        yield env.timeout(w.send[m] - env.now)
+        backlog[0] = max(backlog[0], len(broker.queue) + broker.count + 1)
+        with broker.request() as req:
+            yield req
+            yield env.timeout(w.service[m])
+        t_broker[m] = env.now
+        if durable:
+            sid_of[m] = int(log.append("stream", m, env.now).id)
+        else:
+            sid_of[m] = m + 1
+        yield env.timeout(dc)
+        for j in range(k):
+            env.process(fan_out(m, j))
+
+    def publisher() -> Any:
+        for m in range(len(w.t_pub)):
+            if w.send[m] > env.now:
+                yield env.timeout(w.send[m] - env.now)
+            env.process(message(m))
+
+    def reconnect(c: int, end: float) -> Any:
+        yield env.timeout(end - env.now)
+        if not durable or not online(c, env.now):
+            return
+        res = log.read_after("stream", str(int(last_id[c])))
+        mine = {c, n + c % p.topics} if p.topics else {c}
+        at = env.now + 2 * dc
+        for e in res.messages:
+            m = int(e.data)
+            if int(w.channel[m]) in mine and (m, c) not in got:
+                tr = p.rtt_ms / 2000.0 + rng.exponential(p.jitter_ms / 1000.0 or 1e-300)
+                env.process(deliver(c, m, at + tr, True))
+
+    env.process(publisher())
+    for c, e in zip(w.out_c.tolist(), w.out_e.tolist(), strict=True):
+        env.process(reconnect(c, e))
+    env.run()
+    exp_c, _ = _expected(p, w)
+    arr = np.array(rows, dtype=float).reshape(-1, 4)
+    return {
+        "latency_s": arr[:, 2],
+        "client": arr[:, 0].astype(np.int64),
+        "message": arr[:, 1].astype(np.int64),
+        "replayed": arr[:, 3].astype(bool),
+        "expected": len(exp_c),
+        "lost": len(exp_c) - len(rows),
+        "broker_backlog": backlog[0],
+        "instance_backlog": backlog[1],
+        "t_broker": t_broker,
+    }
+
+
+def simulate_architecture(
+    params: ArchitectureParams,
+    seed: int | np.random.SeedSequence = 0,
+    *,
+    mode: str = "bulk",
+    keep_deliveries: bool = True,
+) -> RunResult:
+    """Run the architecture once; ``mode`` is ``"bulk"`` or ``"events"``.
+
+    ``keep_deliveries=False`` skips building the per-delivery frame (the summary is the
+    same); the CLI uses it at full size.
+    """
+    if mode not in ("bulk", "events"):
+        raise ValueError(f"mode must be 'bulk' or 'events', got {mode!r}")
+    world_seed, run_seed = children(seed, 2)
+    w = _world(params, np.random.default_rng(world_seed))
+    rng = np.random.default_rng(run_seed)
+    out = _bulk(params, w, rng) if mode == "bulk" else _events(params, w, rng)
+    return _result(params, w, out, mode, keep_deliveries)
+
+
+def _result(
+    p: ArchitectureParams, w: _World, out: dict[str, Any], mode: str, keep: bool
+) -> RunResult:
+    lat_ms = out["latency_s"] * 1000.0
+    n, k = p.clients, p.instances
+    peak = np.bincount(w.home, minlength=k).astype(np.int64)
+    if p.fault_time is not None and k > 1:
+        peak = peak + np.bincount(w.new[w.moved], minlength=k) * (np.arange(k) != 0)
+    published = len(w.t_pub)
+    summary = Summary.from_latencies(
+        lat_ms,
+        duration_s=p.duration_s,
+        wire_bytes=0.0,
+        requests=0,
+        connections=n,
+        server_memory_bytes=0.0,
+        lost=int(out["lost"]),
+        extra={
+            "broker": p.broker.value,
+            "mode": mode,
+            "clients": n,
+            "instances": k,
+            "published": published,
+            "expected_deliveries": int(out["expected"]),
+            "replayed": int(np.sum(out["replayed"])),
+            "lost_fraction": out["lost"] / max(1, out["expected"]),
+            "fan_out_ratio": len(lat_ms) / max(1, published),
+            "max_broker_backlog": int(out["broker_backlog"]),
+            "max_instance_backlog": int(out["instance_backlog"]),
+            "peak_connections_per_instance": int(peak.max()),
+            "p50_target_met": bool(np.percentile(lat_ms, 50) < 50) if len(lat_ms) else False,
+            "p99_target_met": bool(np.percentile(lat_ms, 99) < 500) if len(lat_ms) else False,
+        },
+    )
+    if keep:
+        msg = out["message"]
+        ch = w.channel[msg]
+        df = pd.DataFrame(
+            {
+                "channel": pd.Categorical(
+                    np.where(ch < n, "user", "topic:" + (ch - n).astype(str))
+                ),
+                "message_id": msg + 1,
+                "client": out["client"],
+                "transport": "websocket",
+                "publish_time": w.t_pub[msg],
+                "receive_time": w.t_pub[msg] + out["latency_s"],
+                "latency_ms": lat_ms,
+                "replayed": out["replayed"],
+            }
+        )
+    else:
+        df = pd.DataFrame()
+    return RunResult(params=p.as_dict(), deliveries=df, summary=summary)
+
+
+def run_bulk(params: ArchitectureParams, seed: np.random.SeedSequence) -> RunResult:
+    """``simulate_architecture`` in bulk mode, for :func:`rtsim.sim.runner.replicate`."""
+    return simulate_architecture(params, seed, mode="bulk", keep_deliveries=False)
+
+
+def run_events(params: ArchitectureParams, seed: np.random.SeedSequence) -> RunResult:
+    """``simulate_architecture`` in per-event mode, for :func:`rtsim.sim.runner.replicate`."""
+    return simulate_architecture(params, seed, mode="events", keep_deliveries=False)
