@@ -372,7 +372,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
                 ) from None
             setup_errors += errs
         time.sleep(0.3)  # let the last subscribe frames reach the server
-        _, cpu0 = _server_stats(p)
+        rss0, cpu0 = _server_stats(p)
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t_start = time.monotonic()
         sent, late = asyncio.run(_publish(p, progress))
@@ -418,6 +418,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         "publisher_late_max_ms": late * 1000,
         "publish_wall_s": publish_wall,
         "server_rss_bytes": rss1,
+        "server_rss_connected_bytes": rss0,  # all subscribers connected, nothing published
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_delivery": (server_cpu / delivered * 1e6)
         if server_cpu is not None and delivered
