@@ -326,6 +326,69 @@ def _run_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- load ---------------------------------------------------------------------------------------
+def _add_load(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "load",
+        help="open-loop load test of a live server (latency, loss, duplicates, server RSS)",
+        description="Subscribers over one transport, publishing at a constant rate over one"
+        " WebSocket; latency from each message's scheduled send time into HdrHistogram.",
+    )
+    p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8765")
+    p.add_argument("--transport", required=True, choices=["websocket", "sse", "long-polling"])
+    p.add_argument("--subscribers", type=_positive_int, default=100)
+    p.add_argument("--channels", type=_positive_int, default=1)
+    p.add_argument("--rate", type=_positive_float, default=100.0, help="messages/s published")
+    p.add_argument("--duration", type=_positive_float, default=10.0, help="seconds")
+    p.add_argument("--payload-bytes", type=_nonneg_int, default=100)
+    p.add_argument("--token", default=None, help="a token allowed to publish and subscribe")
+    p.add_argument("--processes", type=_nonneg_int, default=0, help="0 = automatic")
+    p.add_argument("--server-pid", type=_positive_int, default=None)
+    p.add_argument(
+        "--capacity",
+        action="store_true",
+        help="step the rate (x1.5 from --rate) until p95 exceeds --sla-p95-ms",
+    )
+    p.add_argument("--sla-p95-ms", type=_positive_float, default=250.0)
+    p.add_argument("--max-rate", type=_positive_float, default=100_000.0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_run_load)
+
+
+def _run_load(a: argparse.Namespace) -> int:
+    from .live.loadgen import LoadParams, capacity_search, run_load
+
+    params = LoadParams(
+        url=a.url.rstrip("/"),
+        transport=a.transport,
+        subscribers=a.subscribers,
+        channels=a.channels,
+        rate=a.rate,
+        duration_s=a.duration,
+        payload_bytes=a.payload_bytes,
+        token=a.token,
+        processes=a.processes,
+        server_pid=a.server_pid,
+    )
+    if a.capacity:
+        rates = []
+        r = a.rate
+        while r <= a.max_rate:
+            rates.append(r)
+            r *= 1.5
+        curve = capacity_search(params, rates, sla_p95_ms=a.sla_p95_ms, progress=not a.json)
+        if a.json:
+            print(json.dumps({"capacity_curve": curve.to_dict("records")}, default=_json_default))
+        else:
+            print(curve.to_string(index=False))
+        return 0
+    result = run_load(params, progress=not a.json)
+    summary = result.summary.to_dict()
+    summary.pop("error_samples", None) if a.json else None
+    print_result(summary, a.json, f"rtsim load — {a.transport}, {a.subscribers} subscribers")
+    return 0
+
+
 def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "token",
@@ -353,6 +416,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     _add_validate,
     _add_serve,
     _add_token,
+    _add_load,
 ]
 
 
