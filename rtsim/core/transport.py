@@ -17,6 +17,7 @@ __all__ = [
     "format_sse_event",
     "parse_transport",
     "sse_event_overhead",
+    "ws_frame",
     "ws_frame_header_len",
 ]
 
@@ -70,6 +71,25 @@ def ws_frame_header_len(payload_len: int, *, masked: bool = False) -> int:
     else:
         n = 10
     return n + (4 if masked else 0)
+
+
+def ws_frame(payload: bytes, *, opcode: int = 0x1) -> bytes:
+    """A complete, unmasked, final server→client WebSocket frame (RFC 6455 §5.2).
+
+    The live server frames a broadcast once and writes these same bytes to every
+    connection. ``opcode`` 0x1 is text, 0x2 binary.
+    """
+    if opcode not in (0x1, 0x2):
+        raise ValueError(f"opcode must be 0x1 (text) or 0x2 (binary), got {opcode:#x}")
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        header = bytes((first, n))
+    elif n <= 0xFFFF:
+        header = bytes((first, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((first, 127)) + n.to_bytes(8, "big")
+    return header + payload
 
 
 def format_sse_event(

@@ -458,6 +458,8 @@ class LiveServer:
         self._ws_seq += 1
         member = f"{grant.user}:ws{self._ws_seq}"
         sub = Subscriber("websocket", cfg.send_queue)
+        if isinstance(transport, asyncio.WriteTransport):
+            sub.direct = transport  # uncompressed: whole frames may be written directly
         presence_state: dict[str, dict[str, Any]] = {}
         self._open("websocket")
         loop = asyncio.get_running_loop()

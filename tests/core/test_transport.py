@@ -120,3 +120,24 @@ def test_sse_round_trip_in_any_chunking(events: list[tuple[str, str]], size: int
 @given(st.binary(max_size=300))
 def test_sse_decoder_never_fails_on_garbage(raw: bytes) -> None:
     SseDecoder().feed(raw)
+
+
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 4000, 65535, 65536, 200_000])
+def test_ws_frame_matches_the_websockets_library(n: int) -> None:
+    from websockets.frames import Frame, Opcode
+
+    from rtsim.core.transport import ws_frame
+
+    payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
+    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert ws_frame(payload) == expected
+    binary = Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[])
+    assert ws_frame(payload, opcode=0x2) == binary
+    assert len(ws_frame(payload)) == n + ws_frame_header_len(n)
+
+
+def test_ws_frame_rejects_other_opcodes() -> None:
+    from rtsim.core.transport import ws_frame
+
+    with pytest.raises(ValueError, match="opcode must be"):
+        ws_frame(b"x", opcode=0x9)
