@@ -184,7 +184,8 @@ class CrdtReplica:
 
     @property
     def parked(self) -> int:
-        """Updates received whose dependencies are still missing (or that were duplicates)."""
+        """Updates kept for another try: dependencies missing, or already integrated
+        (Yrs integrates some parked updates itself; a duplicate is harmless to re-offer)."""
         return len(self._parked)
 
     def _apply_one(self, update: bytes) -> bool:
