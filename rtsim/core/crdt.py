@@ -45,6 +45,18 @@ def byte_to_cp(s: str, b: int) -> int:
         raise ValueError(f"byte offset {b} splits a multi-byte character") from None
 
 
+def _varuint(buf: bytes, i: int) -> tuple[int, int]:
+    """Decode a lib0 varuint at ``buf[i]``; return (value, next index)."""
+    value = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
 class CrdtReplica:
     """One replica of a shared document: text plus records.
 
@@ -167,8 +179,9 @@ class CrdtReplica:
         """
         if not isinstance(update, bytes | bytearray) or len(update) == 0:
             raise ValueError("an update must be non-empty bytes")
+        gap = self._has_gap(bytes(update))
         progressed = self._apply_one(bytes(update))
-        if not progressed:
+        if not progressed and gap:
             self._parked.append(bytes(update))
         while progressed and self._parked:
             parked, self._parked = self._parked, []
@@ -187,6 +200,33 @@ class CrdtReplica:
         """Updates kept for another try: dependencies missing, or already integrated
         (Yrs integrates some parked updates itself; a duplicate is harmless to re-offer)."""
         return len(self._parked)
+
+    def _has_gap(self, update: bytes) -> bool:
+        """Does the update's first block start past what we have from its client?
+
+        Reads the Yjs v1 header (varuint clients, then per client: varuint structs, client,
+        clock). Only the first client section is read; that is the sender of a local edit.
+        """
+        try:
+            n_clients, i = _varuint(update, 0)
+            if n_clients == 0:
+                return False
+            _, i = _varuint(update, i)
+            client, i = _varuint(update, i)
+            clock, i = _varuint(update, i)
+        except IndexError:
+            return False
+        return clock > self._clock_of(client)
+
+    def _clock_of(self, client: int) -> int:
+        sv = bytes(self.doc.get_state())
+        n, i = _varuint(sv, 0)
+        for _ in range(n):
+            c, i = _varuint(sv, i)
+            k, i = _varuint(sv, i)
+            if c == client:
+                return k
+        return 0
 
     def _apply_one(self, update: bytes) -> bool:
         self._updates.clear()
