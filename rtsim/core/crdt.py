@@ -78,6 +78,7 @@ class CrdtReplica:
         self._sub = self.doc.observe(self._on_update)
         self._ascii = True
         self._cache: str | None = ""
+        self._n = 0  # code points
         self.updates_applied = 0
 
     def _on_update(self, event: Any) -> None:
@@ -97,12 +98,8 @@ class CrdtReplica:
         return self._cache
 
     def __len__(self) -> int:
-        """Length of the text in code points."""
-        if self._cache is not None:
-            return len(self._cache)
-        if self._ascii:
-            return len(self._text)  # UTF-8 bytes == code points for ASCII
-        return len(self.text)
+        """Length of the text in code points (tracked, so no read transaction)."""
+        return self._n
 
     def records(self) -> dict[str, Any]:
         return dict(self._records.to_py() or {})
@@ -132,6 +129,7 @@ class CrdtReplica:
         if self._cache is not None:
             c = self._cache
             self._cache = c[:pos] + s + c[pos:] if len(c) < 4096 else None
+        self._n += len(s)
         if not s.isascii():
             self._ascii = False
         return self._take()
@@ -146,6 +144,7 @@ class CrdtReplica:
         start = self._byte(pos)
         end = self._byte(pos + n)
         del self._text[start:end]
+        self._n -= n
         if self._cache is not None:
             c = self._cache
             self._cache = c[:pos] + c[pos + n :] if len(c) < 4096 else None
@@ -192,7 +191,9 @@ class CrdtReplica:
                 else:
                     self._parked.append(u)
         self._cache = None
-        self._ascii = self.text.isascii()
+        text = self.text
+        self._n = len(text)
+        self._ascii = text.isascii()
         self.updates_applied += 1
 
     @property

@@ -114,7 +114,7 @@ def version_vectors(trace: Trace) -> list[tuple[int, ...]]:
 
 def _patch_op(doc_len: int, patch: Patch) -> TextOperation:
     pos, dele, ins = patch
-    if not (0 <= pos and pos + dele <= doc_len):
+    if not (pos >= 0 and pos + dele <= doc_len):
         raise ValueError(f"patch {list(patch)} does not fit a document of {doc_len}")
     return TextOperation().retain(pos).delete(dele).insert(ins).retain(doc_len - pos - dele)
 
@@ -135,6 +135,7 @@ def replay(trace: Trace, strategy: str, *, limit: int | None = None) -> dict[str
         raise ValueError(f"strategy must be ot, crdt or string, got {strategy!r}")
     txns = trace.txns if limit is None else trace.txns[:limit]
     t0 = time.perf_counter()
+    doc: str | None
     if not trace.concurrent:
         fn = {"string": _seq_string, "ot": _seq_ot, "crdt": _seq_crdt}[strategy]
         doc, exchanged, final_bytes, note = fn(trace.start, txns)
@@ -260,16 +261,7 @@ def _conc_crdt(trace: Trace, n_txns: int) -> tuple[str, int, int, str]:
 
 def _conc_ot(trace: Trace, n_txns: int) -> tuple[str | None, int, int, str]:
     if trace.agents != 2:
-        bad = server_order_violations(trace)
-        return (
-            None,
-            0,
-            0,
-            f"{trace.agents} agents: not replayed. A central OT server has one order; in the"
-            f" trace's order {bad} of {len(trace.txns)} txns were made on a version that is"
-            " not a prefix of it, so the server cannot hand their authors that state"
-            " (a peer-to-peer OT would need TP2; see ot_puzzles)",
-        )
+        return _conc_ot_star(trace, n_txns)
     vv = version_vectors(trace)[:n_txns]
     sites = [JupiterSite(0, trace.start), JupiterSite(1, trace.start)]
     inbox: list[list[JupiterMessage]] = [[], []]  # inbox[s]: messages for site s, in order
@@ -297,6 +289,64 @@ def _conc_ot(trace: Trace, n_txns: int) -> tuple[str | None, int, int, str]:
     same = sites[0].document == sites[1].document
     doc = sites[0].document
     return doc, exchanged, len(doc.encode()), f"two Jupiter sites agree: {same}"
+
+
+def _conc_ot_star(trace: Trace, n_txns: int) -> tuple[str | None, int, int, str]:
+    """Jupiter with a central server: one two-party link per client, in the trace's order.
+
+    The server integrates each txn as it is made (trace order = server order) and relays
+    it on every other link. Before agent ``a`` makes a txn, its client reads server
+    messages until it has seen exactly the other agents' txns its parents name, which is
+    possible only if they are a prefix of the server order.
+    """
+    bad = server_order_violations(trace)
+    if bad:
+        return (
+            None,
+            0,
+            0,
+            f"{trace.agents} agents: not replayed. A central OT server has one order; in the"
+            f" trace's order {bad} of {len(trace.txns)} txns were made on a version that is"
+            " not a prefix of it, so the server cannot hand their authors that state"
+            " (a peer-to-peer OT would need TP2; see ot_puzzles)",
+        )
+    vv = version_vectors(trace)[:n_txns]
+    n = trace.agents
+    clients = [JupiterSite(1, trace.start) for _ in range(n)]
+    links = [JupiterSite(0, trace.start) for _ in range(n)]  # the server's end of each link
+    down: list[list[JupiterMessage]] = [[] for _ in range(n)]
+    head = [0] * n
+    exchanged = 0
+    for i in range(n_txns):
+        t = trace.txns[i]
+        a = t["agent"]
+        c = clients[a]
+        need = sum(vv[i]) - vv[i][a]  # other agents' txns seen
+        while c.received < need:
+            c.receive(down[a][head[a]])
+            head[a] += 1
+        if c.received != need:
+            raise ValueError(f"txn {i}: client {a} has seen more than the txn's parents")
+        op = _txn_op(len(c.document), t["patches"])
+        msg = c.generate(op)
+        exchanged += len(json.dumps([msg.sent, msg.received, op.to_json()]).encode())
+        at_server = links[a].receive(msg)
+        for d in range(n):
+            if d != a:
+                out = links[d].generate(at_server)
+                exchanged += len(json.dumps([out.sent, out.received, out.op.to_json()]).encode())
+                down[d].append(out)
+    for d in range(n):
+        while head[d] < len(down[d]):
+            clients[d].receive(down[d][head[d]])
+            head[d] += 1
+    docs = {c.document for c in clients} | {links[0].document}
+    doc = links[0].document
+    note = (
+        f"central Jupiter server, {n} links; the trace's order is a valid server order"
+        f" (0 violations); all {n} clients and the server agree: {len(docs) == 1}"
+    )
+    return doc, exchanged, len(doc.encode()), note
 
 
 def server_order_violations(trace: Trace) -> int:

@@ -449,9 +449,7 @@ def _write_bytes(w: Write) -> int:
     return len(json.dumps(body, ensure_ascii=False).encode())
 
 
-def simulate_editing(
-    params: EditingParams, seed: int | np.random.SeedSequence = 0
-) -> RunResult:
+def simulate_editing(params: EditingParams, seed: int | np.random.SeedSequence = 0) -> RunResult:
     """Run one editing simulation (see the module docstring)."""
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     return _Model(params, ss).run()
@@ -518,9 +516,7 @@ def simulate_records(params: RecordParams, seed: int | np.random.SeedSequence = 
     replicas = [LwwMap(f"u{u:03d}") for u in range(p.users)]
     writes: list[Write] = []
     for e in range(n):
-        writes.append(
-            replicas[user[e]].set(f"r{record[e]}", f"f{fld[e]}", e, float(t[e]))
-        )
+        writes.append(replicas[user[e]].set(f"r{record[e]}", f"f{fld[e]}", e, float(t[e])))
     notices = 0
     for e in np.argsort(at_server, kind="stable").tolist():
         server.apply(writes[e], float(at_server[e]))
