@@ -199,12 +199,14 @@ class _Model:
         return float(self.link.transit(self.rng, nbytes, 1)[0])
 
     def up(self, i: int, nbytes: int, fn: Any, *args: Any) -> None:
-        t = max(self.env.now + self.transit(nbytes), self.up_last[i])
+        # Strictly after the previous message on this connection (1 ns), so float rounding
+        # in SimPy's relative delays can never swap two messages (TCP is FIFO).
+        t = max(self.env.now + self.transit(nbytes), self.up_last[i] + 1e-9)
         self.up_last[i] = t
         self.at(t, fn, *args)
 
     def down(self, i: int, nbytes: int, fn: Any, *args: Any) -> None:
-        t = max(self.env.now + self.transit(nbytes), self.down_last[i])
+        t = max(self.env.now + self.transit(nbytes), self.down_last[i] + 1e-9)
         self.down_last[i] = t
         self.at(t, fn, *args)
 
