@@ -98,6 +98,8 @@ class Write:
     field: str
     value: Any
     ts: HybridTimestamp
+    #: timestamp of the value the writer replaced (None: the field was empty or unknown)
+    base: HybridTimestamp | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -154,19 +156,23 @@ class LwwMap:
     def set(self, record: str, field: str, value: Any, now: float) -> Write:
         """Write a field locally at ``now``; return the write to send to the others."""
         ts = self.clock.send(now)
-        w = Write(record, field, value, ts)
+        cur = self.state.get((record, field))
+        w = Write(record, field, value, ts, None if cur is None else cur.ts)
         self.state[w.key] = Entry(value, ts)
         return w
 
     def apply(self, w: Write, now: float) -> Overwritten | None:
-        """Integrate a remote write. Returns a notice if it beat a write made *here*."""
+        """Integrate a remote write. Returns a notice if it beat a write made *here*
+        that its writer had not seen (a concurrent overwrite; a writer who saw our value
+        and replaced it on purpose is not a conflict)."""
         if not isinstance(w, Write) or not isinstance(w.ts, HybridTimestamp):
             raise ValueError(f"not a Write: {w!r}")
         self.clock.receive(w.ts, now)
         cur = self.state.get(w.key)
         if cur is None or w.ts > cur.ts:
             self.state[w.key] = Entry(w.value, w.ts)
-            if cur is not None and cur.ts.node == self.node:
+            unseen = w.base is None or w.base < cur.ts if cur is not None else False
+            if cur is not None and cur.ts.node == self.node and unseen:
                 return Overwritten(w.record, w.field, cur.value, cur.ts, w.value, w.ts)
         return None
 

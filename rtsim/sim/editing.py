@@ -516,17 +516,24 @@ def simulate_records(params: RecordParams, seed: int | np.random.SeedSequence = 
     # LWW replicas driven in server order (the server relays in arrival order).
     server = LwwMap("server")
     replicas = [LwwMap(f"u{u:03d}") for u in range(p.users)]
-    writes: list[Write] = []
-    for e in range(n):
-        writes.append(replicas[user[e]].set(f"r{record[e]}", f"f{fld[e]}", e, float(t[e])))
+    # Events in time order: a user writes (from its current view), the server and the other
+    # users receive it later. Kind 0 = write, 1 = arrival, so a write precedes arrivals at
+    # the same instant.
+    events: list[tuple[float, int, int, int]] = [(float(t[e]), 0, e, -1) for e in range(n)]
+    events += [(float(at_server[e]), 1, e, -1) for e in range(n)]
+    events += [
+        (float(arrive[e, u]), 1, e, u) for e in range(n) for u in range(p.users) if u != user[e]
+    ]
+    events.sort()
+    writes: dict[int, Write] = {}
     notices = 0
-    for e in np.argsort(at_server, kind="stable").tolist():
-        server.apply(writes[e], float(at_server[e]))
-    events = sorted(
-        (float(arrive[e, u]), e, u) for e in range(n) for u in range(p.users) if u != user[e]
-    )
-    for when, e, u in events:
-        if replicas[u].apply(writes[e], when) is not None:
+    for when, kind, e, u in events:
+        if kind == 0:
+            r = replicas[int(user[e])]
+            writes[e] = r.set(f"r{record[e]}", f"f{fld[e]}", e, when)
+        elif u < 0:
+            server.apply(writes[e], when)
+        elif replicas[u].apply(writes[e], when) is not None:
             notices += 1
 
     # Concurrent pairs (same record, different users): neither saw the other in time.

@@ -116,3 +116,12 @@ def test_different_fields_both_survive() -> None:
     assert a.apply(wb, 1.1) is None and b.apply(wa, 1.1) is None
     assert a.values() == b.values() == {("r", "title"): "T", ("r", "due"): "Fri"}
     assert isinstance(wa, Write)
+
+
+def test_no_notice_when_the_winner_had_seen_our_value() -> None:
+    a, b = LwwMap("a"), LwwMap("b")
+    wa = a.set("r", "f", "mine", 1.0)
+    b.apply(wa, 1.1)
+    wb = b.set("r", "f", "edited after reading yours", 2.0)  # sequential, not concurrent
+    assert a.apply(wb, 2.1) is None
+    assert a.get("r", "f") == "edited after reading yours"
