@@ -272,11 +272,74 @@ def _run_validate(a: argparse.Namespace) -> int:
     return 0 if bool(df["passed"].all()) else 1
 
 
+# --- simulate editing ------------------------------------------------------------------------
+def _add_editing(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "editing",
+        help="N editors typing into one paragraph: OT vs CRDT vs last-write-wins",
+        description="Simulate editors typing under latency with one conflict strategy.",
+    )
+    p.add_argument("--strategy", required=True, choices=["ot", "crdt", "lww"])
+    p.add_argument("--editors", type=_positive_int, default=2)
+    p.add_argument("--ops-per-s", type=_positive_float, default=3.0, help="edits/s per editor")
+    p.add_argument("--latency-ms", type=_nonneg_float, default=50.0, help="one way")
+    p.add_argument("--jitter-ms", type=_nonneg_float, default=10.0)
+    p.add_argument("--delete-fraction", type=_nonneg_float, default=0.3)
+    p.add_argument("--duration", type=_positive_float, default=10.0, help="seconds of typing")
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_run_editing)
+
+
+def _run_editing(a: argparse.Namespace) -> int:
+    from .sim.editing import EditingParams, simulate_editing
+
+    params = EditingParams(
+        strategy=a.strategy,
+        editors=a.editors,
+        ops_per_s=a.ops_per_s,
+        latency_ms=a.latency_ms,
+        jitter_ms=a.jitter_ms,
+        delete_fraction=a.delete_fraction,
+        duration_s=a.duration,
+    )
+    extra = simulate_editing(params, seed=a.seed).summary.extra
+    summary = {"seed": a.seed, **extra}
+    print_result(summary, a.json, f"rtsim simulate editing — {a.strategy}, seed {a.seed}")
+    return 0
+
+
+# --- replay-trace ----------------------------------------------------------------------------
+def _add_replay_trace(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "replay-trace",
+        help="replay a real editing trace (josephg/editing-traces) through OT, CRDT or strings",
+        description="Replay an editing trace (.json or .json.gz) and check it ends at endContent."
+        " PATH may also be a trace name (automerge-paper, friendsforever, clownschool)"
+        " looked up in $RTSIM_TRACES or ../shared/data/editing-traces.",
+    )
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--strategy", required=True, choices=["ot", "crdt", "string"])
+    p.add_argument("--limit", type=_positive_int, default=None, help="replay the first N txns")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_run_replay_trace)
+
+
+def _run_replay_trace(a: argparse.Namespace) -> int:
+    from .lab.traces import load_trace, replay
+
+    trace = load_trace(a.path)
+    result = replay(trace, a.strategy, limit=a.limit)
+    print_result(result, a.json, f"rtsim replay-trace — {trace.name}, {a.strategy}")
+    return 0
+
+
 #: ``rtsim simulate <name>`` targets; each adds its own sub-parser.
 SIMULATIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_transports,
     _add_architecture,
     _add_presence,
+    _add_editing,
 ]
 
 
@@ -417,6 +480,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     _add_serve,
     _add_token,
     _add_load,
+    _add_replay_trace,
 ]
 
 

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from rtsim.cli import main
+from rtsim.lab.traces import load_trace, replay, server_order_violations, traces_dir
+
+# The CI clone has shared/ beside the repository: <repo>/../shared/data/editing-traces.
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "editing-traces"
+needs_traces = pytest.mark.skipif(
+    not (traces_dir() / "friendsforever.json.gz").exists(),
+    reason=f"editing traces not found in {traces_dir()} (set RTSIM_TRACES)",
+)
+
+
+def test_default_dir_is_beside_the_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RTSIM_TRACES", raising=False)
+    assert traces_dir().resolve() == SHARED.resolve()
+    monkeypatch.setenv("RTSIM_TRACES", "/somewhere")
+    assert traces_dir() == Path("/somewhere")
+
+
+def _write(tmp: Path, data: object) -> Path:
+    p = tmp / "t.json.gz"
+    with gzip.open(p, "wt", encoding="utf-8") as f:
+        json.dump(data, f)
+    return p
+
+
+def test_tiny_sequential_trace_all_strategies(tmp_path: Path) -> None:
+    data = {
+        "startContent": "hé",
+        "endContent": "h😀 yo",
+        "txns": [{"patches": [[1, 1, "😀"]]}, {"patches": [[2, 0, " yo"]]}],
+    }
+    tr = load_trace(_write(tmp_path, data))
+    for s in ("string", "ot", "crdt"):
+        r = replay(tr, s)
+        assert r["matches_end_content"], s
+
+
+def test_tiny_concurrent_trace(tmp_path: Path) -> None:
+    # Two agents type concurrently from "", then agent 0 merges and types again.
+    data = {
+        "kind": "concurrent",
+        "endContent": "ab!c",
+        "numAgents": 2,
+        "txns": [
+            {"parents": [], "agent": 0, "patches": [[0, 0, "a"]]},
+            {"parents": [0], "agent": 1, "patches": [[1, 0, "c"]]},
+            {"parents": [0], "agent": 0, "patches": [[1, 0, "b"]]},
+            {"parents": [1, 2], "agent": 0, "patches": [[2, 0, "!"]]},
+        ],
+    }
+    tr = load_trace(_write(tmp_path, data))
+    assert replay(tr, "crdt")["matches_end_content"]
+    assert replay(tr, "ot")["matches_end_content"]
+    with pytest.raises(ValueError, match="concurrent"):
+        replay(tr, "string")
+
+
+def test_bad_trace_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no trace"):
+        load_trace(tmp_path / "missing.json.gz")
+    with pytest.raises(ValueError, match="not an editing trace"):
+        load_trace(_write(tmp_path, {"x": 1}))
+
+
+@needs_traces
+@pytest.mark.parametrize(
+    "name, strategy",
+    [
+        ("friendsforever", "crdt"),
+        ("clownschool", "crdt"),
+        ("friendsforever", "ot"),
+        ("clownschool", "ot"),
+    ],
+)
+def test_concurrent_traces_reach_end_content(name: str, strategy: str) -> None:
+    r = replay(load_trace(name), strategy)
+    assert r["matches_end_content"], r["note"]
+
+
+@needs_traces
+def test_clownschool_trace_order_is_a_valid_server_order() -> None:
+    assert server_order_violations(load_trace("clownschool")) == 0
+
+
+@needs_traces
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["string", "ot", "crdt"])
+def test_automerge_paper_replays(strategy: str) -> None:
+    r = replay(load_trace("automerge-paper"), strategy)
+    assert r["matches_end_content"] and r["edits"] == 259_778
+
+
+@needs_traces
+def test_cli_replay_trace(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay-trace", "friendsforever", "--strategy", "crdt", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["matches_end_content"] is True
+    for k in ("seconds", "bytes_exchanged", "final_doc_bytes"):
+        assert k in out
