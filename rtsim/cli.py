@@ -474,12 +474,51 @@ def _run_token(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- compare -----------------------------------------------------------------------------------
+def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="simulated vs measured latency and throughput on this machine",
+        description="Start `rtsim serve` in its own process, calibrate the transport model on"
+        " it (CPU per delivery of the server and of the load generator), then run the"
+        " simulation and the live load test with the same parameters, side by side.",
+    )
+    p.add_argument("--transport", required=True, choices=["websocket", "sse", "long-polling"])
+    p.add_argument("--subscribers", type=_positive_int, default=200)
+    p.add_argument("--rate", type=_positive_float, default=20.0, help="messages/s published")
+    p.add_argument("--duration", type=_positive_float, default=5.0, help="seconds")
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_run_compare)
+
+
+def _run_compare(a: argparse.Namespace) -> int:
+    from .lab.compare import calibrate, compare, start_server
+
+    with start_server() as (url, pid):
+        ws_cost = None
+        if a.transport == "long-polling":
+            ws_cost = calibrate(url, pid, "websocket").server_cpu_per_delivery_us
+        cal = calibrate(url, pid, a.transport, ws_server_cpu_per_delivery_us=ws_cost)
+        df = compare(url, pid, cal, a.subscribers, a.rate, a.duration, seed=a.seed)
+    if a.json:
+        out = {"calibration": cal.as_dict(), "comparison": df.to_dict("records")}
+        print(json.dumps(out, default=_json_default))
+    else:
+        print(f"rtsim compare — {a.transport}, {a.subscribers} subscribers, {a.rate:g} msg/s")
+        print(f"  calibration: {cal.as_dict()}")
+        cols = ["metric", "simulated", "measured", "rel_error"]
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    return 0
+
+
 #: Top-level commands other than ``simulate``; each adds its own sub-parser.
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_validate,
     _add_serve,
     _add_token,
     _add_load,
+    _add_compare,
     _add_replay_trace,
 ]
 

@@ -19,6 +19,7 @@ __all__ = [
     "TLS_RECORD_OVERHEAD_BYTES",
     "FifoCpu",
     "Link",
+    "fifo_constant",
     "wire_bytes",
     "wire_bytes_one",
 ]
@@ -110,6 +111,18 @@ class Link:
             failures = int(rng.geometric((1.0 - self.loss) ** segments)) - 1
             t += self.rto_s * (2.0**failures - 1.0)
         return t
+
+
+def fifo_constant(arrivals: np.ndarray, service_s: float, free_at: float) -> np.ndarray:
+    """Completion times at a FIFO single server with constant service, arrivals sorted.
+
+    The Lindley recursion ``done[i] = max(arrivals[i], done[i-1]) + c`` in closed form:
+    ``done[i] = c·(i+1) + max(free_at, max_{j<=i}(arrivals[j] − c·j))``.
+    """
+    i = np.arange(len(arrivals))
+    base = np.maximum.accumulate(np.maximum(arrivals - service_s * i, free_at))
+    out: np.ndarray = base + service_s * (i + 1)
+    return out
 
 
 class FifoCpu:

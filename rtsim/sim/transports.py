@@ -48,7 +48,7 @@ from ..core.backoff import Backoff
 from ..core.envelope import Envelope, encode
 from ..core.results import RunResult, Summary
 from ..core.transport import Transport, parse_transport, sse_event_overhead, ws_frame_header_len
-from .network import FifoCpu, Link, wire_bytes, wire_bytes_one
+from .network import FifoCpu, Link, fifo_constant, wire_bytes, wire_bytes_one
 from .seeding import as_seed_sequence, children
 
 __all__ = ["DEFAULTS_SOURCES", "TransportParams", "simulate_transports"]
@@ -79,6 +79,8 @@ DEFAULTS_SOURCES: dict[str, str] = {
     "max_h1_connections": "6 HTTP/1.1 connections per origin (browsers; Mercure docs)",
     "setup_rtts": "TCP 1 RTT + TLS 1.3 1 RTT + HTTP request/upgrade 1 RTT",
     "backoff": "reconnect after Backoff(base 1 s, cap 30 s, full jitter)",
+    "client_processes": "0: the clients' CPU is not modelled (set it to compare with `rtsim load`)",
+    "cores": "inf: server and clients do not compete for CPU (2 on this machine for `compare`)",
 }
 
 
@@ -109,6 +111,14 @@ class TransportParams:
     max_h1_connections: int = 6
     reconnects_per_hour: float = 0.0
     backoff: Backoff = field(default_factory=Backoff)
+    # The clients' side, for comparing with a load generator on the same machine:
+    # subscribers are spread over ``client_processes`` processes, each a FIFO CPU that
+    # spends ``cpu_client_per_delivery_us`` per message received (0 processes: not modelled).
+    client_processes: int = 0
+    cpu_client_per_delivery_us: float = 0.0
+    # Cores shared by the server and the clients; when their CPU demand exceeds them, every
+    # CPU cost is stretched by demand / cores (processor sharing). inf: not modelled.
+    cores: float = math.inf
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transport", parse_transport(self.transport))
@@ -147,6 +157,9 @@ class TransportParams:
             ),
             (self.max_h1_connections >= 1, "max_h1_connections must be >= 1"),
             (_nonneg(self.reconnects_per_hour), "reconnects_per_hour must be >= 0"),
+            (self.client_processes >= 0, "client_processes must be >= 0"),
+            (_nonneg(self.cpu_client_per_delivery_us), "cpu_client_per_delivery_us must be >= 0"),
+            (self.cores > 0, f"cores must be > 0, got {self.cores}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -195,7 +208,16 @@ class _Model:
         self.link = p.link
         self.c_d = p.cpu_per_delivery_us * 1e-6
         self.c_r = p.cpu_per_request_us * 1e-6
+        self.c_c = p.cpu_client_per_delivery_us * 1e-6
         self.h2 = p.http_version == "2"
+        self.slowdown = self.cpu_slowdown()
+        self.c_d *= self.slowdown
+        self.c_r *= self.slowdown
+        self.c_c *= self.slowdown
+        # While the server's single core works through a fan-out, the client processes
+        # share what is left: with P of them on cores − 1 cores, each runs at (cores−1)/P.
+        if math.isfinite(p.cores) and p.client_processes > max(1.0, p.cores - 1):
+            self.c_c *= p.client_processes / max(1.0, p.cores - 1)
 
         n = p.clients * p.tabs_per_client
         self.n = n
@@ -213,6 +235,10 @@ class _Model:
         self.blocked_members = [
             int(np.count_nonzero((self.channel_of == c) & blocked)) for c in range(p.channels)
         ]
+
+        self.n_proc = p.client_processes
+        self.proc_of = np.arange(n) % max(1, self.n_proc)
+        self.client_free = np.zeros(max(1, self.n_proc))
 
         # Per-subscriber state.
         self.last_rx = np.zeros(n)  # in-order delivery on one TCP connection
@@ -248,6 +274,44 @@ class _Model:
         self.setup_rtts = 3 if p.tls else 2
 
     # --- helpers ---------------------------------------------------------------------------
+    def cpu_slowdown(self) -> float:
+        """Stretch of every CPU cost when server + clients want more than ``cores``."""
+        p = self.p
+        if not math.isfinite(p.cores):
+            return 1.0
+        deliveries_per_s = p.rate * p.clients * p.tabs_per_client / p.channels
+        demand = deliveries_per_s * (self.c_d + (self.c_c if p.client_processes else 0.0))
+        if p.transport is Transport.LONG_POLLING:
+            demand += deliveries_per_s * self.c_r  # about one request per message
+        elif p.transport is Transport.POLLING:
+            demand += p.clients * p.tabs_per_client / p.poll_interval_s * self.c_r
+        return max(1.0, demand / p.cores)
+
+    def client_cpu(self, clients: np.ndarray, rx: np.ndarray) -> np.ndarray:
+        """When each client process has handled what arrived at ``rx`` (FIFO per process)."""
+        if self.n_proc == 0 or len(rx) == 0:
+            return rx
+        out = np.empty_like(rx)
+        procs = self.proc_of[clients]
+        for q in range(self.n_proc):
+            sel = np.flatnonzero(procs == q)
+            if len(sel) == 0:
+                continue
+            order = sel[np.argsort(rx[sel], kind="stable")]
+            done = fifo_constant(rx[order], self.c_c, float(self.client_free[q]))
+            self.client_free[q] = done[-1]
+            out[order] = done
+        return out
+
+    def client_one(self, k: int, rx: float, messages: int) -> float:
+        """:meth:`client_cpu` for one response carrying ``messages`` messages."""
+        if self.n_proc == 0:
+            return rx
+        q = int(self.proc_of[k])
+        done = max(rx, float(self.client_free[q])) + self.c_c * max(1, messages)
+        self.client_free[q] = done
+        return done
+
     def at(self, t: float, fn: Any, *args: Any) -> None:
         ev = self.env.timeout(max(0.0, t - self.env.now))
         ev.callbacks.append(lambda _e: fn(*args))
@@ -311,7 +375,7 @@ class _Model:
         rx = np.maximum(rx, self.last_rx[idx])
         self.last_rx[idx] = rx
         self.wire += float(wire_bytes(frame, tls=self.p.tls)) * n
-        self.record(idx, np.full(n, mid), rx)
+        self.record(idx, np.full(n, mid), self.client_cpu(idx, rx))
 
     def fan_out_long_poll(self, mid: int, ch: int) -> None:
         idx = self.members[ch]
@@ -334,6 +398,12 @@ class _Model:
         transit = self.link.transit(self.rng, sizes, len(clients))
         rx = np.maximum(write + transit, self.last_rx[clients])
         self.last_rx[clients] = rx
+        if self.n_proc:
+            order = np.argsort(rx, kind="stable")
+            done = rx.copy()
+            for i in order.tolist():
+                done[i] = self.client_one(int(clients[i]), float(rx[i]), len(batches[i]))
+            rx = done
         self.wire += float(wire_bytes(sizes, tls=self.p.tls).sum())
         if self.p.transport is Transport.LONG_POLLING:
             self.waiting[clients] = False
@@ -354,6 +424,7 @@ class _Model:
         size = self.poll_response_bytes(len(batch))
         rx = max(write + self.link.transit_one(self.rng, size), float(self.last_rx[k]))
         self.last_rx[k] = rx
+        rx = self.client_one(k, rx, len(batch))
         self.wire += wire_bytes_one(size, tls=self.p.tls)
         if self.p.transport is Transport.LONG_POLLING:
             self.waiting[k] = False
@@ -488,6 +559,7 @@ class _Model:
             "server_cpu_utilisation": self.cpu.busy_s / self.horizon,
             "setup_ms": self.setup_rtts * p.rtt_ms,
             "tabs_blocked": int(np.count_nonzero(self.blocked)),
+            "cpu_slowdown": self.slowdown,
         }
         summary = Summary.from_latencies(
             latency_ms,

@@ -196,3 +196,48 @@ def test_invalid_parameters_raise_value_error(changes: dict[str, object], messag
 def test_bad_seed() -> None:
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         simulate_transports(TransportParams(), seed=-1)
+
+
+def test_fifo_constant_matches_the_lindley_loop() -> None:
+    from rtsim.sim.network import fifo_constant
+
+    rng = np.random.default_rng(0)
+    arr = np.sort(rng.uniform(0, 1, 200))
+    for c, free in ((0.001, 0.0), (0.01, 0.5), (0.0, 0.0)):
+        done, t = [], free
+        for a in arr:
+            t = max(t, a) + c
+            done.append(t)
+        np.testing.assert_allclose(fifo_constant(arr, c, free), done)
+
+
+def test_client_processes_queue_a_broadcast_and_shared_cores_slow_everything() -> None:
+    base = TransportParams(
+        clients=400,
+        rate=2,
+        duration_s=20,
+        rtt_ms=0.1,
+        jitter_ms=0,
+        cpu_per_delivery_us=5,
+        bandwidth_mbps=1e6,
+    )
+    plain = simulate_transports(base, seed=1).summary
+    clients = simulate_transports(
+        base.with_(client_processes=2, cpu_client_per_delivery_us=20), seed=1
+    ).summary
+    # The server writes one subscriber every 5 µs, so each of the two processes receives one
+    # every 10 µs but needs 20: its queue grows 10 µs per message, 2 ms over 200 of them.
+    assert clients.max_ms - plain.max_ms == pytest.approx(200 * (0.020 - 2 * 0.005), rel=0.05)
+    assert clients.p50_ms > plain.p50_ms + 0.5
+    crowded = simulate_transports(
+        base.with_(client_processes=2, cpu_client_per_delivery_us=20, cores=0.01), seed=1
+    ).summary
+    assert crowded.extra["cpu_slowdown"] > 1 and crowded.p50_ms > clients.p50_ms
+    for t in ("long-polling", "polling"):
+        r = simulate_transports(
+            base.with_(
+                transport=t, client_processes=2, cpu_client_per_delivery_us=20, poll_interval_s=1.0
+            ),
+            seed=1,
+        ).summary
+        assert r.lost == 0 and r.deliveries == r.extra["expected_deliveries"]

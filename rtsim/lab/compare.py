@@ -1,0 +1,249 @@
+"""Simulation vs reality: calibrate the transport model on this machine, then compare.
+
+1. :func:`start_server` runs ``rtsim serve`` as its own process (so its CPU time can be
+   read from /proc and it does not share the interpreter with the clients).
+2. :func:`calibrate` runs a short load test per transport and reads off the server's CPU
+   time per delivery (and, for long polling, per HTTP request) and the load generator's CPU
+   time per delivery.
+3. :func:`compare` runs the SimPy model with those costs — including the load generator's
+   own processes and the cores they share with the server — and the live measurement with
+   the same parameters, and puts p50/p95/p99 and throughput side by side with relative
+   errors. :func:`sweep_compare` does it from 10% to 90% of the estimated capacity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+
+from ..core.transport import Transport, parse_transport
+from ..live.loadgen import LoadParams, run_load
+from ..sim.transports import TransportParams, simulate_transports
+
+__all__ = [
+    "Calibration",
+    "calibrate",
+    "compare",
+    "start_server",
+    "sweep_compare",
+]
+
+#: Loopback: a round trip well under a millisecond (assumption; the model is not sensitive).
+LOOPBACK_RTT_MS = 0.05
+LOOPBACK_JITTER_MS = 0.05
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-message costs of this machine, measured by a short load run."""
+
+    transport: str
+    server_cpu_per_delivery_us: float
+    server_cpu_per_request_us: float
+    client_cpu_per_delivery_us: float
+    client_processes: int
+    cores: int
+    deliveries: int
+
+    def capacity_deliveries_per_s(self) -> float:
+        """Deliveries/s at which the server's core or all cores together are full."""
+        server = self.server_cpu_per_delivery_us + self.server_cpu_per_request_us
+        total = server + self.client_cpu_per_delivery_us
+        return min(1e6 / server, self.cores * 1e6 / total)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def start_server(extra_args: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
+    """Run ``rtsim serve`` on a free loopback port; yield (url, pid); stop it afterwards."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtsim.cli", "serve", "--port", str(port), *extra_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("rtsim serve did not start") from None
+                time.sleep(0.1)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _poll_requests(url: str) -> float:
+    """Long-poll requests the server has answered so far (from /metrics)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith('rtsim_connections_opened_total{transport="long-polling"}'):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def calibrate(
+    url: str,
+    pid: int,
+    transport: Transport | str,
+    subscribers: int = 200,
+    rate: float = 20.0,
+    duration_s: float = 4.0,
+    processes: int = 2,
+    ws_server_cpu_per_delivery_us: float | None = None,
+) -> Calibration:
+    """Measure the per-message costs of ``transport`` on the server at ``url`` (pid ``pid``).
+
+    For long polling the server's CPU is split into a per-delivery part (taken from a
+    WebSocket calibration, ``ws_server_cpu_per_delivery_us``, when given) and a per-request
+    part (the rest, divided by the requests counted in /metrics).
+    """
+    t = parse_transport(transport)
+    before = _poll_requests(url) if t is Transport.LONG_POLLING else 0.0
+    p = LoadParams(
+        url=url,
+        transport=t,
+        subscribers=subscribers,
+        rate=rate,
+        duration_s=duration_s,
+        server_pid=pid,
+        processes=processes,
+        settle_s=1.0,
+    )
+    s = run_load(p, progress=False).summary
+    if s.deliveries == 0 or s.extra["server_cpu_s"] is None:
+        raise RuntimeError("calibration delivered nothing; is the server running?")
+    server_us = s.extra["server_cpu_s"] / s.deliveries * 1e6
+    request_us = 0.0
+    if t is Transport.LONG_POLLING:
+        requests = max(1.0, _poll_requests(url) - before)
+        per_delivery = ws_server_cpu_per_delivery_us or 0.0
+        request_us = max(0.0, (s.extra["server_cpu_s"] * 1e6 - per_delivery * s.deliveries))
+        request_us /= requests
+        server_us = per_delivery
+    return Calibration(
+        transport=t.value,
+        server_cpu_per_delivery_us=server_us,
+        server_cpu_per_request_us=request_us,
+        client_cpu_per_delivery_us=s.extra["loadgen_cpu_s"] / s.deliveries * 1e6,
+        client_processes=processes,
+        cores=os.cpu_count() or 1,
+        deliveries=s.deliveries,
+    )
+
+
+def sim_params(
+    cal: Calibration, subscribers: int, rate: float, duration_s: float
+) -> TransportParams:
+    """The transport model set up like the live run: loopback, calibrated CPU costs."""
+    return TransportParams(
+        transport=parse_transport(cal.transport),
+        clients=subscribers,
+        rate=rate,
+        duration_s=duration_s,
+        rtt_ms=LOOPBACK_RTT_MS,
+        jitter_ms=LOOPBACK_JITTER_MS,
+        bandwidth_mbps=10_000.0,
+        tls=False,
+        cpu_per_delivery_us=cal.server_cpu_per_delivery_us,
+        cpu_per_request_us=cal.server_cpu_per_request_us,
+        hold_timeout_s=25.0,
+        client_processes=cal.client_processes,
+        cpu_client_per_delivery_us=cal.client_cpu_per_delivery_us,
+        cores=float(cal.cores),
+    )
+
+
+_METRICS = ("p50_ms", "p95_ms", "p99_ms", "deliveries_per_s")
+
+
+def compare(
+    url: str,
+    pid: int,
+    cal: Calibration,
+    subscribers: int,
+    rate: float,
+    duration_s: float,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Simulated and measured figures side by side; one row per metric, with relative error."""
+    sim = simulate_transports(sim_params(cal, subscribers, rate, duration_s), seed=seed).summary
+    live = run_load(
+        LoadParams(
+            url=url,
+            transport=parse_transport(cal.transport),
+            subscribers=subscribers,
+            rate=rate,
+            duration_s=duration_s,
+            server_pid=pid,
+            processes=cal.client_processes,
+            settle_s=1.5,
+        ),
+        progress=False,
+    ).summary
+    rows = []
+    for m in _METRICS:
+        s_val, l_val = float(getattr(sim, m)), float(getattr(live, m))
+        rows.append(
+            {
+                "transport": cal.transport,
+                "subscribers": subscribers,
+                "rate": rate,
+                "metric": m,
+                "simulated": s_val,
+                "measured": l_val,
+                "rel_error": (s_val - l_val) / l_val if l_val else math.nan,
+                "lost": live.lost,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def sweep_compare(
+    url: str,
+    pid: int,
+    cal: Calibration,
+    subscribers: int = 200,
+    fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+    duration_s: float = 5.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """:func:`compare` at ``fractions`` of the calibrated capacity."""
+    cap = cal.capacity_deliveries_per_s()
+    frames = []
+    for f in fractions:
+        if not 0 < f < 1.5:
+            raise ValueError(f"fractions must be in (0, 1.5), got {f}")
+        rate = max(0.5, f * cap / subscribers)
+        df = compare(url, pid, cal, subscribers, round(rate, 2), duration_s, seed)
+        df.insert(3, "load_fraction", f)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
