@@ -159,16 +159,18 @@ def memory(kind: str, transport: str, n: int) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", choices=["fanout", "memory"], help="re-run one part, keep the other")
     a = ap.parse_args()
+    old = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     kinds = ["rtsim", "rtsim+uvloop", "websockets"] + (["node-ws"] if shutil.which("node") else [])
     subs, rate, dur = (500, 10.0, 3.0) if a.quick else (2000, 10.0, 10.0)
-    fan = []
-    for kind in kinds:
+    fan = [] if a.only != "memory" else old.get("fanout", [])
+    for kind in kinds if a.only != "memory" else []:
         row = fanout(kind, subs, rate, dur)
         fan.append(row)
         print(json.dumps(row), flush=True)
-    mem = []
-    sizes = (500,) if a.quick else (1000, 5000, 10_000)
+    mem = [] if a.only != "fanout" else old.get("memory", [])
+    sizes = () if a.only == "fanout" else (500,) if a.quick else (1000, 5000, 10_000)
     for n in sizes:
         for kind, transport in [
             ("rtsim", "websocket"),

@@ -247,3 +247,67 @@ def sweep_compare(
         df.insert(3, "load_fraction", f)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+# --- committed results, for notebook 07 --------------------------------------------------------
+def results_dir() -> Any:
+    """``benchmarks/results`` of this checkout."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def load_result(name: str) -> dict[str, Any]:
+    """A committed benchmark result (``benchmarks/results/<name>.json``)."""
+    import json
+
+    path = results_dir() / f"{name}.json"
+    if not path.exists():
+        raise ValueError(f"no committed result {path}; run benchmarks/bench_{name}.py")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def comparison_table(data: dict[str, Any]) -> pd.DataFrame:
+    """The committed sweep as a wide table: one row per transport and load level."""
+    df = pd.DataFrame(data["comparison"])
+    wide = df.pivot_table(
+        index=["transport", "load_fraction", "rate"],
+        columns="metric",
+        values=["simulated", "measured", "rel_error"],
+    )
+    wide.columns = [f"{c[1]}_{c[0]}" for c in wide.columns.to_flat_index()]
+    return wide
+
+
+def plot_comparison(data: dict[str, Any]) -> Any:
+    """Simulated vs measured p50 and p99 against load, one panel per transport."""
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame(data["comparison"])
+    transports = list(dict.fromkeys(df["transport"]))
+    fig, axes = plt.subplots(1, len(transports), figsize=(4 * len(transports), 3.2))
+    for ax, t in zip(list(axes), transports, strict=True):
+        for metric, style in (("p50_ms", "o"), ("p99_ms", "s")):
+            d = df[(df.transport == t) & (df.metric == metric)]
+            ax.plot(d["load_fraction"], d["measured"], style + "-", label=f"{metric} measured")
+            ax.plot(d["load_fraction"], d["simulated"], style + "--", label=f"{metric} simulated")
+        ax.set_title(t)
+        ax.set_xlabel("load (fraction of capacity)")
+        ax.set_yscale("log")
+    axes[0].set_ylabel("latency ms (log)")
+    axes[-1].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def error_summary(data: dict[str, Any], max_fraction: float = 0.8) -> pd.DataFrame:
+    """Worst relative error of p50, p99 and throughput per transport up to ``max_fraction``."""
+    df = pd.DataFrame(data["comparison"])
+    df = df[df["load_fraction"] <= max_fraction + 1e-9]
+    out = df.assign(abs_err=df["rel_error"].abs()).pivot_table(
+        index="transport", columns="metric", values="abs_err", aggfunc="max"
+    )
+    out["p50_within_20%"] = out["p50_ms"] <= 0.20
+    out["p99_within_30%"] = out["p99_ms"] <= 0.30
+    return out

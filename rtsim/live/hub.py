@@ -151,7 +151,7 @@ class Subscriber:
         # The fast path: a WebSocket's raw transport. While nothing is queued and the
         # socket's write buffer is below ``direct_limit``, a broadcast's pre-framed bytes
         # are written straight to it — no queue, no task switch, no per-connection framing.
-        self.direct: asyncio.WriteTransport | None = None
+        self.direct: Any = None  # asyncio.WriteTransport or uvloop's equivalent
         self.direct_limit = 64 * 1024
 
     def offer(self, b: Broadcast) -> bool:

@@ -458,8 +458,10 @@ class LiveServer:
         self._ws_seq += 1
         member = f"{grant.user}:ws{self._ws_seq}"
         sub = Subscriber("websocket", cfg.send_queue)
-        if isinstance(transport, asyncio.WriteTransport):
-            sub.direct = transport  # uncompressed: whole frames may be written directly
+        # Uncompressed, so whole frames may be written directly. (Duck-typed: uvloop's
+        # transports do not subclass asyncio.WriteTransport.)
+        if all(hasattr(transport, a) for a in ("write", "get_write_buffer_size", "is_closing")):
+            sub.direct = transport
         presence_state: dict[str, dict[str, Any]] = {}
         self._open("websocket")
         loop = asyncio.get_running_loop()
