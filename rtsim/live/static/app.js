@@ -71,6 +71,7 @@ function onStatus(s) {
   $("#reconnects").textContent = String(s.reconnects);
   $("#lastid").textContent = s.ids[CHAT] || "–";
   $("#log").textContent = s.log.join("\n");
+  if (s.state === "open") setTimeout(probe, 300);
   if (s.state === "connecting") {
     members = {}; // the new connection's snapshot refills it
     renderMembers();
