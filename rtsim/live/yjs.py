@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from rtsim.core.envelope import EnvelopeError, validate_channel
+from rtsim.core.replaylog import ReplayLogError
 from rtsim.core.yroom import (
     MAX_FRAME_BYTES,
     MSG_SYNC,
@@ -152,9 +153,13 @@ class YjsService:
             sub = r.sub = Subscriber("yjs", 1_000_000)
             try:
                 await hub.subscribe(sub, r.channel, None)  # live from now, then the history
-                result = await backplane.read_after(r.channel, "0")
-                for env in result.messages:
-                    self._apply_remote(r, env.data)
+                try:
+                    result = await backplane.read_after(r.channel, "0")
+                except ReplayLogError:
+                    pass  # a backplane that cannot replay from the start: live updates only
+                else:
+                    for env in result.messages:
+                        self._apply_remote(r, env.data)
             except Exception:  # broker down: the room works locally, retry later
                 self.backplane_errors += 1
                 hub.unsubscribe(sub, r.channel)
