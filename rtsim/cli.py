@@ -364,12 +364,23 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--send-queue", type=_positive_int, default=1024, help="per connection")
     p.add_argument("--max-connections", type=_positive_int, default=10000)
     p.add_argument("--presence-timeout", type=_positive_float, default=60.0, help="seconds")
+    p.add_argument(
+        "--disable",
+        default="",
+        metavar="T[,T]",
+        help="transports to turn off (websocket, sse, long-polling), e.g. to watch the demo"
+        " page fall back: --disable websocket,sse",
+    )
     p.set_defaults(handler=_run_serve)
 
 
 def _run_serve(a: argparse.Namespace) -> int:
+    from .live.metrics import TRANSPORTS
     from .live.server import ServerConfig, run_server
 
+    off = {t.strip() for t in a.disable.split(",") if t.strip()}
+    if off - set(TRANSPORTS):
+        raise ValueError(f"--disable takes {', '.join(TRANSPORTS)}; got {', '.join(sorted(off))}")
     config = ServerConfig(
         host=a.host,
         port=a.port,
@@ -379,11 +390,13 @@ def _run_serve(a: argparse.Namespace) -> int:
         send_queue=a.send_queue,
         max_connections=a.max_connections,
         presence_timeout_s=a.presence_timeout,
+        transports=tuple(t for t in TRANSPORTS if t not in off),
     )
 
     def ready(url: str) -> None:
         mode = "open mode" if config.open_mode else "tokens required"
         print(f"rtsim serve: listening on {url} ({mode}, backplane {a.backplane})", flush=True)
+        print(f"rtsim serve: demo page {url}/ (add ?token=T in secret mode)", flush=True)
 
     run_server(config, ready)
     return 0

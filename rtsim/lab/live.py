@@ -7,14 +7,16 @@ on a fresh loop in a worker thread (:func:`run_sync`) and returns plain values.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import uuid
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 import pandas as pd
 
 from rtsim.core.backoff import Backoff
-from rtsim.live.background import BackgroundServer
+from rtsim.live.background import BackgroundServer, serve_in_background
 from rtsim.live.client import GapNotice, LiveClient, Message
 
 __all__ = [
@@ -22,8 +24,10 @@ __all__ = [
     "fallback_demo",
     "metrics_table",
     "publish_many",
+    "redis_running",
     "resume_from",
     "run_sync",
+    "two_instances",
 ]
 
 T = TypeVar("T")
@@ -142,3 +146,70 @@ def metrics_table(srv: BackgroundServer) -> pd.DataFrame:
     """The server's counters (not its timings) as a small table."""
     rows = [{"metric": k, "value": int(srv.metric(name, labels))} for k, name, labels in _METRICS]
     return pd.DataFrame(rows)
+
+
+def redis_running(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    """Whether something accepts connections on Redis's port (no Redis call is made)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+async def _two_instances(url_a: str, url_b: str, before: int, during: int) -> dict[str, Any]:
+    ch = "multi"
+    async with LiveClient(url_b, [ch], transports=["websocket"]) as on_b:
+        await on_b.ready()
+        async with LiveClient(url_a, [ch], transports=["websocket"]) as on_a:
+            await on_a.ready()
+            ids = [await on_a.publish(ch, i) for i in range(before)]
+            live_b = [await on_b.next(10) for _ in range(before)]
+            seen_a = [await on_a.next(10) for _ in range(before)]
+        # The client on A goes away; more is published (on A) while it is gone ...
+        async with LiveClient(url_a, [ch], transports=["long-polling"]) as pub:
+            ids += [await pub.publish(ch, i) for i in range(before, before + during)]
+        # ... and it comes back on instance B, resuming from the last id it saw on A.
+        last = seen_a[-1].id if isinstance(seen_a[-1], Message) else "0"
+        async with LiveClient(url_b, [ch], transports=["sse"], since={ch: last}) as back:
+            await back.ready()
+            resumed = [await back.next(10) for _ in range(during)]
+    got = [m.id for m in seen_a + resumed if isinstance(m, Message)]
+    return {
+        "published on A": len(ids),
+        "live on B": sum(isinstance(m, Message) for m in live_b),
+        "resumed on B": len(resumed),
+        "lost": len(set(ids) - set(got)),
+        "duplicates": len(got) - len(set(got)),
+        "in order": got == ids,
+    }
+
+
+def two_instances(before: int = 3, during: int = 5) -> dict[str, Any] | None:
+    """Two servers joined by Redis Streams: fan-out from A to B, then resume A → B.
+
+    Returns the counts, or ``None`` (after printing why) when no Redis runs on
+    127.0.0.1:6379. The streams are written under a fresh prefix and deleted afterwards.
+    """
+    if not redis_running():
+        print("skipped: no Redis on 127.0.0.1:6379 (start one with `redis-server`, then re-run)")
+        return None
+    prefix = "nb" + uuid.uuid4().hex[:10]
+    backplane = f"redis-streams://127.0.0.1:6379?prefix={prefix}"
+    try:
+        with _serve(backplane) as a, _serve(backplane) as b:
+            return run_sync(_two_instances(a.url, b.url, before, during))
+    finally:
+        import redis
+
+        r = redis.Redis(port=6379)
+        keys = list(r.scan_iter(match=f"{{{prefix}}}:*"))
+        if keys:
+            r.delete(*keys)
+        r.close()
+
+
+def _serve(backplane: str) -> BackgroundServer:
+    from rtsim.live.server import ServerConfig
+
+    return serve_in_background(ServerConfig(port=0, backplane=backplane))

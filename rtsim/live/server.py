@@ -13,6 +13,8 @@ Endpoints (the wire protocol is documented in ``docs/protocol.md``):
 ``GET|POST /presence`` presence snapshot / heartbeat for SSE and long-polling clients
 ``GET /metrics``       Prometheus text
 ``GET /healthz``       ``{"status": "ok", …}``
+``GET /yjs/{room}``    a Yjs room (y-websocket binary protocol; :mod:`rtsim.live.yjs`)
+``GET /``              the demo page (``rtsim/live/static/``)
 =====================  ==================================================================
 
 The server owns the I/O and the clock; ids, replay and gaps come from the backplane
@@ -30,6 +32,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -57,6 +60,7 @@ from .protocol import (
     parse_resume,
     parse_timeout,
 )
+from .yjs import YjsService
 
 __all__ = ["SERVER_KEY", "LiveServer", "ServerConfig", "create_app", "run_server"]
 
@@ -174,6 +178,7 @@ class LiveServer:
         self.active = 0  # streaming connections + waiting long polls
         self._ws_seq = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.yjs = YjsService(self)
 
     # --- life cycle ----------------------------------------------------------------------
     async def on_startup(self, app: web.Application) -> None:
@@ -190,6 +195,7 @@ class LiveServer:
                 s.close("server shutdown")
 
     async def on_cleanup(self, app: web.Application) -> None:
+        await self.yjs.close()
         if self.presence is not None:
             await self.presence.stop()
         await self.backplane.close()
@@ -709,6 +715,13 @@ def _channel(value: object) -> str:
         raise ProtocolError("bad_channel", str(exc)) from None
 
 
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
 def create_app(
     config: ServerConfig | None = None, backplane: Backplane | None = None
 ) -> web.Application:
@@ -728,6 +741,9 @@ def create_app(
     app.router.add_post("/presence", server.presence_endpoint)
     app.router.add_get("/metrics", server.metrics_endpoint)
     app.router.add_get("/healthz", server.healthz)
+    app.router.add_get("/yjs/{room}", server.yjs.handle)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static/", STATIC_DIR)
     return app
 
 

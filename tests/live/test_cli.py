@@ -25,3 +25,11 @@ def test_token_with_a_short_secret_exits_2(capsys: pytest.CaptureFixture[str]) -
 def test_serve_refuses_open_mode_off_loopback(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "open mode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("off", ["foo", "websocket,sse,long-polling"])
+def test_serve_disable_rejects_unknown_or_all_transports(
+    off: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--port", "0", "--disable", off]) == 2
+    assert "long-polling" in capsys.readouterr().err  # the message names the choices

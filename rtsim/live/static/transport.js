@@ -1,0 +1,401 @@
+// rtsim demo: a client-side transport layer over the rtsim live server (docs/protocol.md).
+//
+//   const t = new RtTransport({ base: "", token, channels: ["chat:lobby", "cursor:lobby"],
+//                               resume: ["chat:lobby"], presence: { channel, state } });
+//   t.onmessage = (msg) => ...;  t.onpresence = (frame) => ...;  t.onstatus = (s) => ...;
+//   t.start();  await t.publish(channel, data);
+//
+// * Fallback: WebSocket → SSE → long polling. A transport that never opens (the server
+//   disabled it, a proxy blocks it) is skipped at once; one that opened and then dropped is
+//   retried with exponential backoff and full jitter (delay = random(0, min(cap, base·2^n))).
+// * Resume: the last id of each channel in `resume` is kept and sent back on reconnect
+//   (WebSocket `since`, SSE `?last_event_id=`, long-poll `after`), so nothing is missed.
+// * Publish: over the WebSocket with an ack (`ref`), else POST /publish; rejects on error
+//   or after `ackTimeoutMs`.
+"use strict";
+
+const ORDER = ["websocket", "sse", "long-polling"];
+
+function cursorString(ids) {
+  return Object.keys(ids).sort().map((ch) => `${ch}=${ids[ch]}`).join(",");
+}
+
+function parseCursor(text, into) {
+  if (!text) return;
+  for (const part of text.split(",")) {
+    const i = part.lastIndexOf("=");
+    if (i > 0) into[part.slice(0, i)] = part.slice(i + 1);
+  }
+}
+
+class RtTransport {
+  constructor(opts) {
+    this.base = opts.base || "";
+    this.token = opts.token || null;
+    this.channels = opts.channels;
+    this.resume = new Set(opts.resume || opts.channels);
+    this.presence = opts.presence || null; // {channel, state}
+    this.order = opts.order || ORDER;
+    this.backoffBaseMs = opts.backoffBaseMs || 500;
+    this.backoffCapMs = opts.backoffCapMs || 15000;
+    this.ackTimeoutMs = opts.ackTimeoutMs || 5000;
+    this.pollTimeoutS = opts.pollTimeoutS || 25;
+    this.clientId = opts.clientId || Math.random().toString(36).slice(2, 10);
+    this.ids = {}; // channel -> last id seen (resume point)
+    this.index = 0; // position in this.order
+    this.transport = null;
+    this.state = "idle";
+    this.reconnects = 0;
+    this.attempt = 0;
+    this.log = [];
+    this.onmessage = () => {};
+    this.onpresence = () => {};
+    this.onstatus = () => {};
+    this.onerror = () => {};
+    this._pending = new Map(); // ref -> {resolve, reject, timer}
+    this._ref = 0;
+    this._conn = null; // the current connection's close function
+    this._gen = 0; // connection generation: callbacks of old ones are ignored
+    this._timers = [];
+  }
+
+  // --- life cycle --------------------------------------------------------------------
+  start() {
+    this._connect();
+    this._timers.push(setInterval(() => this._heartbeat(), 20000));
+    addEventListener("pagehide", () => this.leave());
+  }
+
+  stop() {
+    this._gen++;
+    if (this._conn) this._conn();
+    this._conn = null;
+    this._timers.forEach(clearInterval);
+    this._set("stopped");
+  }
+
+  _q(extra) {
+    const p = new URLSearchParams(extra || {});
+    if (this.token) p.set("token", this.token);
+    return p;
+  }
+
+  _url(path, params) {
+    return `${this.base}${path}?${params.toString()}`;
+  }
+
+  _set(state, note) {
+    this.state = state;
+    if (note) this.log.push(`${new Date().toISOString().slice(11, 19)} ${note}`);
+    this.onstatus(this.status());
+  }
+
+  status() {
+    return {
+      transport: this.transport,
+      state: this.state,
+      reconnects: this.reconnects,
+      ids: { ...this.ids },
+      log: this.log.slice(-8),
+    };
+  }
+
+  _connect() {
+    const gen = ++this._gen;
+    const name = this.order[this.index];
+    this.transport = name;
+    this._set("connecting", `connecting with ${name}`);
+    let opened = false;
+    const onOpen = () => {
+      if (gen !== this._gen) return;
+      opened = true;
+      this.attempt = 0;
+      this._set("open", `${name} open`);
+      this._sendPresence();
+    };
+    const onDown = (why) => {
+      if (gen !== this._gen) return;
+      this._gen++;
+      if (this._conn) this._conn();
+      this._conn = null;
+      this._failPending(`connection lost (${why})`);
+      if (!opened && this.index + 1 < this.order.length) {
+        this.index++; // never opened: fall back at once
+        this._set("fallback", `${name} failed before opening (${why}); falling back`);
+        this._connect();
+        return;
+      }
+      if (!opened) this.index = 0; // nothing worked: start the list over after a pause
+      const cap = Math.min(this.backoffCapMs, this.backoffBaseMs * 2 ** this.attempt);
+      const delay = Math.random() * cap; // full jitter
+      this.attempt = Math.min(this.attempt + 1, 20);
+      this.reconnects++;
+      this._set("reconnecting", `${name} down (${why}); retry in ${Math.round(delay)} ms`);
+      setTimeout(() => {
+        if (gen + 1 === this._gen) this._connect();
+      }, delay);
+    };
+    this["_open_" + name.replace("-", "_")](onOpen, onDown);
+  }
+
+  _deliver(msg) {
+    if (this.resume.has(msg.channel)) this.ids[msg.channel] = msg.id;
+    this.onmessage(msg);
+  }
+
+  _resumeIds() {
+    const out = {};
+    for (const ch of this.resume) if (this.ids[ch] !== undefined) out[ch] = this.ids[ch];
+    return out;
+  }
+
+  // --- WebSocket ---------------------------------------------------------------------
+  _open_websocket(onOpen, onDown) {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const base = this.base || `${proto}//${location.host}`;
+    const url = base.replace(/^http/, "ws") + "/ws?" + this._q().toString();
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      setTimeout(() => onDown("cannot open"), 0);
+      return;
+    }
+    this._ws = ws;
+    let subscribed = 0;
+    ws.onopen = () => {
+      for (const ch of this.channels) {
+        const frame = { type: "subscribe", channel: ch };
+        if (this.ids[ch] !== undefined && this.resume.has(ch)) frame.since = this.ids[ch];
+        ws.send(JSON.stringify(frame));
+      }
+    };
+    ws.onmessage = (ev) => {
+      const f = JSON.parse(ev.data);
+      if (f.type === "message") this._deliver(f);
+      else if (f.type === "presence") this.onpresence(f);
+      else if (f.type === "subscribed") {
+        if (this.resume.has(f.channel) && this.ids[f.channel] === undefined) {
+          this.ids[f.channel] = f.since;
+        }
+        if (++subscribed === this.channels.length) onOpen();
+      } else if (f.type === "ack") this._settle(f.ref, null, f.id);
+      else if (f.type === "error") {
+        if (f.ref !== undefined) this._settle(f.ref, `${f.code}: ${f.message}`);
+        else this.onerror(f);
+      } else if (f.type === "gap") this.onerror(f);
+    };
+    ws.onclose = (ev) => onDown(`websocket closed ${ev.code}`);
+    ws.onerror = () => {}; // onclose follows
+    this._conn = () => {
+      ws.onclose = ws.onmessage = null;
+      ws.close();
+      this._ws = null;
+    };
+  }
+
+  // --- Server-Sent Events ------------------------------------------------------------
+  _open_sse(onOpen, onDown) {
+    const p = this._q();
+    for (const ch of this.channels) p.append("channel", ch);
+    const cursor = cursorString(this._resumeIds());
+    if (cursor) p.set("last_event_id", cursor);
+    const es = new EventSource(this._url("/sse", p));
+    let open = false;
+    const track = (ev) => {
+      if (ev.lastEventId) parseCursor(ev.lastEventId, this.ids);
+    };
+    es.onopen = () => {
+      open = true;
+      onOpen();
+      this._learnStart();
+    };
+    es.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      this._deliver(msg);
+      if (ev.lastEventId) {
+        const all = {};
+        parseCursor(ev.lastEventId, all);
+        for (const ch of this.resume) if (all[ch] !== undefined) this.ids[ch] = all[ch];
+      }
+    };
+    es.addEventListener("presence", (ev) => this.onpresence(JSON.parse(ev.data)));
+    es.addEventListener("gap", (ev) => {
+      track(ev);
+      this.onerror(JSON.parse(ev.data));
+    });
+    // We own reconnection (backoff + jitter + fallback), so the EventSource's own retry is
+    // turned off by closing it on the first error.
+    es.onerror = () => onDown(open ? "sse stream ended" : "sse refused");
+    this._conn = () => es.close();
+  }
+
+  // The stream's start cursor travels in an id-only event, which EventSource does not show
+  // to scripts; ask /poll (timeout 0) where each channel stands so a drop before the first
+  // message still resumes from here.
+  async _learnStart() {
+    const missing = [...this.resume].filter((ch) => this.ids[ch] === undefined);
+    if (!missing.length) return;
+    const p = this._q({ timeout: 0 });
+    for (const ch of missing) p.append("channel", ch);
+    try {
+      const r = await fetch(this._url("/poll", p), { cache: "no-store" });
+      if (!r.ok) return;
+      const all = {};
+      parseCursor((await r.json()).cursor, all);
+      for (const ch of missing) if (this.ids[ch] === undefined) this.ids[ch] = all[ch];
+    } catch (e) {
+      /* best effort */
+    }
+  }
+
+  // --- long polling ------------------------------------------------------------------
+  _open_long_polling(onOpen, onDown) {
+    const ctl = new AbortController();
+    let after = cursorString(this._resumeIds());
+    let first = true;
+    const loop = async () => {
+      while (!ctl.signal.aborted) {
+        const p = this._q({ timeout: first ? 0 : this.pollTimeoutS });
+        for (const ch of this.channels) p.append("channel", ch);
+        if (after) p.set("after", after);
+        let body;
+        try {
+          const r = await fetch(this._url("/poll", p), { signal: ctl.signal, cache: "no-store" });
+          if (!r.ok) throw new Error(`HTTP ${r.status}`);
+          body = await r.json();
+        } catch (e) {
+          if (!ctl.signal.aborted) onDown(`poll failed: ${e.message || e}`);
+          return;
+        }
+        for (const g of body.gaps || []) this.onerror({ type: "gap", ...g });
+        for (const m of body.messages) this._deliver(m);
+        after = body.cursor;
+        const all = {};
+        parseCursor(after, all);
+        for (const ch of this.resume) if (all[ch] !== undefined) this.ids[ch] = all[ch];
+        if (first) {
+          first = false;
+          onOpen();
+          this._pollPresence();
+        }
+      }
+    };
+    loop();
+    this._conn = () => ctl.abort();
+  }
+
+  async _pollPresence() {
+    if (!this.presence || this.transport !== "long-polling") return;
+    const p = this._q({ channel: this.presence.channel });
+    try {
+      const r = await fetch(this._url("/presence", p), { cache: "no-store" });
+      if (r.ok) this.onpresence(await r.json());
+    } catch (e) {
+      /* next round */
+    }
+    if (this.state === "open" && this.transport === "long-polling") {
+      setTimeout(() => this._pollPresence(), 3000);
+    }
+  }
+
+  // --- presence ----------------------------------------------------------------------
+  setPresence(state) {
+    if (!this.presence) return;
+    this.presence.state = state;
+    this._sendPresence();
+  }
+
+  _sendPresence() {
+    if (!this.presence || this.state !== "open") return;
+    const { channel, state } = this.presence;
+    if (this.transport === "websocket" && this._ws) {
+      this._ws.send(JSON.stringify({ type: "presence", channel, state }));
+    } else {
+      this._postPresence({ channel, client: this.clientId, state });
+    }
+  }
+
+  async _postPresence(body, keepalive) {
+    try {
+      const r = await fetch(this._url("/presence", this._q()), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+        keepalive: !!keepalive,
+      });
+      if (r.ok && this.transport === "long-polling") this.onpresence(await r.json());
+    } catch (e) {
+      /* the next heartbeat retries */
+    }
+  }
+
+  _heartbeat() {
+    if (this.state !== "open" || !this.presence) return;
+    if (this.transport === "websocket" && this._ws) {
+      this._ws.send(JSON.stringify({ type: "heartbeat" }));
+    } else {
+      this._postPresence({ channel: this.presence.channel, client: this.clientId });
+    }
+  }
+
+  leave() {
+    if (this.presence && this.transport !== "websocket") {
+      this._postPresence(
+        { channel: this.presence.channel, client: this.clientId, leave: true },
+        true
+      );
+    }
+  }
+
+  // --- publish -----------------------------------------------------------------------
+  publish(channel, data) {
+    if (this.transport === "websocket" && this._ws && this.state === "open") {
+      return new Promise((resolve, reject) => {
+        const ref = `r${++this._ref}`;
+        const timer = setTimeout(
+          () => this._settle(ref, `no ack within ${this.ackTimeoutMs} ms`),
+          this.ackTimeoutMs
+        );
+        this._pending.set(ref, { resolve, reject, timer });
+        this._ws.send(JSON.stringify({ type: "publish", channel, data, ref }));
+      });
+    }
+    return this._post(channel, data);
+  }
+
+  async _post(channel, data) {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), this.ackTimeoutMs);
+    try {
+      const r = await fetch(this._url("/publish", this._q()), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ channel, data }),
+        signal: ctl.signal,
+      });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : `HTTP ${r.status}`);
+      return body.id;
+    } catch (e) {
+      throw new Error(e.name === "AbortError" ? `no answer within ${this.ackTimeoutMs} ms` : e.message);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  _settle(ref, error, id) {
+    const p = this._pending.get(ref);
+    if (!p) return;
+    this._pending.delete(ref);
+    clearTimeout(p.timer);
+    if (error) p.reject(new Error(error));
+    else p.resolve(id);
+  }
+
+  _failPending(why) {
+    for (const ref of [...this._pending.keys()]) this._settle(ref, why);
+  }
+}
+
+window.RtTransport = RtTransport;
