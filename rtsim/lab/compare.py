@@ -179,6 +179,7 @@ def sim_params(
         client_processes=cal.client_processes,
         cpu_client_per_delivery_us=cal.client_cpu_per_delivery_us,
         cores=float(cal.cores),
+        arrivals="constant",  # the load generator publishes on a fixed schedule
     )
 
 

@@ -34,6 +34,8 @@ from ..core.backoff import Backoff
 from ..core.replaylog import ReplayLog
 from ..core.results import RunResult, Summary
 from .brokers import PROFILES, Broker, BrokerProfile, parse_broker
+from .checks import nonneg as _nonneg
+from .checks import positive as _pos
 from .queueing import fifo_station, number_in_system
 from .seeding import children
 
@@ -135,14 +137,6 @@ class ArchitectureParams:
         d["backoff"] = f"{self.backoff.base_s}-{self.backoff.cap_s}s {self.backoff.jitter}"
         d["profile"] = asdict(self.prof)
         return d
-
-
-def _pos(x: float) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x) and x > 0
-
-
-def _nonneg(x: float) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x) and x >= 0
 
 
 @dataclass

@@ -39,6 +39,8 @@ import simpy
 
 from ..core.replaylog import Gap, ReplayLog
 from ..core.results import RunResult, Summary
+from .checks import nonneg as _nonneg
+from .checks import positive as _pos
 from .queueing import fifo_station
 from .seeding import as_seed_sequence, children
 
@@ -180,14 +182,6 @@ class BrokerParams:
         d.pop("extra")
         d["profile"] = asdict(self.prof)
         return d
-
-
-def _pos(x: float) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x) and x > 0
-
-
-def _nonneg(x: float) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x) and x >= 0
 
 
 def broker_capacity(broker: Broker | str, subscribers: int = 1) -> float:

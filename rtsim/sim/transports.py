@@ -48,6 +48,8 @@ from ..core.backoff import Backoff
 from ..core.envelope import Envelope, encode
 from ..core.results import RunResult, Summary
 from ..core.transport import Transport, parse_transport, sse_event_overhead, ws_frame_header_len
+from .checks import nonneg as _nonneg
+from .checks import positive as _pos
 from .network import FifoCpu, Link, fifo_constant, wire_bytes, wire_bytes_one
 from .seeding import as_seed_sequence, children
 
@@ -81,6 +83,7 @@ DEFAULTS_SOURCES: dict[str, str] = {
     "backoff": "reconnect after Backoff(base 1 s, cap 30 s, full jitter)",
     "client_processes": "0: the clients' CPU is not modelled (set it to compare with `rtsim load`)",
     "cores": "inf: server and clients do not compete for CPU (2 on this machine for `compare`)",
+    "arrivals": "poisson: many independent publishers; `compare` uses constant, like `rtsim load`",
 }
 
 
@@ -116,6 +119,9 @@ class TransportParams:
     # spends ``cpu_client_per_delivery_us`` per message received (0 processes: not modelled).
     client_processes: int = 0
     cpu_client_per_delivery_us: float = 0.0
+    # "poisson" (independent publishers) or "constant" (one open-loop publisher on a fixed
+    # schedule, like `rtsim load`).
+    arrivals: str = "poisson"
     # Cores shared by the server and the clients; when their CPU demand exceeds them, every
     # CPU cost is stretched by demand / cores (processor sharing). inf: not modelled.
     cores: float = math.inf
@@ -160,6 +166,10 @@ class TransportParams:
             (self.client_processes >= 0, "client_processes must be >= 0"),
             (_nonneg(self.cpu_client_per_delivery_us), "cpu_client_per_delivery_us must be >= 0"),
             (self.cores > 0, f"cores must be > 0, got {self.cores}"),
+            (
+                self.arrivals in ("poisson", "constant"),
+                f"arrivals must be 'poisson' or 'constant', got {self.arrivals!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -183,14 +193,6 @@ class TransportParams:
         d["transport"] = self.transport.value
         d["backoff"] = f"{self.backoff.base_s}-{self.backoff.cap_s}s/{self.backoff.jitter}"
         return d
-
-
-def _pos(x: float) -> bool:
-    return math.isfinite(x) and x > 0
-
-
-def _nonneg(x: float) -> bool:
-    return math.isfinite(x) and x >= 0
 
 
 class _Model:
@@ -343,7 +345,10 @@ class _Model:
     def publisher(self) -> Any:
         p = self.p
         while True:
-            yield self.env.timeout(float(self.arrivals.exponential(1.0 / p.rate)))
+            if p.arrivals == "constant":
+                yield self.env.timeout(1.0 / p.rate)
+            else:
+                yield self.env.timeout(float(self.arrivals.exponential(1.0 / p.rate)))
             if self.env.now >= p.duration_s:
                 return
             ch = int(self.arrivals.integers(p.channels))
