@@ -102,6 +102,11 @@ def _row(
     }
 
 
+def _f(x: Any) -> float:
+    """A pandas scalar as a float (keeps mypy's pandas stubs quiet)."""
+    return float(x)
+
+
 def _err(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:120]
@@ -192,6 +197,7 @@ def _serve_process() -> Iterator[tuple[int, str]]:
 
 def _live_server_runs(idle: int = 300) -> dict[str, Any]:
     """Memory per idle WebSocket and loopback latency per transport, on one fresh server."""
+    from ..core.transport import Transport
     from ..live.loadgen import LoadParams, run_load
 
     out: dict[str, Any] = {}
@@ -211,7 +217,7 @@ def _live_server_runs(idle: int = 300) -> dict[str, Any]:
         out["idle"] = idle
         out["idle_errors"] = s.extra["errors"]
         out["kib_per_conn"] = (float(connected) - base) / idle / 1024 if connected else math.nan
-        for t in ("websocket", "long-polling"):
+        for t in (Transport.WEBSOCKET, Transport.LONG_POLLING):
             q = replace(
                 p,
                 transport=t,
@@ -222,7 +228,7 @@ def _live_server_runs(idle: int = 300) -> dict[str, Any]:
                 settle_s=1.0,
                 run_id=uuid.uuid4().hex[:8],
             )
-            out[t] = run_load(q, progress=False).summary
+            out[t.value] = run_load(q, progress=False).summary
     return out
 
 
@@ -275,7 +281,7 @@ def _redis_outage(before: int = 10, during: int = 10, after: int = 10) -> dict[s
     """Pub/Sub vs Streams on the local Redis: a subscriber away while ``during`` are sent."""
     import redis
 
-    r = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1, socket_timeout=5)
+    r: Any = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1, socket_timeout=5)
     r.ping()
     name = f"rtsim-ledger-{uuid.uuid4().hex[:8]}"
 
@@ -433,8 +439,9 @@ class _Ledger:
         else:
             m = self.committed_memory("rtsim")
             if m is None:
-                return _row("C1", "", "not measured yet", "no memory rows in fanout.json",
-                            "does not hold here: not measured yet", _committed("fanout.json"))  # fmt: skip
+                why = "no memory rows in fanout.json"
+                v = "does not hold here: not measured yet"
+                return _row("C1", "", "not measured yet", why, v, _committed("fanout.json"))
             kib, n, errors = m["kib_per_connection"], m["connections"], m["errors"]
             src = _committed("fanout.json")
         kb = kib * 1.024
@@ -556,9 +563,9 @@ class _Ledger:
         from .transports import tabs_table
 
         t = tabs_table((4, 8), seed=self.seed)
-        h1 = float(t.loc[8, ("tabs_served_%", "1.1")])
-        h2 = float(t.loc[8, ("tabs_served_%", "2")])
-        h1_4 = float(t.loc[4, ("tabs_served_%", "1.1")])
+        h1 = _f(t.loc[8, ("tabs_served_%", "1.1")])
+        h2 = _f(t.loc[8, ("tabs_served_%", "2")])
+        h1_4 = _f(t.loc[4, ("tabs_served_%", "1.1")])
         sim = f"8 SSE tabs per browser: {h1:.0f}% served on HTTP/1.1, {h2:.0f}% on HTTP/2"
         sim += f"; 4 tabs: {h1_4:.0f}% on HTTP/1.1"
         cond = "sim: 20 browsers, 5 msg/s, 20 s, 6 connections per origin on HTTP/1.1"
@@ -630,7 +637,7 @@ class _Ledger:
 
     # C8, C9
     def c8_c9(self) -> None:
-        from ..sim.brokers import BrokerParams, simulate_broker
+        from ..sim.brokers import Broker, BrokerParams, simulate_broker
         from .brokers import loss_table
 
         lt = loss_table(seed=self.seed + 1).set_index("broker")
@@ -660,7 +667,7 @@ class _Ledger:
         st, js = lt.loc["redis-streams"], lt.loc["jetstream"]
         short = simulate_broker(
             BrokerParams(
-                broker="redis-streams",
+                broker=Broker.REDIS_STREAMS,
                 publish_rate=50,
                 duration_s=40,
                 outages=((10.0, 25.0),),
@@ -696,13 +703,13 @@ class _Ledger:
 
     # C10
     def c10(self) -> dict[str, str]:
-        from ..sim.brokers import BrokerParams, broker_capacity, simulate_broker
+        from ..sim.brokers import Broker, BrokerParams, broker_capacity, simulate_broker
 
         rate = 200.0
-        p50 = {}
-        for b in ("redis-streams", "kafka"):
+        p50: dict[str, float] = {}
+        for b in (Broker.REDIS_STREAMS, Broker.KAFKA):
             p = BrokerParams(broker=b, publish_rate=rate, duration_s=30)
-            p50[b] = simulate_broker(p, self.seed).summary.p50_ms
+            p50[b.value] = simulate_broker(p, self.seed).summary.p50_ms
         cap = {b: broker_capacity(b, 1) for b in ("redis-streams", "jetstream", "kafka")}
         sim = (
             f"at {rate:.0f} msg/s Kafka p50 {p50['kafka']:.2f} ms vs Streams "
@@ -798,10 +805,7 @@ class _Ledger:
     def c19(self, a: dict[str, Any]) -> dict[str, str]:
         runs = self.c3_runs()
         fast = runs[runs["rate"] == runs["rate"].max()]
-        met = [
-            (float(r.rtt_ms), float(r.ws_p50_ms), float(r.ws_p99_ms))
-            for r in fast.itertuples()
-        ]
+        met = [(float(r.rtt_ms), float(r.ws_p50_ms), float(r.ws_p99_ms)) for r in fast.itertuples()]
         ok_rtts = [rtt for rtt, p50, p99 in met if p50 < 50 and p99 < 500]
         bad_rtts = [rtt for rtt, p50, p99 in met if not (p50 < 50 and p99 < 500)]
         sim = "WebSocket p50/p99 by RTT: " + ", ".join(
@@ -847,8 +851,7 @@ class _Ledger:
         t["rtt"] = 2 * t["latency_ms"]
         slow = t[t["pessimistic_p50_ms"] >= 100]
         sim = "keystroke → visible p50 when waiting for the server: " + ", ".join(
-            f"RTT {r.rtt:.0f} ms → {r.pessimistic_p50_ms:.0f} ms"
-            for r in t.itertuples()
+            f"RTT {r.rtt:.0f} ms → {r.pessimistic_p50_ms:.0f} ms" for r in t.itertuples()
         )
         sim += f"; optimistic: {t['optimistic_p50_ms'].max():.0f} ms"
         cond = "sim: OT editing, 100 ms = Nielsen's 'instant' limit, queueing and retries included"
@@ -893,7 +896,9 @@ class _Ledger:
 
         seeds = range(self.seed, self.seed + 10)
         conv = sum(
-            bool(simulate_editing(EditingParams(strategy="crdt"), seed=s).summary.extra["converged"])
+            bool(
+                simulate_editing(EditingParams(strategy="crdt"), seed=s).summary.extra["converged"]
+            )
             for s in seeds
         )
         m: dict[str, float] | None = None
@@ -954,7 +959,8 @@ class _Ledger:
         over60 = cores.index[cores[60] > 1]
         over10 = cores.index[cores[10] > 1]
         sim = "cores to send cursors for one document: " + ", ".join(
-            f"{n} viewers {cores.loc[n, 60]:.2f} at 60 fps / {cores.loc[n, 10]:.2f} at 10 Hz"
+            f"{n} viewers {_f(cores.loc[n, 60]):.2f} at 60 fps / "
+            f"{_f(cores.loc[n, 10]):.2f} at 10 Hz"
             for n in (20, 50, 100)
         )
         cond = "sim: 7.2 µs per message sent (measured aiohttp send loop), fan-out ∝ viewers²"
@@ -977,7 +983,8 @@ class _Ledger:
         from .presence import tradeoff_table
 
         t = tradeoff_table((15, 30), (60,), seed=self.seed).set_index("heartbeat_s")
-        f15, f30 = t.loc[15, "false_offline_per_hour"], t.loc[30, "false_offline_per_hour"]
+        f15 = _f(t.loc[15, "false_offline_per_hour"])
+        f30 = _f(t.loc[30, "false_offline_per_hour"])
         d99 = t["crash_detection_p99_s"].max()
         sim = (
             f"offline after 60 s: false 'offline' per client-hour {f15:.2f} with a 15 s "
@@ -1024,7 +1031,9 @@ class _Ledger:
             v = f"holds only when there are more than ~{min(over):,} clients"
         else:
             v = "does not hold here: the database keeps up at every size tried"
-        return _row("C18", sim, measured, cond, v, QUICK + " + " + _committed("presence_store.json"))
+        return _row(
+            "C18", sim, measured, cond, v, QUICK + " + " + _committed("presence_store.json")
+        )
 
     # C20
     def c20(self) -> dict[str, str]:
@@ -1060,9 +1069,9 @@ class _Ledger:
         from .transports import storm_table
 
         st = storm_table(StormParams(), seed=self.seed)
-        none, full = float(st.loc["none", "t99_s"]), float(st.loc["full", "t99_s"])
-        peak_none = float(st.loc["none", "peak_attempts_per_s"])
-        peak_full = float(st.loc["full", "peak_attempts_per_s"])
+        none, full = _f(st.loc["none", "t99_s"]), _f(st.loc["full", "t99_s"])
+        peak_none = _f(st.loc["none", "peak_attempts_per_s"])
+        peak_full = _f(st.loc["full", "peak_attempts_per_s"])
         sim = (
             f"{StormParams().clients:,} clients after a restart: 99% back in {none:.0f} s "
             f"without jitter, {full:.0f} s with full jitter (peak {peak_none:,.0f} vs "

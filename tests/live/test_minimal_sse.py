@@ -21,20 +21,16 @@ async def test_minimal_sse_streams_published_messages() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"{url}/events") as stream:
-                assert stream.headers["Content-Type"] == "text/event-stream"
-                for _ in range(50):  # wait until the handler has registered its queue
-                    if app[QUEUES]:
-                        break
-                    await asyncio.sleep(0.01)
-                for text in ("hello", "world"):
-                    async with s.post(f"{url}/publish", data=text) as r:
-                        assert r.status == 204
-                got = [
-                    await asyncio.wait_for(stream.content.readuntil(b"\n\n"), 5)
-                    for _ in range(2)
-                ]
+        async with aiohttp.ClientSession() as s, s.get(f"{url}/events") as stream:
+            assert stream.headers["Content-Type"] == "text/event-stream"
+            for _ in range(50):  # wait until the handler has registered its queue
+                if app[QUEUES]:
+                    break
+                await asyncio.sleep(0.01)
+            for text in ("hello", "world"):
+                async with s.post(f"{url}/publish", data=text) as r:
+                    assert r.status == 204
+            got = [await asyncio.wait_for(stream.content.readuntil(b"\n\n"), 5) for _ in range(2)]
         assert got == [b"data: hello\n\n", b"data: world\n\n"]
     finally:
         await runner.cleanup()
