@@ -526,6 +526,38 @@ def _run_compare(a: argparse.Namespace) -> int:
 
 
 #: Top-level commands other than ``simulate``; each adds its own sub-parser.
+def _add_claims(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "claims",
+        help="the claims ledger: simulated vs measured figure and a verdict per claim (C1–C21)",
+        description="Compute the claims ledger from the lab's own runs: quick simulations and"
+        " small live measurements by default (about 1–2 minutes), or the committed full"
+        " results with --full. Each row names its source.",
+    )
+    p.add_argument("--json", action="store_true", help='print one JSON object {"claims": [...]}')
+    p.add_argument(
+        "--full", action="store_true", help="use committed full results where they exist"
+    )
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.set_defaults(handler=_run_claims)
+
+
+def _run_claims(a: argparse.Namespace) -> int:
+    from .lab.ledger import ledger, ledger_json
+
+    df = ledger(quick=not a.full, seed=a.seed)
+    if a.json:
+        print(ledger_json(df))
+        return 0
+    mode = "committed full results where they exist" if a.full else "quick runs"
+    print(f"rtsim claims — {mode}, seed {a.seed}")
+    for r in df.to_dict("records"):
+        print(f"\n{r['id']:<4} {r['claim']}")
+        for key in ("simulated", "measured", "conditions", "verdict", "source"):
+            print(f"     {key + ':':<12}{r[key]}")
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_validate,
     _add_serve,
@@ -533,6 +565,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     _add_load,
     _add_compare,
     _add_replay_trace,
+    _add_claims,
 ]
 
 

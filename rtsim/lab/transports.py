@@ -25,6 +25,7 @@ from ..sim.transports import DEFAULTS_SOURCES, TransportParams, simulate_transpo
 
 __all__ = [
     "COLORS",
+    "c3_runs",
     "compare_transports",
     "defaults_table",
     "explorer",
@@ -306,6 +307,33 @@ def _num(x: Any) -> float:
     return float(x)
 
 
+def c3_runs(seed: int = 0) -> pd.DataFrame:
+    """WebSocket vs long polling over RTT 20–300 ms × 0.5/20 msg/s (50 clients, 60 s).
+
+    One row per (rtt_ms, rate): both p50s and p99s, the extra p50 of long polling and its
+    bytes per message over WebSocket's. :func:`verdicts` and the claims ledger read it.
+    """
+    rows = []
+    for rtt in (20.0, 100.0, 300.0):
+        for rate in (0.5, 20.0):
+            base = TransportParams(clients=50, rate=rate, rtt_ms=rtt, duration_s=60)
+            ws = simulate_transports(base, seed=seed).summary
+            lp = simulate_transports(base.with_(transport="long-polling"), seed=seed).summary
+            rows.append(
+                {
+                    "rtt_ms": rtt,
+                    "rate": rate,
+                    "ws_p50_ms": ws.p50_ms,
+                    "ws_p99_ms": ws.p99_ms,
+                    "lp_p50_ms": lp.p50_ms,
+                    "lp_p99_ms": lp.p99_ms,
+                    "extra_p50_ms": lp.p50_ms - ws.p50_ms,
+                    "bytes_ratio": lp.bytes_per_message / ws.bytes_per_message,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def verdicts(
     seed: int = 0, tabs: pd.DataFrame | None = None, storm: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -317,15 +345,9 @@ def verdicts(
     rows: list[dict[str, Any]] = []
 
     # C3: extra latency of long polling over WebSocket, across RTTs and rates.
-    extra = []
-    for rtt in (20.0, 100.0, 300.0):
-        for rate in (0.5, 20.0):
-            base = TransportParams(clients=50, rate=rate, rtt_ms=rtt, duration_s=60)
-            ws = simulate_transports(base, seed=seed).summary
-            lp = simulate_transports(base.with_(transport="long-polling"), seed=seed).summary
-            extra.append((lp.p50_ms - ws.p50_ms, lp.bytes_per_message / ws.bytes_per_message))
-    lo, hi = min(e[0] for e in extra), max(e[0] for e in extra)
-    ratio = min(e[1] for e in extra)
+    runs = c3_runs(seed)
+    lo, hi = float(runs["extra_p50_ms"].min()), float(runs["extra_p50_ms"].max())
+    ratio = float(runs["bytes_ratio"].min())
     if lo >= 100:
         c3 = "holds"
     elif hi >= 100:
