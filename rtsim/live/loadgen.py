@@ -346,6 +346,18 @@ async def _publish(p: LoadParams, progress: bool) -> tuple[int, float]:
     return n, worst_late
 
 
+def _run_blocking(coro: Any) -> Any:
+    """``asyncio.run(coro)``, also from a thread whose loop is running (e.g. a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def run_load(p: LoadParams, progress: bool = True) -> RunResult:
     """Run one load test against a live server; the summary is measured, never simulated."""
     n_proc = p.processes or min(os.cpu_count() or 1, max(1, p.subscribers // 100))
@@ -375,7 +387,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         rss0, cpu0 = _server_stats(p)
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t_start = time.monotonic()
-        sent, late = asyncio.run(_publish(p, progress))
+        sent, late = _run_blocking(_publish(p, progress))
         publish_wall = time.monotonic() - t_start
         for c in conns:
             c.send("stop")
