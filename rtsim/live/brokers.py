@@ -23,6 +23,7 @@ error) and ``_disconnect``. URLs carry their options as query parameters, see
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -168,7 +169,7 @@ def wall_to_loop(wall_ts: float) -> float:
     return wall_ts + (asyncio.get_running_loop().time() - time.time())
 
 
-class BrokerBackplane:
+class BrokerBackplane(abc.ABC):
     """Base class: supervision, state, health and the metrics of a broker connection."""
 
     name = "broker"
@@ -187,15 +188,18 @@ class BrokerBackplane:
         self._ever_up = False
         self._first: asyncio.Event | None = None
 
-    # --- to implement ----------------------------------------------------------------
+    # --- what each broker implements -------------------------------------------------
+    @abc.abstractmethod
     async def _connect(self) -> None:
-        raise NotImplementedError
+        """Open the broker connection (raise on failure; the supervisor retries)."""
 
+    @abc.abstractmethod
     async def _run(self) -> None:
-        raise NotImplementedError
+        """Read the shared feed and hand each message to ``on_message`` until it fails."""
 
+    @abc.abstractmethod
     async def _disconnect(self) -> None:
-        raise NotImplementedError
+        """Close the broker connection."""
 
     # --- life cycle --------------------------------------------------------------------
     async def start(self, on_message: OnMessage) -> None:
