@@ -40,6 +40,7 @@ class Broadcast:
         "_json",
         "_sse_data",
         "_sse_single",
+        "_sse_wire",
         "_ws",
         "_ws_wire",
         "channel",
@@ -54,6 +55,7 @@ class Broadcast:
         self._json: bytes | None = None
         self._ws: bytes | None = None
         self._ws_wire: bytes | None = None
+        self._sse_wire: bytes | None = None
         self._sse_data: bytes | None = None
         self._sse_single: bytes | None = None
 
@@ -92,6 +94,14 @@ class Broadcast:
             cursor = encode_cursor({self.channel: self.env.id})
             self._sse_single = format_sse_event(self.json.decode("utf-8"), id=cursor)
         return self._sse_single
+
+    @property
+    def sse_wire(self) -> bytes:
+        """:attr:`sse_single` as one HTTP/1.1 chunk, for direct writes to a chunked stream."""
+        if self._sse_wire is None:
+            ev = self.sse_single
+            self._sse_wire = b"%x\r\n" % len(ev) + ev + b"\r\n"
+        return self._sse_wire
 
 
 class Replay:
@@ -152,6 +162,7 @@ class Subscriber:
         # socket's write buffer is below ``direct_limit``, a broadcast's pre-framed bytes
         # are written straight to it — no queue, no task switch, no per-connection framing.
         self.direct: Any = None  # asyncio.WriteTransport or uvloop's equivalent
+        self.direct_sse = False  # a single-channel, chunked SSE stream (else a WebSocket)
         self.direct_limit = 64 * 1024
 
     def offer(self, b: Broadcast) -> bool:
@@ -172,7 +183,7 @@ class Subscriber:
                 self.direct = None
             else:
                 self.last[b.channel] = b.key
-                t.write(b.ws_wire)
+                t.write(b.sse_wire if self.direct_sse else b.ws_wire)
                 return True
         if len(q) - self.credit >= self.max_queue:
             self.close("slow consumer")
@@ -242,15 +253,19 @@ class Hub:
         n = 0
         if subs:
             n = len(subs)
-            direct = 0
+            direct_ws = direct_sse = 0
             for s in subs:
                 if s.offer(b):
-                    direct += 1
-            if direct:
-                # Direct writes are counted here, once per broadcast: the latency observed
-                # is that of the last direct write of this fan-out (publish → written).
-                self.metrics.deliveries_by["websocket"].inc(direct)
-                self.metrics.latency_by["websocket"].observe(self._clock() - env.ts)
+                    if s.direct_sse:
+                        direct_sse += 1
+                    else:
+                        direct_ws += 1
+            # Direct writes are counted here, once per broadcast: the latency observed is
+            # that of the last direct write of this fan-out (publish → written).
+            for transport, count in (("websocket", direct_ws), ("sse", direct_sse)):
+                if count:
+                    self.metrics.deliveries_by[transport].inc(count)
+                    self.metrics.latency_by[transport].observe(self._clock() - env.ts)
         self.metrics.fanout.observe(n)
         waiters = self.waiters.pop(env.channel, None)
         if waiters:

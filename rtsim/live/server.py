@@ -389,6 +389,16 @@ class LiveServer:
                     snap = Control(self.presence.snapshot(ch))
                     first += b"event: presence\ndata: " + snap.text.encode() + b"\n\n"
             await resp.write(first)
+            transport = request.transport
+            if (
+                len(channels) == 1
+                and resp.headers.get("Transfer-Encoding") == "chunked"
+                and all(hasattr(transport, a) for a in ("write", "get_write_buffer_size"))
+            ):
+                # One channel: every connection gets the same event bytes, so broadcasts
+                # may be written straight to the socket as chunks while nothing is queued.
+                sub.direct_sse = True
+                sub.direct = transport
             await self._sse_writer(sub, resp, cursor, request)
         except (ConnectionError, asyncio.CancelledError):
             pass

@@ -208,3 +208,18 @@ async def test_slow_sse_consumer_is_dropped(serve: Serve, http) -> None:
     while srv.server.hub.subscriber_count("s") < 1:
         await asyncio.sleep(0.01)
     await _flood_and_check(srv, http, slow, "sse")
+
+
+async def test_single_channel_sse_uses_the_direct_path_multi_channel_does_not(
+    serve: Serve, http
+) -> None:
+    srv = serve()
+    one = _raw_connect(srv, b"GET /sse?channel=d1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    two = _raw_connect(srv, b"GET /sse?channel=d1&channel=d2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    while srv.server.hub.subscriber_count("d1") < 2:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    subs = list(srv.server.hub.subs["d1"])
+    assert sorted(s.direct_sse for s in subs) == [False, True]
+    one.close()
+    two.close()
