@@ -216,10 +216,6 @@ class _Model:
         self.c_d *= self.slowdown
         self.c_r *= self.slowdown
         self.c_c *= self.slowdown
-        # While the server's single core works through a fan-out, the client processes
-        # share what is left: with P of them on cores − 1 cores, each runs at (cores−1)/P.
-        if math.isfinite(p.cores) and p.client_processes > max(1.0, p.cores - 1):
-            self.c_c *= p.client_processes / max(1.0, p.cores - 1)
 
         n = p.clients * p.tabs_per_client
         self.n = n
@@ -239,6 +235,11 @@ class _Model:
         ]
 
         self.n_proc = p.client_processes
+        # While the server's single core is busy, the client processes share what is left:
+        # P of them on cores − 1 cores each run at speed (cores − 1) / P (at most 1).
+        self.client_speed_busy = 1.0
+        if math.isfinite(p.cores) and p.client_processes > 0:
+            self.client_speed_busy = min(1.0, max(0.05, p.cores - 1) / p.client_processes)
         self.proc_of = np.arange(n) % max(1, self.n_proc)
         self.client_free = np.zeros(max(1, self.n_proc))
 
@@ -295,12 +296,16 @@ class _Model:
             return rx
         out = np.empty_like(rx)
         procs = self.proc_of[clients]
+        speed, busy = self.client_speed_busy, self.cpu.free_at
         for q in range(self.n_proc):
             sel = np.flatnonzero(procs == q)
             if len(sel) == 0:
                 continue
             order = sel[np.argsort(rx[sel], kind="stable")]
-            done = fifo_constant(rx[order], self.c_c, float(self.client_free[q]))
+            # Slow while the server is busy; work left after that runs at full speed.
+            done = fifo_constant(rx[order], self.c_c / speed, float(self.client_free[q]))
+            late = done > busy
+            done[late] = np.maximum(busy + (done[late] - busy) * speed, rx[order][late] + self.c_c)
             self.client_free[q] = done[-1]
             out[order] = done
         return out
@@ -310,7 +315,15 @@ class _Model:
         if self.n_proc == 0:
             return rx
         q = int(self.proc_of[k])
-        done = max(rx, float(self.client_free[q])) + self.c_c * max(1, messages)
+        speed, busy = self.client_speed_busy, self.cpu.free_at
+        start = max(rx, float(self.client_free[q]))
+        work = self.c_c * max(1, messages)
+        if start >= busy:
+            done = start + work  # the server is idle: full speed
+        else:
+            done = start + work / speed  # slowed while the server is busy ...
+            if done > busy:
+                done = busy + (done - busy) * speed  # ... and full speed after
         self.client_free[q] = done
         return done
 
