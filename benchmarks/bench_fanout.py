@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE))
 from _machine import machine  # noqa: E402
 
 from rtsim.live.loadgen import LoadParams, run_load  # noqa: E402
+from rtsim.live.process import free_port, process_rss_bytes  # noqa: E402
 
 RESULTS_MD = HERE / "results" / "fanout.md"
 RESULTS_JSON = HERE / "results" / "fanout.json"
@@ -41,22 +42,8 @@ UVLOOP_SERVE = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
 def start(kind: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     py = sys.executable
     serve = ["serve", "--port", str(port), "--max-connections", "50000"]
     if kind == "rtsim":
@@ -128,7 +115,7 @@ def fanout(kind: str, subscribers: int, rate: float, duration: float) -> dict[st
 def memory(kind: str, transport: str, n: int) -> dict[str, object]:
     proc, url = start(kind)
     try:
-        base = _rss(proc.pid)
+        base = process_rss_bytes(proc.pid)
         p = LoadParams(
             url=url,
             transport=transport,

@@ -4,7 +4,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -13,18 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from rtsim.live.process import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_lab_serves_jupyterlab(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PORT": str(port), "NO_BROWSER": "1", "JUPYTER_RUNTIME_DIR": str(tmp_path)}
     proc = subprocess.Popen(
         ["make", "-s", "lab"],

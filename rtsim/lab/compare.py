@@ -13,15 +13,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,6 +24,7 @@ import pandas as pd
 
 from ..core.transport import Transport, parse_transport
 from ..live.loadgen import LoadParams, run_load
+from ..live.process import serve_process
 from ..sim.transports import TransportParams, simulate_transports
 
 __all__ = [
@@ -66,39 +62,8 @@ class Calibration:
         return asdict(self)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def start_server(extra_args: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
-    """Run ``rtsim serve`` on a free loopback port; yield (url, pid); stop it afterwards."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rtsim.cli", "serve", "--port", str(port), *extra_args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("rtsim serve did not start") from None
-                time.sleep(0.1)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+#: ``rtsim serve`` in its own process: yields (url, pid). (Kept under this name for callers.)
+start_server = serve_process
 
 
 def _poll_requests(url: str) -> float:

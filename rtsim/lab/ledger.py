@@ -21,7 +21,6 @@ missing. Anything that cannot run here (no Redis, no ``redis-benchmark``) is rep
 from __future__ import annotations
 
 import ast
-import contextlib
 import csv
 import inspect
 import io
@@ -29,14 +28,12 @@ import json
 import math
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import textwrap
 import time
 import tokenize
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..live.process import process_rss_bytes, serve_process
 from .claims import CLAIMS
 
 __all__ = [
@@ -154,55 +152,14 @@ def minimal_sse_counts() -> dict[str, int]:
 
 
 # --- live helpers -------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-@contextlib.contextmanager
-def _serve_process() -> Iterator[tuple[int, str]]:
-    """A fresh ``rtsim serve`` in its own process: (pid, base URL)."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "rtsim.cli", "serve", "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("rtsim serve did not start") from None
-                time.sleep(0.1)
-        time.sleep(0.3)
-        yield proc.pid, f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _live_server_runs(idle: int = 300) -> dict[str, Any]:
     """Memory per idle WebSocket and loopback latency per transport, on one fresh server."""
     from ..core.transport import Transport
     from ..live.loadgen import LoadParams, run_load
 
     out: dict[str, Any] = {}
-    with _serve_process() as (pid, url):
-        base = _rss(pid)
+    with serve_process() as (url, pid):
+        base = process_rss_bytes(pid)
         p = LoadParams(
             url=url,
             subscribers=idle,

@@ -45,6 +45,8 @@ from hdrh.histogram import HdrHistogram
 from rtsim.core.results import RunResult, Summary
 from rtsim.core.transport import SseDecoder, Transport, parse_transport
 
+from .process import process_cpu_s, process_rss_bytes
+
 __all__ = ["LoadParams", "capacity_search", "run_load"]
 
 _HIGHEST_US = 3_600 * 1_000_000
@@ -278,13 +280,8 @@ def _server_stats(p: LoadParams) -> tuple[float | None, float | None]:
     """(RSS bytes, CPU seconds) of the server: /proc when its pid is known, else /metrics."""
     if p.server_pid is not None:
         try:
-            with open(f"/proc/{p.server_pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks = os.sysconf("SC_CLK_TCK")
-            cpu_s = (int(fields[11]) + int(fields[12])) / ticks
-            rss_bytes = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-            return float(rss_bytes), cpu_s
-        except OSError:
+            return float(process_rss_bytes(p.server_pid)), process_cpu_s(p.server_pid)
+        except (OSError, RuntimeError):
             return None, None
     import urllib.request
 

@@ -7,11 +7,11 @@ import math
 __all__ = ["nonneg", "positive"]
 
 
-def positive(x: float) -> bool:
+def positive(x: object) -> bool:
     """A finite number > 0 (booleans are not numbers here)."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-def nonneg(x: float) -> bool:
+def nonneg(x: object) -> bool:
     """A finite number >= 0."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x >= 0

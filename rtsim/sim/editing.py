@@ -48,6 +48,8 @@ from ..core.crdt import CrdtReplica
 from ..core.lww import HybridTimestamp, LwwMap, Overwritten, Write
 from ..core.ot import Client, ClientState, Send, Server, TextOperation
 from ..core.results import RunResult, Summary, percentiles_ms
+from .checks import nonneg as _nonneg
+from .checks import positive as _pos
 from .network import Link
 from .seeding import as_seed_sequence, children
 
@@ -116,14 +118,6 @@ class EditingParams:
 
     def with_(self, **changes: Any) -> EditingParams:
         return replace(self, **changes)
-
-
-def _pos(x: float) -> bool:
-    return math.isfinite(x) and x > 0
-
-
-def _nonneg(x: float) -> bool:
-    return math.isfinite(x) and x >= 0
 
 
 def unique_char(k: int) -> str:

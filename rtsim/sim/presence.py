@@ -55,6 +55,8 @@ from scipy.signal import lfilter
 from ..core.presence import Event, Join, Leave, LeaveReason, PresenceTracker, Throttle, Update
 from ..core.results import RunResult, Summary
 from ..core.transport import ws_frame_header_len
+from .checks import nonneg as _nonneg
+from .checks import positive as _pos
 from .network import Link, wire_bytes
 from .seeding import children
 
@@ -206,14 +208,6 @@ class PresenceParams:
 
 def _int(x: object) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool)
-
-
-def _pos(x: object) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x) and x > 0
-
-
-def _nonneg(x: object) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x) and x >= 0
 
 
 def exact_cursor_msgs_per_s(p: PresenceParams) -> float:

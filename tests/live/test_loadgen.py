@@ -2,7 +2,6 @@
 when subscribers vanish on purpose, clear errors for bad parameters."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,17 +11,12 @@ from collections.abc import Iterator
 import pytest
 
 from rtsim.live.loadgen import LoadParams, capacity_search, run_load
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from rtsim.live.process import free_port
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, int]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "rtsim.cli", "serve", "--port", str(port)],
         stdout=subprocess.PIPE,
