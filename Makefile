@@ -25,8 +25,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The lab serves the repository root, so a notebook's links to ../docs/*.md open in the lab;
+# it opens the start notebook, with the file browser in notebooks/. Terminals opened from the
+# lab find the venv first on PATH (`rtsim ...` works there) and run the user's shell as a
+# non-login shell: Jupyter's default when its output is not a terminal is a login shell,
+# which re-reads /etc/profile and drops the venv from PATH.
+lab: export PATH := $(abspath $(BIN)):$(PATH)
+lab: export VIRTUAL_ENV := $(abspath $(VENV))
 lab: venv
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=$(IP) --port=$(PORT) --ServerApp.port_retries=0 $(LAB_FLAGS) $(ROOT_FLAG)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --FileContentsManager.preferred_dir=notebooks \
+	  --LabApp.default_url=/lab/tree/notebooks/00-start-here.ipynb \
+	  --ServerApp.terminado_settings=shell_command="$${SHELL:-/bin/bash}" \
+	  --ip=$(IP) --port=$(PORT) --ServerApp.port_retries=0 $(LAB_FLAGS) $(ROOT_FLAG)
 
 lint: venv
 	$(BIN)/ruff check rtsim tests benchmarks

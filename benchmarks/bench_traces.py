@@ -12,6 +12,7 @@ one transaction per edit, no rtsim wrapper) and the two concurrent traces. Resul
 from __future__ import annotations
 
 import gc
+import os
 import platform
 import resource
 import subprocess
@@ -73,7 +74,8 @@ def raw_pycrdt(trace: Trace) -> dict[str, Any]:
 def main() -> None:
     quick = "--quick" in sys.argv
     if not (traces_dir() / "automerge-paper.json.gz").exists():
-        print(f"traces not found in {traces_dir()}; set RTSIM_TRACES", file=sys.stderr)
+        where = "$RTSIM_TRACES" if os.environ.get("RTSIM_TRACES") else "the packaged folder"
+        print(f"automerge-paper.json.gz not found in {traces_dir()} ({where})", file=sys.stderr)
         sys.exit(1)
     seq = load_trace("automerge-paper")
     if quick:
@@ -92,7 +94,7 @@ def main() -> None:
         f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()},"
         f" Python {platform.python_version()}  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}  ",
-        "Traces: josephg/editing-traces, CC BY 4.0 (see shared/data/editing-traces/"
+        "Traces: josephg/editing-traces, CC BY 4.0 (see rtsim/data/editing-traces/"
         "ATTRIBUTION.md). One transaction per edit. Seconds are one wall-clock run on a"
         " shared 2-core VM (other jobs may run): read ratios, not absolutes.",
         "",

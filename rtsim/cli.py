@@ -316,7 +316,7 @@ def _add_replay_trace(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="replay a real editing trace (josephg/editing-traces) through OT, CRDT or strings",
         description="Replay an editing trace (.json or .json.gz) and check it ends at endContent."
         " PATH may also be a trace name (automerge-paper, friendsforever, clownschool)"
-        " looked up in $RTSIM_TRACES or ../shared/data/editing-traces.",
+        " looked up in $RTSIM_TRACES, else among the traces packaged with rtsim.",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("--strategy", required=True, choices=["ot", "crdt", "string"])

@@ -1,4 +1,4 @@
-"""The article's claims (CLAIMS.md) and where the lab tests each one."""
+"""The article's claims (docs/claims.md) and where the lab tests each one."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The claims ledger: one row per claim of CLAIMS.md, computed from the lab's own runs.
+"""The claims ledger: one row per claim of docs/claims.md, computed from the lab's own runs.
 
     df = ledger()              # quick runs (about a minute on 2 cores)
     df = ledger(quick=False)   # committed full results where the lab has them

@@ -1,8 +1,9 @@
 """Real editing traces (josephg/editing-traces, CC BY 4.0) and their replay.
 
-The traces live outside the repository, in ``../shared/data/editing-traces`` beside the
-checkout (override with the ``RTSIM_TRACES`` environment variable); see its
-``ATTRIBUTION.md``. :func:`traces_dir` finds them, :func:`load_trace` reads one (a path
+Three traces ship inside the package, in ``rtsim/data/editing-traces`` (package data, so a
+plain ``pip install`` has them too; source, authors and licence in the ``ATTRIBUTION.md``
+beside them). The ``RTSIM_TRACES`` environment variable points the lab at another folder
+instead. :func:`traces_dir` finds them, :func:`load_trace` reads one (a path
 or a name such as ``"automerge-paper"``) and :func:`replay` runs it through a strategy:
 
 * ``string`` — plain Python string splicing (the baseline; sequential traces only);
@@ -24,6 +25,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,22 @@ Patch = tuple[int, int, str]
 
 
 def traces_dir() -> Path:
-    """``$RTSIM_TRACES`` or ``<repo>/../shared/data/editing-traces`` (may not exist)."""
+    """The folder the trace names (:data:`TRACE_NAMES`) are looked up in.
+
+    ``$RTSIM_TRACES`` when that variable is set and non-empty (returned as given; it may not
+    exist), else the folder packaged with rtsim, ``rtsim/data/editing-traces``, found with
+    :mod:`importlib.resources`. Raises :class:`RuntimeError` if rtsim is imported from
+    somewhere that is not a plain directory (e.g. a zip file); set ``RTSIM_TRACES`` then.
+    """
     env = os.environ.get("RTSIM_TRACES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "editing-traces"
+    packaged = resources.files("rtsim").joinpath("data", "editing-traces")
+    if not isinstance(packaged, Path):
+        raise RuntimeError(
+            f"the packaged editing traces are not a folder on disk ({packaged}); set RTSIM_TRACES"
+        )
+    return packaged
 
 
 @dataclass(frozen=True)

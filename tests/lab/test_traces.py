@@ -2,26 +2,44 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+import rtsim
 from rtsim.cli import main
-from rtsim.lab.traces import load_trace, replay, server_order_violations, traces_dir
-
-# The CI clone has shared/ beside the repository: <repo>/../shared/data/editing-traces.
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "editing-traces"
-needs_traces = pytest.mark.skipif(
-    not (traces_dir() / "friendsforever.json.gz").exists(),
-    reason=f"editing traces not found in {traces_dir()} (set RTSIM_TRACES)",
+from rtsim.lab.traces import (
+    TRACE_NAMES,
+    load_trace,
+    replay,
+    server_order_violations,
+    traces_dir,
 )
 
 
-def test_default_dir_is_beside_the_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_dir_is_the_packaged_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RTSIM_TRACES", raising=False)
-    assert traces_dir().resolve() == SHARED.resolve()
+    packaged = Path(rtsim.__file__).resolve().parent / "data" / "editing-traces"
+    assert traces_dir().resolve() == packaged
+    for name in TRACE_NAMES:
+        assert (traces_dir() / f"{name}.json.gz").is_file(), name
+    assert "CC BY 4.0" in (traces_dir() / "ATTRIBUTION.md").read_text(encoding="utf-8")
     monkeypatch.setenv("RTSIM_TRACES", "/somewhere")
     assert traces_dir() == Path("/somewhere")
+    # An empty variable means "unset", not the current directory.
+    monkeypatch.setenv("RTSIM_TRACES", "")
+    assert traces_dir().resolve() == packaged
+
+
+def test_rtsim_traces_overrides_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = {"startContent": "", "endContent": "x", "txns": [{"patches": [[0, 0, "x"]]}]}
+    _write(tmp_path, data).rename(tmp_path / "friendsforever.json.gz")
+    monkeypatch.setenv("RTSIM_TRACES", str(tmp_path))
+    tr = load_trace("friendsforever")
+    assert (tr.concurrent, tr.end, tr.edits) == (False, "x", 1)
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path))):
+        load_trace("clownschool")
 
 
 def _write(tmp: Path, data: object) -> Path:
@@ -70,7 +88,6 @@ def test_bad_trace_files(tmp_path: Path) -> None:
         load_trace(_write(tmp_path, {"x": 1}))
 
 
-@needs_traces
 @pytest.mark.parametrize(
     "name, strategy",
     [
@@ -85,12 +102,10 @@ def test_concurrent_traces_reach_end_content(name: str, strategy: str) -> None:
     assert r["matches_end_content"], r["note"]
 
 
-@needs_traces
 def test_clownschool_trace_order_is_a_valid_server_order() -> None:
     assert server_order_violations(load_trace("clownschool")) == 0
 
 
-@needs_traces
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["string", "ot", "crdt"])
 def test_automerge_paper_replays(strategy: str) -> None:
@@ -98,7 +113,6 @@ def test_automerge_paper_replays(strategy: str) -> None:
     assert r["matches_end_content"] and r["edits"] == 259_778
 
 
-@needs_traces
 def test_cli_replay_trace(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay-trace", "friendsforever", "--strategy", "crdt", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
