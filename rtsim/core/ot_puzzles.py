@@ -16,7 +16,7 @@ at one position by site id. Three scenarios from the literature:
   adjacent positions; Imine, Molli, Oster & Rusinowitch, ECSCW 2003, show that most
   published transformation functions fail TP2 this way).
 * :func:`compose_vs_stepwise` — with ot.js operations, transforming past two operations
-  one after the other is not the same as transforming past their composition (FACTS.md).
+  one after the other is not the same as transforming past their composition (docs/facts.md).
 
 A central server that orders everything (:class:`rtsim.core.ot.Server`, Jupiter / Wave)
 avoids the first two: every site transforms along the server's single path, so only TP1
@@ -169,7 +169,7 @@ def tp2_counterexample(start: str = "abc") -> PuzzleResult:
 
 
 def compose_vs_stepwise(start: str = "ab") -> PuzzleResult:
-    """FACTS.md: x=[1,"y",1], b0=[-2], b1=["q"] on "ab": step by step "yq", composed "qy"."""
+    """docs/facts.md: x=[1,"y",1], b0=[-2], b1=["q"] on "ab": step by step "yq", composed "qy"."""
     if len(start) != 2:
         raise ValueError(f"start must have exactly 2 characters, got {start!r}")
     x = TextOperation.of(1, "y", 1)
