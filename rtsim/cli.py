@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 from .core import strictjson
 from .core.params import Spec, check, specs
@@ -26,7 +26,7 @@ from .core.params import Spec, check, specs
 __all__ = ["build_parser", "main", "print_json", "print_result"]
 
 Handler = Callable[[argparse.Namespace], int]
-Sub = argparse._SubParsersAction[argparse.ArgumentParser]
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class _Parser(argparse.ArgumentParser):
