@@ -197,8 +197,10 @@ def test_cli_json_has_the_listed_keys(capsys: pytest.CaptureFixture[str]) -> Non
 def test_cli_table_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "presence", "--duration", "30", "--viewers", "3"]) == 0
     assert "detection_delay_p99_s" in capsys.readouterr().out
-    assert main(["simulate", "presence", "--loss", "1"]) == 2
-    assert "loss must be in [0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "presence", "--loss", "1"])
+    assert exc.value.code == 2
+    assert "--loss must be in [0, 1), got 1" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["simulate", "presence", "--viewers", "0"])
     assert exc.value.code == 2
