@@ -2,131 +2,224 @@
 
     rtsim simulate transports --transport sse --clients 1000 --rate 10 --json
 
-Bad parameters exit with status 2 and a one-line reason on stderr.
+Every bad value exits with status 2 and one line on stderr (``rtsim <command>: error:
+--loss must be in [0, 1), got 1.5``), never a usage block (that is for ``-h``). The
+``simulate`` flags are generated from each model's parameter dataclass
+(:mod:`rtsim.core.params`): name, type, bounds, unit, default and help are declared once
+there. ``--json`` prints one strict RFC 8259 object (NaN and infinity become ``null``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import math
+import os
+import re
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn, TypeAlias
 
-__all__ = ["main"]
+from .core import strictjson
+from .core.params import Spec, check, specs
+
+__all__ = ["build_parser", "main", "print_json", "print_result"]
 
 Handler = Callable[[argparse.Namespace], int]
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def _positive_float(text: str) -> float:
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``PROG: error: …``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        # "argument --rate: must be > 0, got -3" -> "--rate must be > 0, got -3"
+        message = re.sub(r"^argument ([^:]+): (?=must |expects )", r"\1 ", message)
+        message = re.sub(r"^argument (-\S+)/(-\S+)", r"argument \2", message)
+        self.exit(2, f"{self.prog}: error: {message.splitlines()[0]}\n")
+
+
+def _typed(spec: Spec) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses a number and checks it against ``spec``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value: Any = int(text) if spec.kind == "int" else float(text)
+        except ValueError:
+            what = "a whole number" if spec.kind == "int" else "a number"
+            raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}") from None
+        reason = check(value, spec)
+        if reason is not None:
+            raise argparse.ArgumentTypeError(reason)
+        return value
+
+    parse.__name__ = spec.kind  # argparse names the type in its own messages
+    return parse
+
+
+_positive_float = _typed(Spec(kind="float", lo=0, lo_open=True))
+_nonneg_float = _typed(Spec(kind="float", lo=0))
+_positive_int = _typed(Spec(kind="int", lo=1))
+_nonneg_int = _typed(Spec(kind="int", lo=0))
+_SEED = Spec(kind="int", lo=0, help="random seed (same seed, same figures)")
+
+
+def _flag(name: str, spec: Spec) -> str:
+    return "--" + (spec.flag or name.replace("_", "-"))
+
+
+def _shown(v: Any) -> str:
+    v = getattr(v, "value", v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def add_param_flags(
+    p: argparse.ArgumentParser,
+    cls: Any,
+    *,
+    required: Iterable[str] = (),
+    skip: Iterable[str] = (),
+) -> None:
+    """One flag per declared field of the dataclass ``cls`` (see :mod:`rtsim.core.params`).
+
+    The flag is ``--field-name`` (or the spec's ``flag``), its type and bounds checked at
+    parse time, its help "<help> (<unit>; default <default>)". Fields with ``cli=False``,
+    in ``skip`` or without a spec get no flag; those in ``required`` have no default.
+    """
+    required, skip = set(required), set(skip)
+    for f, spec in specs(cls):
+        if not spec.cli or f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        default = getattr(default, "value", default)
+        unit = f"{spec.unit}; " if spec.unit else ""
+        bounds = f"{spec.bounds_text()}; " if spec.lo is not None or spec.hi is not None else ""
+        shown = "half-way" if default is None else _shown(default)
+        help_text = f"{spec.help} ({unit}{bounds}default {shown})".replace("%", "%%")
+        kw: dict[str, Any] = {"dest": f.name, "help": help_text}
+        if f.name in required:
+            kw["required"] = True
+            kw["help"] = f"{spec.help} (required)"
+        else:
+            kw["default"] = default
+        if spec.kind == "bool":
+            kw["action"] = argparse.BooleanOptionalAction
+        elif spec.kind == "choice":
+            kw["choices"] = list(spec.choices or ())
+        else:
+            kw["type"] = _typed(spec)
+            kw["metavar"] = "N" if spec.kind == "int" else "X"
+        p.add_argument(_flag(f.name, spec), **kw)
+
+
+def params_from_args(cls: Any, a: argparse.Namespace, **extra: Any) -> Any:
+    """``cls(**fields)`` from the flags :func:`add_param_flags` made, plus ``extra``."""
+    kw = {f.name: getattr(a, f.name) for f, _ in specs(cls) if hasattr(a, f.name)}
+    kw.update(extra)
+    return cls(**{k: v for k, v in kw.items() if v is not None or k in extra})
+
+
+def _flagify(message: str, cls: Any) -> str:
+    """Name flags, not fields, in a model's error (``timeout_s`` -> ``--timeout-s``)."""
+    for f, spec in specs(cls):
+        if spec.cli:
+            message = re.sub(rf"(?<![\w-]){re.escape(f.name)}\b", _flag(f.name, spec), message)
+    return message
+
+
+def _build(cls: Any, a: argparse.Namespace, **extra: Any) -> Any:
     try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
+        return params_from_args(cls, a, **extra)
+    except ValueError as exc:
+        raise ValueError(_flagify(str(exc), cls)) from None
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
+def _progress(a: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal, never with ``--json``."""
+    return not getattr(a, "json", False) and sys.stderr.isatty()
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return v
+def _num(v: Any) -> str:
+    """A number rounded for reading: 3 significant digits below 10, thousands separators."""
+    v = getattr(v, "item", lambda: v)() if not isinstance(v, str | bool) else v
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a == 0:
+        return "0"
+    return f"{v:.3g}"
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as one strict JSON document (the one printer of every ``--json``)."""
+    print(strictjson.dumps(obj))
 
 
-def print_result(summary: dict[str, Any], as_json: bool, title: str) -> None:
-    """Print one summary as JSON (one object) or as an aligned table."""
+def print_result(
+    summary: dict[str, Any], as_json: bool, title: str, notes: dict[str, str] | None = None
+) -> None:
+    """Print one summary as strict JSON (one object) or as an aligned, rounded table.
+
+    ``notes`` add a remark after a row (e.g. "overload: utilisation above 1").
+    """
     if as_json:
-        print(json.dumps(summary, default=_json_default, allow_nan=True))
+        print_json(summary)
         return
     print(title)
     width = max(len(k) for k in summary)
     for k, v in summary.items():
-        if isinstance(v, float):
-            text = f"{v:,.3f}" if abs(v) < 1e6 else f"{v:,.0f}"
-        else:
-            text = str(v)
-        print(f"  {k:<{width}}  {text}")
+        note = f"  ({notes[k]})" if notes and k in notes else ""
+        print(f"  {k:<{width}}  {_num(v)}{note}")
 
 
-def _json_default(o: object) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    return str(o)
+def _table(rows: list[dict[str, Any]], columns: Sequence[str], indent: str = "  ") -> str:
+    """Rows as an aligned text table, numbers rounded for reading."""
+    cells = [[str(c) for c in columns]] + [[_num(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = []
+    for j, row in enumerate(cells):
+        parts = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append(indent + "  ".join(parts).rstrip())
+        if j == 0:
+            lines.append(indent + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _add_seed_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=_typed(_SEED), default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 # --- simulate transports ---------------------------------------------------------------------
 def _add_transports(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .sim.transports import TransportParams
+
     p = sub.add_parser(
         "transports",
         help="WebSocket vs SSE vs long polling vs polling (latency, bytes, requests)",
         description="Simulate one transport delivering a Poisson message stream to N clients.",
     )
-    p.add_argument(
-        "--transport",
-        required=True,
-        choices=["websocket", "sse", "long-polling", "polling"],
-    )
-    p.add_argument("--clients", type=_positive_int, default=100)
-    p.add_argument("--rate", type=_positive_float, default=10.0, help="messages/s published")
-    p.add_argument("--rtt-ms", type=_nonneg_float, default=50.0)
-    p.add_argument("--jitter-ms", type=_nonneg_float, default=5.0)
-    p.add_argument("--loss", type=_nonneg_float, default=0.0, help="packet loss probability")
-    p.add_argument("--duration", type=_positive_float, default=60.0, help="seconds")
-    p.add_argument("--channels", type=_positive_int, default=1)
-    p.add_argument("--payload-bytes", type=_nonneg_int, default=100)
-    p.add_argument("--http-version", choices=["1.1", "2"], default="1.1")
-    p.add_argument("--tabs", type=_positive_int, default=1, help="tabs per browser (SSE, C5)")
-    p.add_argument("--poll-interval", type=_positive_float, default=5.0, help="seconds")
-    p.add_argument("--reconnects-per-hour", type=_nonneg_float, default=0.0)
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_param_flags(p, TransportParams, required=("transport",))
+    _add_seed_json(p)
     p.set_defaults(handler=_run_transports)
 
 
 def _run_transports(a: argparse.Namespace) -> int:
     from .sim.transports import TransportParams, simulate_transports
 
-    params = TransportParams(
-        transport=a.transport,
-        clients=a.clients,
-        rate=a.rate,
-        rtt_ms=a.rtt_ms,
-        jitter_ms=a.jitter_ms,
-        loss=a.loss,
-        duration_s=a.duration,
-        channels=a.channels,
-        payload_bytes=a.payload_bytes,
-        http_version=a.http_version,
-        tabs_per_client=a.tabs,
-        poll_interval_s=a.poll_interval,
-        reconnects_per_hour=a.reconnects_per_hour,
-    )
+    params = _build(TransportParams, a)
     result = simulate_transports(params, seed=a.seed)
     summary = {"seed": a.seed, **result.summary.to_dict()}
     print_result(summary, a.json, f"rtsim simulate transports — {a.transport}, seed {a.seed}")
@@ -135,6 +228,8 @@ def _run_transports(a: argparse.Namespace) -> int:
 
 # --- simulate presence -----------------------------------------------------------------------
 def _add_presence(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .sim.presence import PresenceParams
+
     p = sub.add_parser(
         "presence",
         help="heartbeats, TTL expiry and throttled cursors (detection delay, false offline, load)",
@@ -142,123 +237,107 @@ def _add_presence(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " TTL on the server, crashes vs clean leaves, and cursor updates fanned out to the"
         " other viewers (throttle-hz 0 = no throttle, cursor-hz 0 = no cursors).",
     )
-    p.add_argument("--viewers", type=_positive_int, default=10, help="per resource")
-    p.add_argument("--resources", type=_positive_int, default=10)
-    p.add_argument("--heartbeat-s", type=_positive_float, default=30.0)
-    p.add_argument("--timeout-s", type=_positive_float, default=60.0)
-    p.add_argument("--cursor-hz", type=_nonneg_float, default=60.0, help="0 = no cursors")
-    p.add_argument("--throttle-hz", type=_nonneg_float, default=10.0, help="0 = no throttle")
-    p.add_argument("--loss", type=_nonneg_float, default=0.0, help="probability a message is lost")
-    p.add_argument("--rtt-ms", type=_nonneg_float, default=50.0)
-    p.add_argument("--jitter-ms", type=_nonneg_float, default=20.0)
-    p.add_argument("--session-mean-s", type=_positive_float, default=1800.0)
-    p.add_argument("--crash-fraction", type=_nonneg_float, default=0.3)
-    p.add_argument("--duration", type=_positive_float, default=600.0, help="seconds")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_param_flags(p, PresenceParams)
+    _add_seed_json(p)
     p.set_defaults(handler=_run_presence)
 
 
 def _run_presence(a: argparse.Namespace) -> int:
     from .sim.presence import PresenceParams, simulate_presence
 
-    params = PresenceParams(
-        viewers=a.viewers,
-        resources=a.resources,
-        heartbeat_s=a.heartbeat_s,
-        timeout_s=a.timeout_s,
-        cursor_hz=a.cursor_hz,
-        throttle_hz=a.throttle_hz,
-        loss=a.loss,
-        rtt_ms=a.rtt_ms,
-        jitter_ms=a.jitter_ms,
-        session_mean_s=a.session_mean_s,
-        crash_fraction=a.crash_fraction,
-        duration_s=a.duration,
-    )
+    params = _build(PresenceParams, a)
     result = simulate_presence(params, seed=a.seed)
     extra = result.summary.extra
-    summary = {"seed": a.seed, **extra, "connections": result.summary.connections}
+    util = float(extra["server_cpu_utilisation"])
+    overloaded = bool(util > 1)
+    summary = {
+        "seed": a.seed,
+        **extra,
+        "connections": result.summary.connections,
+        "overloaded": overloaded,
+    }
+    notes = None
+    if overloaded:
+        notes = {"server_cpu_utilisation": "OVERLOAD: above 1, one core cannot keep up"}
+        print(
+            f"rtsim simulate presence: warning: server CPU utilisation {util:.2f} > 1: the"
+            " server is overloaded; figures assume it keeps up",
+            file=sys.stderr,
+        )
     title = (
         f"rtsim simulate presence — {a.viewers} viewers × {a.resources} resources, seed {a.seed}"
     )
-    print_result(summary, a.json, title)
+    print_result(summary, a.json, title, notes)
     return 0
 
 
 # --- simulate architecture ------------------------------------------------------------------
+#: Figures the architecture model does not compute (omitted rather than shown as 0).
+_NOT_MODELLED_ARCHITECTURE = ("bytes_per_message", "requests_per_message", "server_memory_bytes")
+
+
 def _add_architecture(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .sim.architecture import ArchitectureParams
+
     p = sub.add_parser(
         "architecture",
         help="the 5-step notification architecture at full size (claims C11, C19)",
         description="Publishers → broker → K real-time instances → clients, with replay and"
-        " one instance restart half-way through.",
+        " one instance restart half-way through. Bytes, requests and server memory are not"
+        " modelled here, so they are not reported.",
     )
-    p.add_argument("--clients", type=_positive_int, default=100_000)
-    p.add_argument("--duration", type=_positive_float, default=600.0, help="seconds")
-    p.add_argument(
-        "--broker",
-        default="redis-streams",
-        choices=["redis-pubsub", "redis-streams", "jetstream", "kafka"],
-    )
-    p.add_argument("--instances", type=_positive_int, default=4)
-    p.add_argument("--user-rate", type=_nonneg_float, default=1 / 60, help="per user, msg/s")
-    p.add_argument("--topics", type=_nonneg_int, default=10)
-    p.add_argument("--topic-rate", type=_nonneg_float, default=0.05, help="per topic, msg/s")
-    p.add_argument("--disconnects-per-hour", type=_nonneg_float, default=1.0)
-    p.add_argument("--max-len", type=_positive_int, default=100_000, help="stream history kept")
+    add_param_flags(p, ArchitectureParams)
     p.add_argument("--no-fault", action="store_true", help="skip the instance restart")
-    p.add_argument("--mode", choices=["bulk", "events"], default="bulk")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--mode",
+        choices=["bulk", "events"],
+        default="bulk",
+        help="bulk (vectorised) or events (SimPy); default bulk",
+    )
+    _add_seed_json(p)
     p.set_defaults(handler=_run_architecture)
 
 
 def _run_architecture(a: argparse.Namespace) -> int:
     from .sim.architecture import ArchitectureParams, simulate_architecture
 
-    params = ArchitectureParams(
-        clients=a.clients,
-        duration_s=a.duration,
-        broker=a.broker,
-        instances=a.instances,
-        user_rate=a.user_rate,
-        topics=a.topics,
-        topic_rate=a.topic_rate,
-        disconnects_per_hour=a.disconnects_per_hour,
-        max_len=a.max_len,
-        fault_at_s=-1.0 if a.no_fault else None,
-    )
+    fault = -1.0 if a.no_fault else a.fault_at_s
+    params = _build(ArchitectureParams, a, fault_at_s=fault)
     result = simulate_architecture(params, seed=a.seed, mode=a.mode, keep_deliveries=False)
     summary = {"seed": a.seed, **result.summary.to_dict()}
-    title = f"rtsim simulate architecture — {a.broker}, {a.clients:,} clients, seed {a.seed}"
+    for key in _NOT_MODELLED_ARCHITECTURE:
+        summary.pop(key, None)
+    broker = getattr(a.broker, "value", a.broker)
+    title = f"rtsim simulate architecture — {broker}, {a.clients:,} clients, seed {a.seed}"
     print_result(summary, a.json, title)
     return 0
 
 
 # --- validate ---------------------------------------------------------------------------------
+#: ``rtsim validate``'s options, declared like a model's parameters.
+_REPS = Spec(kind="int", lo=2, help="replications per case (2 at least, for a confidence interval)")
+_WORKERS = Spec(kind="int", lo=0, help="processes (0 = one per core)")
+
+
 def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "validate",
         help="check the broker queueing model against M/M/1, M/M/c, M/D/1 and Little's law",
         description="Run each queueing case with replications; exit 1 if a case fails.",
     )
-    p.add_argument("--reps", type=_positive_int, default=20)
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--workers", type=_nonneg_int, default=0, help="processes (0 = one per core)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per case")
+    p.add_argument("--reps", type=_typed(_REPS), default=20, help=f"{_REPS.help}; default 20")
+    p.add_argument("--workers", type=_typed(_WORKERS), default=0, help=_WORKERS.help)
+    p.add_argument("--seed", type=_typed(_SEED), default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help='print one JSON object {"cases": [...]}')
     p.set_defaults(handler=_run_validate)
 
 
 def _run_validate(a: argparse.Namespace) -> int:
     from .sim.queueing import validate
 
-    if a.reps < 2:
-        raise ValueError(f"reps must be >= 2 for a confidence interval, got {a.reps}")
-    df = validate(reps=a.reps, seed=a.seed, workers=a.workers, progress=not a.json)
+    df = validate(reps=a.reps, seed=a.seed, workers=a.workers, progress=_progress(a))
     if a.json:
-        for row in df.to_dict("records"):
-            print(json.dumps(row, default=_json_default))
+        print_json({"reps": a.reps, "seed": a.seed, "cases": df.to_dict("records")})
     else:
         print(f"rtsim validate — {a.reps} replications, seed {a.seed}")
         for r in df.itertuples():
@@ -273,36 +352,48 @@ def _run_validate(a: argparse.Namespace) -> int:
 
 
 # --- simulate editing ------------------------------------------------------------------------
+class _DeprecatedLatency(argparse.Action):
+    """``--latency-ms`` (one way), kept for one release: warns and sets ``rtt_ms`` = 2 ×."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"{parser.prog}: warning: --latency-ms (one way) is deprecated and will be removed;"
+            f" use --rtt-ms (round trip): --rtt-ms {_shown(2 * float(values))}",
+            file=sys.stderr,
+        )
+        namespace.rtt_ms = 2 * float(values)
+
+
 def _add_editing(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .sim.editing import EditingParams
+
     p = sub.add_parser(
         "editing",
         help="N editors typing into one paragraph: OT vs CRDT vs last-write-wins",
         description="Simulate editors typing under latency with one conflict strategy.",
     )
-    p.add_argument("--strategy", required=True, choices=["ot", "crdt", "lww"])
-    p.add_argument("--editors", type=_positive_int, default=2)
-    p.add_argument("--ops-per-s", type=_positive_float, default=3.0, help="edits/s per editor")
-    p.add_argument("--latency-ms", type=_nonneg_float, default=50.0, help="one way")
-    p.add_argument("--jitter-ms", type=_nonneg_float, default=10.0)
-    p.add_argument("--delete-fraction", type=_nonneg_float, default=0.3)
-    p.add_argument("--duration", type=_positive_float, default=10.0, help="seconds of typing")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_param_flags(p, EditingParams, required=("strategy",))
+    p.add_argument(
+        "--latency-ms",
+        type=_nonneg_float,
+        action=_DeprecatedLatency,
+        metavar="X",
+        help="deprecated: one-way latency (ms); use --rtt-ms (= 2 × this)",
+    )
+    _add_seed_json(p)
     p.set_defaults(handler=_run_editing)
 
 
 def _run_editing(a: argparse.Namespace) -> int:
     from .sim.editing import EditingParams, simulate_editing
 
-    params = EditingParams(
-        strategy=a.strategy,
-        editors=a.editors,
-        ops_per_s=a.ops_per_s,
-        latency_ms=a.latency_ms,
-        jitter_ms=a.jitter_ms,
-        delete_fraction=a.delete_fraction,
-        duration_s=a.duration,
-    )
+    params = _build(EditingParams, a)
     extra = simulate_editing(params, seed=a.seed).summary.extra
     summary = {"seed": a.seed, **extra}
     print_result(summary, a.json, f"rtsim simulate editing — {a.strategy}, seed {a.seed}")
@@ -328,7 +419,10 @@ def _add_replay_trace(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _run_replay_trace(a: argparse.Namespace) -> int:
     from .lab.traces import load_trace, replay
 
-    trace = load_trace(a.path)
+    try:
+        trace = load_trace(a.path)
+    except (OSError, LookupError) as exc:
+        raise ValueError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
     result = replay(trace, a.strategy, limit=a.limit)
     print_result(result, a.json, f"rtsim replay-trace — {trace.name}, {a.strategy}")
     return 0
@@ -452,13 +546,13 @@ def _run_load(a: argparse.Namespace) -> int:
         while r <= a.max_rate:
             rates.append(r)
             r *= 1.5
-        curve = capacity_search(params, rates, sla_p95_ms=a.sla_p95_ms, progress=not a.json)
+        curve = capacity_search(params, rates, sla_p95_ms=a.sla_p95_ms, progress=_progress(a))
         if a.json:
-            print(json.dumps({"capacity_curve": curve.to_dict("records")}, default=_json_default))
+            print_json({"capacity_curve": curve.to_dict("records")})
         else:
             print(curve.to_string(index=False))
         return 0
-    result = run_load(params, progress=not a.json)
+    result = run_load(params, progress=_progress(a))
     summary = result.summary.to_dict()
     summary.pop("error_samples", None) if a.json else None
     print_result(summary, a.json, f"rtsim load — {a.transport}, {a.subscribers} subscribers")
@@ -500,8 +594,7 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--subscribers", type=_positive_int, default=200)
     p.add_argument("--rate", type=_positive_float, default=20.0, help="messages/s published")
     p.add_argument("--duration", type=_positive_float, default=5.0, help="seconds")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_seed_json(p)
     p.set_defaults(handler=_run_compare)
 
 
@@ -515,13 +608,23 @@ def _run_compare(a: argparse.Namespace) -> int:
         cal = calibrate(url, pid, a.transport, ws_server_cpu_per_delivery_us=ws_cost)
         df = compare(url, pid, cal, a.subscribers, a.rate, a.duration, seed=a.seed)
     if a.json:
-        out = {"calibration": cal.as_dict(), "comparison": df.to_dict("records")}
-        print(json.dumps(out, default=_json_default))
-    else:
-        print(f"rtsim compare — {a.transport}, {a.subscribers} subscribers, {a.rate:g} msg/s")
-        print(f"  calibration: {cal.as_dict()}")
-        cols = ["metric", "simulated", "measured", "rel_error"]
-        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+        print_json({"calibration": cal.as_dict(), "comparison": df.to_dict("records")})
+        return 0
+    print(f"rtsim compare — {a.transport}, {a.subscribers} subscribers, {a.rate:g} msg/s")
+    print("\ncalibration")
+    cal_rows = [{"quantity": k, "value": v} for k, v in cal.as_dict().items()]
+    print(_table(cal_rows, ["quantity", "value"]))
+    print("\nsimulated vs measured (error = simulated / measured - 1)")
+    rows = [
+        {
+            "quantity": r["metric"],
+            "simulated": r["simulated"],
+            "measured": r["measured"],
+            "error": f"{r['rel_error']:+.0%}" if math.isfinite(r["rel_error"]) else "—",
+        }
+        for r in df.to_dict("records")
+    ]
+    print(_table(rows, ["quantity", "simulated", "measured", "error"]))
     return 0
 
 
@@ -538,7 +641,7 @@ def _add_claims(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--full", action="store_true", help="use committed full results where they exist"
     )
-    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--seed", type=_typed(_SEED), default=0, help="random seed (default 0)")
     p.set_defaults(handler=_run_claims)
 
 
@@ -547,7 +650,9 @@ def _run_claims(a: argparse.Namespace) -> int:
 
     df = ledger(quick=not a.full, seed=a.seed)
     if a.json:
-        print(ledger_json(df))
+        import json
+
+        print_json(json.loads(ledger_json(df)))  # re-printed strictly (NaN -> null)
         return 0
     mode = "committed full results where they exist" if a.full else "quick runs"
     print(f"rtsim claims — {mode}, seed {a.seed}")
@@ -569,17 +674,22 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(simulate: bool = True) -> argparse.ArgumentParser:
+    """The ``rtsim`` parser; every sub-parser reports errors in one line, exit 2.
+
+    ``simulate=False`` leaves out the models' flags (they import the models, ~1 s), for a
+    command line that does not run ``rtsim simulate``.
+    """
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="rtsim", description="A lab for real-time web features: simulate, then measure."
     )
     parser.add_argument("--version", action="version", version=f"rtsim {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands: Sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sim = commands.add_parser("simulate", help="run a simulation headless")
-    targets = sim.add_subparsers(dest="target", metavar="MODEL", required=True)
-    for add in SIMULATIONS:
+    targets: Sub = sim.add_subparsers(dest="target", metavar="MODEL", required=True)
+    for add in SIMULATIONS if simulate else []:
         add(targets)
     for add in COMMANDS:
         add(commands)
@@ -587,16 +697,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    """Run one command; returns its exit status (2: a bad value, one line on stderr)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(simulate="simulate" in argv)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    prog = " ".join(x for x in ("rtsim", args.command, getattr(args, "target", None)) if x)
     try:
         return handler(args)
     except ValueError as exc:
-        print(f"rtsim: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `rtsim … | head`: the reader is gone, nothing to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -59,9 +59,9 @@ def test_simulate_transports_table(capsys: pytest.CaptureFixture[str]) -> None:
         (["--transport", "smoke"], "invalid choice: 'smoke'"),
         (["--transport", "sse", "--clients", "0"], "must be >= 1, got 0"),
         (["--transport", "sse", "--rate", "-3"], "must be > 0, got -3"),
-        (["--transport", "sse", "--rtt-ms", "abc"], "expected a number"),
+        (["--transport", "sse", "--rtt-ms", "abc"], "expects a number"),
         (["--transport", "sse", "--loss", "1.5"], r"loss must be in \[0, 1\)"),
-        (["--transport", "sse", "--clients", "2", "--channels", "3"], "must not exceed clients"),
+        (["--transport", "sse", "--clients", "2", "--channels", "3"], "must not exceed --clients"),
     ],
 )
 def test_bad_parameters_exit_nonzero_with_a_reason(args: list[str], reason: str) -> None:
@@ -75,3 +75,124 @@ def test_bad_parameters_exit_nonzero_with_a_reason(args: list[str], reason: str)
     assert proc.stdout == ""
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("rtsim")]
     assert lines and __import__("re").search(reason, lines[-1])
+
+
+# --- one line, exit 2, for every bad value; strict JSON ------------------------------------
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rtsim.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _strict(text: str) -> object:
+    def refuse(c: str) -> object:
+        raise ValueError(f"non-standard JSON constant {c}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+BAD = [
+    (["simulate", "transports", "--transport", "sse", "--loss", "1.5"], "--loss must be in [0, 1)"),
+    (["simulate", "transports", "--transport", "sse", "--rate", "inf"], "--rate must be finite"),
+    (["simulate", "transports", "--transport", "sse", "--rate", "nan"], "--rate must be finite"),
+    (["simulate", "transports", "--transport", "sse", "--clients", "x"], "--clients expects"),
+    (["simulate", "presence", "--viewers", "0"], "--viewers must be >= 1, got 0"),
+    (["simulate", "presence", "--timeout-s", "10"], "--timeout-s (10) must be >= --heartbeat-s"),
+    (["simulate", "architecture", "--duration=-inf"], "--duration must be finite"),
+    (["simulate", "architecture", "--broker", "zmq"], "invalid choice"),
+    (["simulate", "editing", "--strategy", "ot", "--delete-fraction", "1"], "in [0, 1)"),
+    (["simulate", "editing", "--rtt-ms", "5"], "required: --strategy"),
+    (["simulate", "nosuch"], "invalid choice"),
+    (["validate", "--reps", "1"], "--reps must be >= 2, got 1"),
+    (["validate", "--workers", "-1"], "--workers must be >= 0"),
+    (["replay-trace", "no-such-trace", "--strategy", "ot"], "no-such-trace"),
+    (["replay-trace", "x", "--strategy", "ot", "--limit", "0"], "--limit must be >= 1"),
+    (["compare", "--transport", "sse", "--rate", "inf"], "--rate must be finite"),
+    (["claims", "--seed", "-1"], "--seed must be >= 0"),
+    (["serve", "--port", "abc"], "--port expects a whole number"),
+    (["serve", "--bogus"], "unrecognized arguments"),
+    (["load", "--url", "http://x", "--transport", "sse", "--rate", "1e999"], "must be finite"),
+    (["token", "--secret", "s", "--user", "u", "--ttl", "nan"], "--ttl must be finite"),
+    (["token", "--user", "u"], "required: --secret"),
+    ([], "required: COMMAND"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD, ids=[" ".join(a) or "none" for a, _ in BAD])
+def test_every_bad_value_is_one_line_exit_2(args: list[str], needle: str) -> None:
+    proc = _run(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "usage:" not in proc.stderr
+    assert needle in lines[0]
+    assert lines[0].startswith("rtsim")
+
+
+def test_help_still_shows_usage() -> None:
+    proc = _run("simulate", "transports", "-h")
+    assert proc.returncode == 0 and "usage:" in proc.stdout
+    assert "--rtt-ms" in proc.stdout and "default 50" in proc.stdout  # from the metadata
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["simulate", "transports", "--transport", "long-polling", "--clients", "5"],
+        ["simulate", "presence", "--viewers", "3", "--resources", "2", "--duration", "60"],
+        ["simulate", "architecture", "--clients", "500", "--duration", "30"],
+        ["simulate", "editing", "--strategy", "lww", "--duration", "2"],
+        ["validate", "--reps", "2", "--workers", "1"],
+    ],
+    ids=["transports", "presence", "architecture", "editing", "validate"],
+)
+def test_json_output_is_strict(args: list[str]) -> None:
+    proc = _run(*args, "--json", timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr  # validate: 1 if a case misses
+    assert "Traceback" not in proc.stderr
+    out = _strict(proc.stdout)
+    assert isinstance(out, dict) and out
+
+
+def test_architecture_omits_figures_it_does_not_model() -> None:
+    args = ["simulate", "architecture", "--clients", "500", "--duration", "30"]
+    out = _strict(_run(*args, "--json").stdout)
+    assert isinstance(out, dict) and out["deliveries"] > 0
+    for key in ("bytes_per_message", "server_memory_bytes", "requests_per_message"):
+        assert key not in out
+    table = _run(*args).stdout
+    assert "bytes_per_message" not in table and "server_memory_bytes" not in table
+
+
+def test_presence_flags_overload() -> None:
+    base = ["simulate", "presence", "--resources", "2", "--duration", "60", "--cursor-pairs", "0"]
+    busy = _run(*base, "--viewers", "150", "--json")
+    out = _strict(busy.stdout)
+    assert isinstance(out, dict)
+    assert out["server_cpu_utilisation"] > 1 and out["overloaded"] is True
+    assert "overloaded" in busy.stderr and len(busy.stderr.splitlines()) == 1
+    calm = _run(*base, "--viewers", "3", "--json")
+    out = _strict(calm.stdout)
+    assert isinstance(out, dict)
+    assert out["server_cpu_utilisation"] <= 1 and out["overloaded"] is False
+    assert calm.stderr == ""
+    assert "OVERLOAD" in _run(*base, "--viewers", "150").stdout
+
+
+def test_latency_ms_is_a_deprecated_alias_of_twice_the_rtt() -> None:
+    common = ["simulate", "editing", "--strategy", "ot", "--duration", "3", "--json"]
+    old = _run(*common, "--latency-ms", "30")
+    new = _run(*common, "--rtt-ms", "60")
+    assert old.returncode == 0 and new.returncode == 0
+    assert "deprecated" in old.stderr and "--rtt-ms 60" in old.stderr
+    assert new.stderr == ""
+    assert _strict(old.stdout) == _strict(new.stdout)
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal() -> None:
+    proc = _run("validate", "--reps", "2", "--workers", "1")
+    assert "it/s" not in proc.stderr and "%|" not in proc.stderr

@@ -38,6 +38,8 @@ from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from .params import Spec, check
+
 __all__ = [
     "TRANSITIONS",
     "Emitted",
@@ -169,11 +171,10 @@ def _check_state(state: object) -> dict[str, Any]:
 
 
 def _positive(name: str, value: object, unit: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be > 0 {unit}, got {value}")
-    return float(value)
+    reason = check(value, Spec(lo=0, lo_open=True, unit=unit))
+    if reason is not None:
+        raise ValueError(f"{name} {reason}")
+    return float(value)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)

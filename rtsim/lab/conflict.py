@@ -68,15 +68,20 @@ def plot_head_to_head(df: pd.DataFrame) -> None:
 
 
 def c12_table(latencies_ms: Iterable[float], seed: int = 0, **params: Any) -> pd.DataFrame:
-    """Perceived latency with and without optimistic apply, by one-way latency (OT)."""
+    """Perceived latency with and without optimistic apply, by one-way latency (OT).
+
+    ``latencies_ms`` are one-way (ms); each run uses ``rtt_ms = 2 × latency``. Columns:
+    ``latency_ms`` (one way, as given), ``rtt_ms`` and the perceived-latency figures (ms).
+    """
     rows = []
     for lat in latencies_ms:
         x = simulate_editing(
-            EditingParams(strategy="ot", latency_ms=lat, **params), seed=seed
+            EditingParams(strategy="ot", rtt_ms=2 * lat, **params), seed=seed
         ).summary.extra
         rows.append(
             {
                 "latency_ms": lat,
+                "rtt_ms": 2 * lat,
                 "optimistic_p50_ms": x["perceived_ms_p50_optimistic"],
                 "pessimistic_p50_ms": x["perceived_ms_p50_pessimistic"],
                 "pessimistic_p99_ms": x["perceived_ms_p99_pessimistic"],

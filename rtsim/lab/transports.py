@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.backoff import Jitter
+from ..core.params import slider_range
 from ..core.reconnect import TRANSITIONS
 from ..core.transport import CASCADE, Transport
 from ..sim.reconnect import (
@@ -293,13 +294,18 @@ def explorer() -> Any:
 
         display(summary)  # type: ignore[no-untyped-call]
 
+    # Ranges chosen for reading, clipped to the bounds TransportParams declares.
+    c_lo, c_hi = slider_range(TransportParams, "clients", 10, 2000)
+    _, loss_hi = slider_range(TransportParams, "loss", 0, 0.05)
     return w.interactive(
         show,
         rtt_ms=w.FloatLogSlider(value=50, base=10, min=0, max=3, description="RTT ms"),
         rate=w.FloatLogSlider(value=5, base=10, min=-1, max=2, description="msgs/s"),
-        clients=w.IntSlider(value=100, min=10, max=2000, step=10, description="clients"),
+        clients=w.IntSlider(
+            value=100, min=int(c_lo), max=int(c_hi), step=10, description="clients"
+        ),
         http_version=w.ToggleButtons(options=["1.1", "2"], description="HTTP"),
-        loss_pct=w.FloatSlider(value=0, min=0, max=5, step=0.5, description="loss %"),
+        loss_pct=w.FloatSlider(value=0, min=0, max=loss_hi * 100, step=0.5, description="loss %"),
     )
 
 

@@ -22,7 +22,6 @@ one SimPy process per message and per delivery and replays through the core
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -31,11 +30,10 @@ import pandas as pd
 import simpy
 
 from ..core.backoff import Backoff
+from ..core.params import param, sources, validate
 from ..core.replaylog import ReplayLog
 from ..core.results import RunResult, Summary
 from .brokers import PROFILES, Broker, BrokerProfile, parse_broker
-from .checks import nonneg as _nonneg
-from .checks import positive as _pos
 from .queueing import fifo_station, number_in_system
 from .seeding import children
 
@@ -47,77 +45,127 @@ __all__ = [
     "simulate_architecture",
 ]
 
-DEFAULTS_SOURCES: dict[str, str] = {
-    "clients": "100,000 concurrent users: the article's claim C11",
-    "user_rate": "1 notification per user per minute (assumption: a busy app)",
-    "topics / topic_rate": "10 broadcast channels, one message every 20 s each (assumption)",
-    "cpu_decode_us": "5 µs to decode and route one broker message (assumption)",
-    "cpu_write_us": "7.2 µs per frame written: bare aiohttp send loop measured (FACTS.md)",
-    "rtt_ms / jitter_ms": "50 ms RTT, 5 ms mean jitter, as in the transport model",
-    "dc_transit_ms": "0.25 ms one way inside the data centre (assumption)",
-    "disconnects_per_hour": "1 per client per hour (mobile networks; assumption)",
-    "restart_s": "10 s for one instance to restart (assumption)",
-    "max_len": "100,000 entries of stream history (MAXLEN / max_msgs; assumption)",
-    "backoff": "Backoff(base 1 s, cap 30 s, full jitter) + 3 RTTs to reconnect",
-    "broker service": "see rtsim.sim.brokers.DEFAULTS_SOURCES",
-}
+_BROKERS = tuple(b.value for b in Broker)
 
 
 @dataclass(frozen=True)
 class ArchitectureParams:
-    """One run of the architecture. Every field is validated."""
+    """One run of the architecture.
 
-    clients: int = 100_000
-    duration_s: float = 600.0
-    broker: Broker = Broker.REDIS_STREAMS
-    instances: int = 4
-    user_rate: float = 1 / 60
-    topics: int = 10
-    topic_rate: float = 0.05
-    cpu_decode_us: float = 5.0
-    cpu_write_us: float = 7.2
-    rtt_ms: float = 50.0
-    jitter_ms: float = 5.0
-    dc_transit_ms: float = 0.25
-    disconnects_per_hour: float = 1.0
-    fault_at_s: float | None = None  # None: half-way through; < 0: no fault
-    restart_s: float = 10.0
-    max_len: int = 100_000
-    linger_ms: float = 5.0
-    partitions: int = 6
+    Every field but ``backoff`` and ``profile`` is declared once with
+    :func:`~rtsim.core.params.param` (bounds, unit, help, source) and validated in
+    ``__post_init__`` (``ValueError`` naming the field); also ``topics <= clients`` and
+    something must be published. :data:`DEFAULTS_SOURCES` is derived from the metadata.
+    """
+
+    clients: int = param(
+        100_000,
+        lo=1,
+        unit="clients",
+        help="concurrent users",
+        source="100,000 concurrent users: the article's claim C11",
+    )
+    duration_s: float = param(
+        600.0, lo=0, lo_open=True, unit="s", help="simulated time", flag="duration"
+    )
+    broker: Broker = param(Broker.REDIS_STREAMS, choices=_BROKERS, help="message broker")
+    instances: int = param(4, lo=1, help="real-time server instances")
+    user_rate: float = param(
+        1 / 60,
+        lo=0,
+        unit="msg/s",
+        help="notifications per user per second",
+        source="1 notification per user per minute (assumption: a busy app)",
+    )
+    topics: int = param(
+        10,
+        lo=0,
+        help="broadcast channels every client follows",
+        source="10 broadcast channels (assumption)",
+    )
+    topic_rate: float = param(
+        0.05,
+        lo=0,
+        unit="msg/s",
+        help="messages per topic per second",
+        source="one message every 20 s per topic (assumption)",
+    )
+    cpu_decode_us: float = param(
+        5.0,
+        lo=0,
+        unit="µs",
+        help="instance CPU to decode and route one broker message",
+        source="5 µs to decode and route one broker message (assumption)",
+    )
+    cpu_write_us: float = param(
+        7.2,
+        lo=0,
+        unit="µs",
+        help="instance CPU per frame written",
+        source="7.2 µs per frame written: bare aiohttp send loop measured (docs/facts.md)",
+    )
+    rtt_ms: float = param(
+        50.0,
+        lo=0,
+        unit="ms",
+        help="client round trip",
+        source="50 ms RTT, as in the transport model",
+    )
+    jitter_ms: float = param(
+        5.0,
+        lo=0,
+        unit="ms",
+        help="mean exponential one-way jitter",
+        source="5 ms mean jitter, as in the transport model",
+    )
+    dc_transit_ms: float = param(
+        0.25,
+        lo=0,
+        unit="ms",
+        help="one way inside the data centre",
+        source="0.25 ms one way inside the data centre (assumption)",
+    )
+    disconnects_per_hour: float = param(
+        1.0,
+        lo=0,
+        unit="1/h",
+        help="random disconnects per client",
+        source="1 per client per hour (mobile networks; assumption)",
+    )
+    fault_at_s: float | None = param(
+        None,
+        kind="float",
+        optional=True,
+        unit="s",
+        help="instance restart time (default: half-way; < 0: no fault)",
+    )
+    restart_s: float = param(
+        10.0,
+        lo=0,
+        lo_open=True,
+        unit="s",
+        help="time for one instance to restart",
+        source="10 s for one instance to restart (assumption)",
+    )
+    max_len: int = param(
+        100_000,
+        lo=1,
+        unit="entries",
+        help="stream history kept",
+        source="100,000 entries of stream history (MAXLEN / max_msgs; assumption)",
+    )
+    linger_ms: float = param(5.0, lo=0, unit="ms", help="Kafka producer linger")
+    partitions: int = param(6, lo=1, help="Kafka partitions")
     backoff: Backoff = field(default_factory=Backoff)
     profile: BrokerProfile | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "broker", parse_broker(self.broker))
-        checks: list[tuple[bool, str]] = [
-            (self.clients >= 1, f"clients must be >= 1, got {self.clients}"),
-            (_pos(self.duration_s), f"duration must be > 0 s, got {self.duration_s}"),
-            (self.instances >= 1, f"instances must be >= 1, got {self.instances}"),
-            (_nonneg(self.user_rate), f"user_rate must be >= 0, got {self.user_rate}"),
-            (self.topics >= 0, f"topics must be >= 0, got {self.topics}"),
-            (self.topics <= self.clients, "topics must not exceed clients"),
-            (_nonneg(self.topic_rate), f"topic_rate must be >= 0, got {self.topic_rate}"),
-            (_nonneg(self.cpu_decode_us), "cpu_decode_us must be >= 0"),
-            (_nonneg(self.cpu_write_us), "cpu_write_us must be >= 0"),
-            (_nonneg(self.rtt_ms), f"rtt_ms must be >= 0, got {self.rtt_ms}"),
-            (_nonneg(self.jitter_ms), f"jitter_ms must be >= 0, got {self.jitter_ms}"),
-            (_nonneg(self.dc_transit_ms), "dc_transit_ms must be >= 0"),
-            (_nonneg(self.disconnects_per_hour), "disconnects_per_hour must be >= 0"),
-            (_pos(self.restart_s), f"restart_s must be > 0, got {self.restart_s}"),
-            (self.max_len >= 1, f"max_len must be >= 1, got {self.max_len}"),
-            (_nonneg(self.linger_ms), f"linger_ms must be >= 0, got {self.linger_ms}"),
-            (self.partitions >= 1, f"partitions must be >= 1, got {self.partitions}"),
-            (
-                self.user_rate > 0 or (self.topics > 0 and self.topic_rate > 0),
-                "nothing is published: set user_rate > 0 or topics and topic_rate > 0",
-            ),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
-        if self.fault_at_s is not None and not math.isfinite(self.fault_at_s):
-            raise ValueError(f"fault_at_s must be finite, got {self.fault_at_s}")
+        validate(self)
+        if self.topics > self.clients:
+            raise ValueError(f"topics ({self.topics}) must not exceed clients ({self.clients})")
+        if not (self.user_rate > 0 or (self.topics > 0 and self.topic_rate > 0)):
+            raise ValueError("nothing is published: set user_rate > 0 or topics and topic_rate > 0")
 
     @property
     def prof(self) -> BrokerProfile:
@@ -137,6 +185,15 @@ class ArchitectureParams:
         d["backoff"] = f"{self.backoff.base_s}-{self.backoff.cap_s}s {self.backoff.jitter}"
         d["profile"] = asdict(self.prof)
         return d
+
+
+#: Where the defaults of :class:`ArchitectureParams` come from (notebook 05); derived from
+#: the fields' metadata plus the two defaults that are not fields.
+DEFAULTS_SOURCES: dict[str, str] = {
+    **sources(ArchitectureParams),
+    "backoff": "Backoff(base 1 s, cap 30 s, full jitter) + 3 RTTs to reconnect",
+    "broker service": "see rtsim.sim.brokers.DEFAULTS_SOURCES",
+}
 
 
 @dataclass

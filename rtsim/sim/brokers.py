@@ -37,10 +37,9 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from ..core.params import Spec, check, param, validate
 from ..core.replaylog import Gap, ReplayLog
 from ..core.results import RunResult, Summary
-from .checks import nonneg as _nonneg
-from .checks import positive as _pos
 from .queueing import fifo_station
 from .seeding import as_seed_sequence, children
 
@@ -96,17 +95,17 @@ PROFILES: dict[Broker, BrokerProfile] = {
 #: Where every default comes from (shown in notebook 02).
 DEFAULTS_SOURCES: dict[str, str] = {
     "redis-pubsub publish_us": "2.0 µs: redis-benchmark pipelined SET/GET 400–510k req/s on"
-    " one thread (Redis docs; FACTS.md) → ~500k/s, claim C7",
+    " one thread (Redis docs; docs/facts.md) → ~500k/s, claim C7",
     "redis-pubsub per_subscriber_us": "0.5 µs per subscribed connection: PUBLISH appends to"
     " each subscriber's output buffer (assumption)",
     "redis-streams publish_us": "2.5 µs: XADD, the low end of redis-benchmark's 400k req/s"
     " (assumption: a stream append costs a little more than SET)",
     "redis-streams per_subscriber_us": "1.0 µs per blocked XREAD served (assumption)",
     "jetstream publish_us": "3.7 µs: JetStream memory storage async publish ~272k msg/s"
-    " (nats bench, natsbench.md; FACTS.md)",
+    " (nats bench, natsbench.md; docs/facts.md)",
     "jetstream per_subscriber_us": "1.3 µs: JetStream replay ~777k msg/s (natsbench.md)",
     "kafka publish_us": "1.2 µs per record: 821k rec/s one producer, no replication"
-    " (LinkedIn '2 Million Writes/Sec'; FACTS.md)",
+    " (LinkedIn '2 Million Writes/Sec'; docs/facts.md)",
     "kafka batch_us": "50 µs per produce request (assumption; amortised by batching)",
     "linger_ms": "5 ms: Kafka producer linger.ms default since Kafka 4.0 (was 0)",
     "partitions": "6 partitions (a common small-topic choice; assumption)",
@@ -122,45 +121,29 @@ DEFAULTS_SOURCES: dict[str, str] = {
 class BrokerParams:
     """One broker run. ``outages`` are ``(start_s, end_s)`` disconnections of subscriber 0."""
 
-    broker: Broker = Broker.REDIS_STREAMS
-    publish_rate: float = 100.0  # messages/s
-    duration_s: float = 60.0
-    subscribers: int = 1
+    broker: Broker = param(
+        Broker.REDIS_STREAMS, choices=tuple(x.value for x in Broker), help="message broker"
+    )
+    publish_rate: float = param(100.0, lo=0, lo_open=True, unit="messages/s", help="published")
+    duration_s: float = param(60.0, lo=0, lo_open=True, unit="s", help="simulated time")
+    subscribers: int = param(1, lo=1, help="subscribers of the channel")
     outages: tuple[tuple[float, float], ...] = ()
-    max_len: int = 10_000
-    ack_wait_s: float = 30.0
-    linger_ms: float = 5.0
-    partitions: int = 6
-    commit_interval_s: float = 5.0
-    transit_ms: float = 0.25
-    service: str = "exp"  # service-time distribution: "exp" or "det"
+    max_len: int = param(10_000, lo=1, unit="entries", help="history kept")
+    ack_wait_s: float = param(30.0, lo=0, lo_open=True, unit="s", help="redelivery after")
+    linger_ms: float = param(5.0, lo=0, unit="ms", help="Kafka producer linger")
+    partitions: int = param(6, lo=1, help="Kafka partitions")
+    commit_interval_s: float = param(
+        5.0, lo=0, lo_open=True, unit="s", help="Kafka consumer offset commit interval"
+    )
+    transit_ms: float = param(0.25, lo=0, unit="ms", help="one way inside the data centre")
+    service: str = param("exp", choices=("exp", "det"), help="service-time distribution")
     profile: BrokerProfile | None = None  # None: PROFILES[broker]
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "broker", parse_broker(self.broker))
         object.__setattr__(self, "outages", tuple((float(a), float(b)) for a, b in self.outages))
-        checks: list[tuple[bool, str]] = [
-            (
-                _pos(self.publish_rate),
-                f"publish_rate must be > 0 messages/s, got {self.publish_rate}",
-            ),
-            (_pos(self.duration_s), f"duration must be > 0 s, got {self.duration_s}"),
-            (self.subscribers >= 1, f"subscribers must be >= 1, got {self.subscribers}"),
-            (self.max_len >= 1, f"max_len must be >= 1, got {self.max_len}"),
-            (_pos(self.ack_wait_s), f"ack_wait_s must be > 0, got {self.ack_wait_s}"),
-            (_nonneg(self.linger_ms), f"linger_ms must be >= 0, got {self.linger_ms}"),
-            (self.partitions >= 1, f"partitions must be >= 1, got {self.partitions}"),
-            (_pos(self.commit_interval_s), "commit_interval_s must be > 0"),
-            (_nonneg(self.transit_ms), f"transit_ms must be >= 0, got {self.transit_ms}"),
-            (
-                self.service in ("exp", "det"),
-                f"service must be 'exp' or 'det', got {self.service!r}",
-            ),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        validate(self)
         last = -math.inf
         for a, b in self.outages:
             if not (0 <= a < b):
@@ -210,8 +193,9 @@ def capacity_curve(
     rng = np.random.default_rng(seed)
     rows = []
     for rate in rates:
-        if not _pos(float(rate)):
-            raise ValueError(f"rates must be > 0, got {rate}")
+        reason = check(rate, Spec(lo=0, lo_open=True))
+        if reason is not None:
+            raise ValueError(f"rates {reason}")
         arr = np.cumsum(rng.exponential(1.0 / rate, messages))
         svc = rng.exponential(mean_us * 1e-6, messages)
         _, fin = fifo_station(arr, svc, p.servers)

@@ -7,7 +7,7 @@ replica that applied it) and a summary whose ``extra`` holds the conflict figure
 What is modelled
 ----------------
 * ``editors`` clients, each connected to one server over its own
-  :class:`~rtsim.sim.network.Link` (one-way transit = ``latency_ms`` + exponential jitter).
+  :class:`~rtsim.sim.network.Link` (one-way transit = ``rtt_ms / 2`` + exponential jitter).
   Messages on one connection arrive in order (TCP/WebSocket).
 * Each editor types a Poisson stream of ``ops_per_s`` edits for ``duration_s``: an insert
   of one character at a random position of *its own current view*, or (with probability
@@ -47,9 +47,8 @@ import simpy
 from ..core.crdt import CrdtReplica
 from ..core.lww import HybridTimestamp, LwwMap, Overwritten, Write
 from ..core.ot import Client, ClientState, Send, Server, TextOperation
+from ..core.params import param, sources, validate
 from ..core.results import RunResult, Summary, percentiles_ms
-from .checks import nonneg as _nonneg
-from .checks import positive as _pos
 from .network import Link
 from .seeding import as_seed_sequence, children
 
@@ -66,45 +65,58 @@ __all__ = [
 STRATEGIES = ("ot", "crdt", "lww")
 _MAX_INSERTS = 20_992 + 42_720
 
-DEFAULTS_SOURCES: dict[str, str] = {
-    "ops_per_s": "3 edits/s per editor: ~36 words/min of typing (assumption; the traces type"
-    " in bursts of 5-10 keys/s)",
-    "latency_ms": "50 ms one way: a same-continent round trip of ~100 ms (assumption)",
-    "jitter_ms": "10 ms mean exponential one-way jitter (assumption)",
-    "delete_fraction": "0.3: automerge-paper has 77,463 deletes per 182,315 inserts (30%)",
-    "ack_bytes": "an acknowledgement is a ~12-byte JSON message",
-}
-
 
 @dataclass(frozen=True)
 class EditingParams:
-    """One head-to-head run. See :data:`DEFAULTS_SOURCES` for where the defaults come from."""
+    """One head-to-head run.
 
-    strategy: str = "ot"
-    editors: int = 2
-    ops_per_s: float = 3.0  # per editor
-    latency_ms: float = 50.0  # one way, client <-> server
-    jitter_ms: float = 10.0
-    duration_s: float = 10.0
-    delete_fraction: float = 0.3
+    Every field is declared once with :func:`~rtsim.core.params.param` (bounds, unit, help,
+    source) and validated in ``__post_init__`` (``ValueError`` naming the field); also the
+    expected number of edits must fit the unique characters. ``rtt_ms`` is the round trip
+    client ↔ server (one way = ``rtt_ms / 2``), as in every other model.
+    """
+
+    strategy: str = param("ot", choices=STRATEGIES, help="conflict strategy")
+    editors: int = param(2, lo=1, unit="editors", help="editors typing into one paragraph")
+    ops_per_s: float = param(
+        3.0,
+        lo=0,
+        lo_open=True,
+        unit="edits/s",
+        help="edits per second per editor",
+        source="3 edits/s per editor: ~36 words/min of typing (assumption; the traces type"
+        " in bursts of 5-10 keys/s)",
+    )
+    rtt_ms: float = param(
+        100.0,
+        lo=0,
+        unit="ms",
+        help="round trip client <-> server (one way = half)",
+        source="100 ms round trip (50 ms one way): same-continent (assumption)",
+    )
+    jitter_ms: float = param(
+        10.0,
+        lo=0,
+        unit="ms",
+        help="mean exponential one-way jitter",
+        source="10 ms mean exponential one-way jitter (assumption)",
+    )
+    duration_s: float = param(
+        10.0, lo=0, lo_open=True, unit="s", help="seconds of typing", flag="duration"
+    )
+    delete_fraction: float = param(
+        0.3,
+        lo=0,
+        hi=1,
+        hi_open=True,
+        unit="fraction",
+        help="edits that are backspaces",
+        source="0.3: automerge-paper has 77,463 deletes per 182,315 inserts (30%)",
+    )
     initial_text: str = ""
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}"),
-            (self.editors >= 1, f"editors must be >= 1, got {self.editors}"),
-            (_pos(self.ops_per_s), f"ops_per_s must be > 0, got {self.ops_per_s}"),
-            (_nonneg(self.latency_ms), f"latency_ms must be >= 0, got {self.latency_ms}"),
-            (_nonneg(self.jitter_ms), f"jitter_ms must be >= 0, got {self.jitter_ms}"),
-            (_pos(self.duration_s), f"duration must be > 0 s, got {self.duration_s}"),
-            (
-                0 <= self.delete_fraction < 1,
-                f"delete_fraction must be in [0, 1), got {self.delete_fraction}",
-            ),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        validate(self)
         expected = self.editors * self.ops_per_s * self.duration_s
         if expected * 1.5 + 100 > _MAX_INSERTS:
             raise ValueError(
@@ -114,10 +126,17 @@ class EditingParams:
 
     @property
     def link(self) -> Link:
-        return Link(rtt_s=2 * self.latency_ms / 1000, jitter_s=self.jitter_ms / 1000)
+        return Link(rtt_s=self.rtt_ms / 1000, jitter_s=self.jitter_ms / 1000)
 
     def with_(self, **changes: Any) -> EditingParams:
         return replace(self, **changes)
+
+
+#: Where the defaults of :class:`EditingParams` come from; derived from the metadata.
+DEFAULTS_SOURCES: dict[str, str] = {
+    **sources(EditingParams),
+    "ack_bytes": "an acknowledgement is a ~12-byte JSON message",
+}
 
 
 def unique_char(k: int) -> str:
@@ -456,31 +475,22 @@ def simulate_editing(params: EditingParams, seed: int | np.random.SeedSequence =
 class RecordParams:
     """Users editing fields of shared records (a task board, a CRM form)."""
 
-    users: int = 5
-    fields: int = 10  # per record
-    records: int = 1
-    edits_per_s: float = 0.2  # per user
-    latency_ms: float = 50.0
-    jitter_ms: float = 10.0
-    duration_s: float = 600.0
-    field_skew: float = 0.0  # Zipf exponent of field popularity; 0 = uniform
-    think_s: float = 2.0  # a user edits from a view loaded this long before the write
+    users: int = param(5, lo=2, unit="users", help="users editing the records")
+    fields: int = param(10, lo=1, help="fields per record")
+    records: int = param(1, lo=1, help="shared records")
+    edits_per_s: float = param(
+        0.2, lo=0, lo_open=True, unit="edits/s", help="edits per second per user"
+    )
+    rtt_ms: float = param(100.0, lo=0, unit="ms", help="round trip (one way = half)")
+    jitter_ms: float = param(10.0, lo=0, unit="ms", help="mean exponential one-way jitter")
+    duration_s: float = param(600.0, lo=0, lo_open=True, unit="s", help="simulated time")
+    field_skew: float = param(0.0, lo=0, help="Zipf exponent of field popularity; 0 = uniform")
+    think_s: float = param(
+        2.0, lo=0, unit="s", help="a user edits from a view loaded this long before the write"
+    )
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.users >= 2, f"users must be >= 2, got {self.users}"),
-            (self.fields >= 1, f"fields must be >= 1, got {self.fields}"),
-            (self.records >= 1, f"records must be >= 1, got {self.records}"),
-            (_pos(self.edits_per_s), f"edits_per_s must be > 0, got {self.edits_per_s}"),
-            (_nonneg(self.latency_ms), f"latency_ms must be >= 0, got {self.latency_ms}"),
-            (_nonneg(self.jitter_ms), f"jitter_ms must be >= 0, got {self.jitter_ms}"),
-            (_pos(self.duration_s), f"duration must be > 0 s, got {self.duration_s}"),
-            (_nonneg(self.field_skew), f"field_skew must be >= 0, got {self.field_skew}"),
-            (_nonneg(self.think_s), f"think_s must be >= 0, got {self.think_s}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        validate(self)
 
 
 def simulate_records(params: RecordParams, seed: int | np.random.SeedSequence = 0) -> RunResult:
@@ -494,7 +504,7 @@ def simulate_records(params: RecordParams, seed: int | np.random.SeedSequence = 
     """
     p = params
     rng_edits, rng_net = (np.random.default_rng(s) for s in children(seed, 2))
-    link = Link(rtt_s=2 * p.latency_ms / 1000, jitter_s=p.jitter_ms / 1000)
+    link = Link(rtt_s=p.rtt_ms / 1000, jitter_s=p.jitter_ms / 1000)
     n = int(rng_edits.poisson(p.users * p.edits_per_s * p.duration_s))
     t = np.sort(rng_edits.uniform(0, p.duration_s, n))
     user = rng_edits.integers(p.users, size=n)
@@ -531,7 +541,7 @@ def simulate_records(params: RecordParams, seed: int | np.random.SeedSequence = 
 
     # Concurrent pairs (same record, different users): neither saw the other in time.
     pairs = same = 0
-    window = 2 * (p.latency_ms / 1000 + 10 * p.jitter_ms / 1000) + p.think_s + 1.0
+    window = p.rtt_ms / 1000 + 2 * 10 * p.jitter_ms / 1000 + p.think_s + 1.0
     j0 = 0
     for b in range(n):
         while t[j0] < t[b] - window:

@@ -52,11 +52,10 @@ import pandas as pd
 import simpy
 from scipy.signal import lfilter
 
+from ..core.params import param, sources, validate
 from ..core.presence import Event, Join, Leave, LeaveReason, PresenceTracker, Throttle, Update
 from ..core.results import RunResult, Summary
 from ..core.transport import ws_frame_header_len
-from .checks import nonneg as _nonneg
-from .checks import positive as _pos
 from .network import Link, wire_bytes
 from .seeding import children
 
@@ -70,115 +69,164 @@ __all__ = [
     "store_write_load",
 ]
 
-#: Where every default of :class:`PresenceParams` comes from (shown in notebook 03).
-DEFAULTS_SOURCES: dict[str, str] = {
-    "heartbeat_s": "30 s: the article's 'heartbeat every 15–30 s' (claim C17)",
-    "timeout_s": "60 s: the article's 'offline after 60 s without one' (claim C17)",
-    "cursor_hz": "60 Hz: a browser samples the pointer once per animation frame",
-    "throttle_hz": "10 Hz: the article's 'throttle to 5–10 updates/s' (claim C16)",
-    "rtt_ms": "50 ms round trip (assumption, as in the transport model)",
-    "jitter_ms": "20 ms mean exponential one-way jitter (assumption: a mobile-ish path)",
-    "loss": "0: no message lost unless asked; a lost heartbeat is a dropped connection",
-    "session_mean_s": "30 min mean stay on a document (assumption)",
-    "crash_fraction": "30% of departures are crashes/closed lids with no goodbye (assumption)",
-    "heartbeat_bytes": '40 B: {"t":"hb","r":"doc-123","c":"u-4567"} (JSON)',
-    "cursor_bytes": '48 B: {"t":"cur","c":"u-4567","x":1234,"y":567} (JSON)',
-    "member_event_bytes": "96 B: a join/leave with a small state (name, colour)",
-    "cpu_per_message_us": "7.2 µs per message: bare aiohttp send loop measured (FACTS.md)",
-    "cursor_speed_px_s": "400 px/s RMS pointer speed while moving (assumption)",
-    "db_commits_per_s": "6,000 single-row UPDATE commits/s: SQLite, WAL, synchronous=FULL,"
-    " measured 5.9–6.9k/s on this machine by benchmarks/bench_presence_store.py (a stand-in"
-    " for a primary database with durable commits)",
-    "ttl_ops_per_s": "65,000 Redis SET key EX ops/s: one Python client pipelining 100,"
-    " measured 66–67k/s on this machine by benchmarks/bench_presence_store.py (one round"
-    " trip each: 6.6–8.1k/s)",
-}
-
 
 @dataclass(frozen=True)
 class PresenceParams:
-    """Parameters of one presence run. Every field is validated; see :data:`DEFAULTS_SOURCES`."""
+    """Parameters of one presence run.
 
-    viewers: int = 10  # per resource
-    resources: int = 10
-    heartbeat_s: float = 30.0
-    timeout_s: float = 60.0
-    cursor_hz: float = 60.0  # 0 = no cursors
-    throttle_hz: float = 10.0  # 0 = no throttle
-    loss: float = 0.0
-    duration_s: float = 600.0
-    rtt_ms: float = 50.0
-    jitter_ms: float = 20.0
-    session_mean_s: float = 1800.0
-    crash_fraction: float = 0.3
-    heartbeat_bytes: int = 40
-    cursor_bytes: int = 48
-    member_event_bytes: int = 96
-    cpu_per_message_us: float = 7.2
-    render_fps: float = 60.0
-    cursor_speed_px_s: float = 400.0
-    cursor_pairs: int = 8
-    cursor_window_s: float = 20.0
-    db_commits_per_s: float = 6000.0
-    ttl_ops_per_s: float = 65000.0
-    cursor_engine: str = "closed-form"  # or "core": drive the core throttle for every viewer
+    Every field is declared once with :func:`~rtsim.core.params.param` (bounds, unit, help,
+    source) and validated in ``__post_init__`` (``ValueError`` naming the field); also
+    ``timeout_s >= heartbeat_s`` and ``viewers × resources <= 200,000``.
+    :data:`DEFAULTS_SOURCES` is derived from the metadata.
+    """
+
+    viewers: int = param(10, lo=1, unit="viewers", help="viewers per resource")
+    resources: int = param(10, lo=1, unit="resources", help="documents being viewed")
+    heartbeat_s: float = param(
+        30.0,
+        lo=0,
+        lo_open=True,
+        unit="s",
+        help="heartbeat interval",
+        source="30 s: the article's 'heartbeat every 15–30 s' (claim C17)",
+    )
+    timeout_s: float = param(
+        60.0,
+        lo=0,
+        lo_open=True,
+        unit="s",
+        help="offline after this long without a heartbeat (>= heartbeat)",
+        source="60 s: the article's 'offline after 60 s without one' (claim C17)",
+    )
+    cursor_hz: float = param(
+        60.0,
+        lo=0,
+        unit="Hz",
+        help="cursor samples per moving viewer (0 = no cursors)",
+        source="60 Hz: a browser samples the pointer once per animation frame",
+    )
+    throttle_hz: float = param(
+        10.0,
+        lo=0,
+        unit="Hz",
+        help="cursor throttle (0 = no throttle)",
+        source="10 Hz: the article's 'throttle to 5–10 updates/s' (claim C16)",
+    )
+    loss: float = param(
+        0.0,
+        lo=0,
+        hi=1,
+        hi_open=True,
+        unit="probability",
+        help="probability a message is lost",
+        source="0: no message lost unless asked; a lost heartbeat is a dropped connection",
+    )
+    duration_s: float = param(
+        600.0, lo=0, lo_open=True, unit="s", help="simulated time", flag="duration"
+    )
+    rtt_ms: float = param(
+        50.0,
+        lo=0,
+        unit="ms",
+        help="network round trip",
+        source="50 ms round trip (assumption, as in the transport model)",
+    )
+    jitter_ms: float = param(
+        20.0,
+        lo=0,
+        unit="ms",
+        help="mean exponential one-way jitter",
+        source="20 ms mean exponential one-way jitter (assumption: a mobile-ish path)",
+    )
+    session_mean_s: float = param(
+        1800.0,
+        lo=0,
+        lo_open=True,
+        unit="s",
+        help="mean stay on a document",
+        source="30 min mean stay on a document (assumption)",
+    )
+    crash_fraction: float = param(
+        0.3,
+        lo=0,
+        hi=1,
+        unit="fraction",
+        help="departures without a goodbye",
+        source="30% of departures are crashes/closed lids with no goodbye (assumption)",
+    )
+    heartbeat_bytes: int = param(
+        40,
+        lo=1,
+        unit="B",
+        help="one heartbeat message",
+        source='40 B: {"t":"hb","r":"doc-123","c":"u-4567"} (JSON)',
+    )
+    cursor_bytes: int = param(
+        48,
+        lo=1,
+        unit="B",
+        help="one cursor update",
+        source='48 B: {"t":"cur","c":"u-4567","x":1234,"y":567} (JSON)',
+    )
+    member_event_bytes: int = param(
+        96,
+        lo=1,
+        unit="B",
+        help="one join/leave event",
+        source="96 B: a join/leave with a small state (name, colour)",
+    )
+    cpu_per_message_us: float = param(
+        7.2,
+        lo=0,
+        unit="µs",
+        help="server CPU per message in or out",
+        source="7.2 µs per message: bare aiohttp send loop measured (docs/facts.md)",
+    )
+    render_fps: float = param(60.0, lo=0, lo_open=True, unit="Hz", help="receiver frame rate")
+    cursor_speed_px_s: float = param(
+        400.0,
+        lo=0,
+        unit="px/s",
+        help="RMS pointer speed while moving",
+        source="400 px/s RMS pointer speed while moving (assumption)",
+    )
+    cursor_pairs: int = param(8, lo=0, help="sender/receiver pairs traced for cursor error")
+    cursor_window_s: float = param(
+        20.0, lo=0, lo_open=True, unit="s", help="time traced per cursor pair"
+    )
+    db_commits_per_s: float = param(
+        6000.0,
+        lo=0,
+        lo_open=True,
+        unit="commits/s",
+        help="database capacity for presence writes",
+        source="6,000 single-row UPDATE commits/s: SQLite, WAL, synchronous=FULL,"
+        " measured 5.9–6.9k/s on this machine by benchmarks/bench_presence_store.py (a stand-in"
+        " for a primary database with durable commits)",
+    )
+    ttl_ops_per_s: float = param(
+        65000.0,
+        lo=0,
+        lo_open=True,
+        unit="ops/s",
+        help="TTL store capacity",
+        source="65,000 Redis SET key EX ops/s: one Python client pipelining 100,"
+        " measured 66–67k/s on this machine by benchmarks/bench_presence_store.py (one round"
+        " trip each: 6.6–8.1k/s)",
+    )
+    cursor_engine: str = param(
+        "closed-form",
+        choices=("closed-form", "core"),
+        help="closed-form cursor counts, or drive the core throttle for every viewer",
+    )
 
     def __post_init__(self) -> None:
-        checks: list[tuple[bool, str]] = [
-            (_int(self.viewers) and self.viewers >= 1, f"viewers must be >= 1, got {self.viewers}"),
-            (
-                _int(self.resources) and self.resources >= 1,
-                f"resources must be >= 1, got {self.resources}",
-            ),
-            (_pos(self.heartbeat_s), f"heartbeat_s must be > 0, got {self.heartbeat_s}"),
-            (_pos(self.timeout_s), f"timeout_s must be > 0, got {self.timeout_s}"),
-            (_nonneg(self.cursor_hz), f"cursor_hz must be >= 0 (0 = off), got {self.cursor_hz}"),
-            (
-                _nonneg(self.throttle_hz),
-                f"throttle_hz must be >= 0 (0 = no throttle), got {self.throttle_hz}",
-            ),
-            (
-                isinstance(self.loss, int | float) and 0 <= self.loss < 1,
-                f"loss must be in [0, 1), got {self.loss}",
-            ),
-            (_pos(self.duration_s), f"duration must be > 0 s, got {self.duration_s}"),
-            (_nonneg(self.rtt_ms), f"rtt_ms must be >= 0, got {self.rtt_ms}"),
-            (_nonneg(self.jitter_ms), f"jitter_ms must be >= 0, got {self.jitter_ms}"),
-            (_pos(self.session_mean_s), f"session_mean_s must be > 0, got {self.session_mean_s}"),
-            (
-                isinstance(self.crash_fraction, int | float) and 0 <= self.crash_fraction <= 1,
-                f"crash_fraction must be in [0, 1], got {self.crash_fraction}",
-            ),
-            (
-                _int(self.heartbeat_bytes) and self.heartbeat_bytes >= 1,
-                f"heartbeat_bytes must be >= 1, got {self.heartbeat_bytes}",
-            ),
-            (
-                _int(self.cursor_bytes) and self.cursor_bytes >= 1,
-                f"cursor_bytes must be >= 1, got {self.cursor_bytes}",
-            ),
-            (
-                _int(self.member_event_bytes) and self.member_event_bytes >= 1,
-                f"member_event_bytes must be >= 1, got {self.member_event_bytes}",
-            ),
-            (_nonneg(self.cpu_per_message_us), "cpu_per_message_us must be >= 0"),
-            (_pos(self.render_fps), f"render_fps must be > 0, got {self.render_fps}"),
-            (_nonneg(self.cursor_speed_px_s), "cursor_speed_px_s must be >= 0"),
-            (
-                _int(self.cursor_pairs) and self.cursor_pairs >= 0,
-                f"cursor_pairs must be >= 0, got {self.cursor_pairs}",
-            ),
-            (_pos(self.cursor_window_s), "cursor_window_s must be > 0"),
-            (_pos(self.db_commits_per_s), "db_commits_per_s must be > 0"),
-            (_pos(self.ttl_ops_per_s), "ttl_ops_per_s must be > 0"),
-            (
-                self.cursor_engine in ("closed-form", "core"),
-                f"cursor_engine must be 'closed-form' or 'core', got {self.cursor_engine!r}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        validate(self)
+        if self.timeout_s < self.heartbeat_s:
+            raise ValueError(
+                f"timeout_s ({self.timeout_s:g}) must be >= heartbeat_s ({self.heartbeat_s:g}):"
+                " a healthy viewer would go offline between two heartbeats"
+            )
         if self.viewers * self.resources > 200_000:
             raise ValueError(
                 f"viewers × resources must be <= 200,000 clients, got "
@@ -206,8 +254,9 @@ class PresenceParams:
         return asdict(self)
 
 
-def _int(x: object) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+#: Where the defaults of :class:`PresenceParams` come from (shown in notebook 03); derived
+#: from the fields' metadata.
+DEFAULTS_SOURCES: dict[str, str] = sources(PresenceParams)
 
 
 def exact_cursor_msgs_per_s(p: PresenceParams) -> float:

@@ -26,6 +26,7 @@ import pandas as pd
 import simpy
 
 from ..core.backoff import Backoff, Jitter
+from ..core.params import Spec, check, param, validate
 from ..core.reconnect import (
     Action,
     Connect,
@@ -95,25 +96,28 @@ class FallbackParams:
     round trip; one that silently hangs: the client's connect timeout, e.g. 10 s).
     """
 
-    clients: int = 1000
+    clients: int = param(1000, lo=1, unit="clients", help="clients running the cascade")
     blocked: dict[str, float] = field(default_factory=lambda: {"websocket": 0.1, "sse": 0.05})
-    rtt_ms: float = 50.0
-    fail_after_s: float = 0.1
-    failures_before_fallback: int = 2
+    rtt_ms: float = param(50.0, lo=0, unit="ms", help="round trip")
+    fail_after_s: float = param(
+        0.1, lo=0, lo_open=True, unit="s", help="how long a blocked attempt takes to fail"
+    )
+    failures_before_fallback: int = param(
+        2, lo=1, help="failed attempts on one transport before the next one"
+    )
     backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=10.0))
-    poll_interval_s: float = 5.0
+    poll_interval_s: float = param(5.0, lo=0, lo_open=True, unit="s", help="polling interval")
 
     def __post_init__(self) -> None:
-        if self.clients < 1:
-            raise ValueError(f"clients must be >= 1, got {self.clients}")
+        validate(self)
         for name, frac in self.blocked.items():
             parse_transport(name)
-            if not 0 <= frac <= 1:
-                raise ValueError(f"blocked fraction for {name} must be in [0, 1], got {frac}")
-        if not (math.isfinite(self.rtt_ms) and self.rtt_ms >= 0):
-            raise ValueError(f"rtt_ms must be >= 0, got {self.rtt_ms}")
-        if not (math.isfinite(self.fail_after_s) and self.fail_after_s > 0):
-            raise ValueError(f"fail_after_s must be > 0, got {self.fail_after_s}")
+            reason = check(frac, _FRACTION)
+            if reason is not None:
+                raise ValueError(f"blocked fraction for {name} {reason}")
+
+
+_FRACTION = Spec(lo=0, hi=1)
 
 
 def simulate_fallback(
@@ -176,29 +180,25 @@ class StormParams:
     ``connect_timeout_s`` is abandoned by the client, which backs off and tries again.
     """
 
-    clients: int = 10_000
-    outage_s: float = 2.0
-    handshake_ms: float = 1.0
-    connect_timeout_s: float = 3.0
-    rtt_ms: float = 50.0
-    jitter: Jitter = Jitter.FULL
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 30.0
-    horizon_s: float = 300.0
+    clients: int = param(10_000, lo=1, unit="clients", help="connections dropped at t = 0")
+    outage_s: float = param(2.0, lo=0, unit="s", help="server down time")
+    handshake_ms: float = param(
+        1.0, lo=0, lo_open=True, unit="ms", help="server CPU per handshake (one core)"
+    )
+    connect_timeout_s: float = param(
+        3.0, lo=0, lo_open=True, unit="s", help="client gives up a queued attempt after this"
+    )
+    rtt_ms: float = param(50.0, lo=0, unit="ms", help="round trip")
+    jitter: Jitter = param(
+        Jitter.FULL, choices=tuple(j.value for j in Jitter), help="backoff jitter"
+    )
+    backoff_base_s: float = param(1.0, lo=0, lo_open=True, unit="s", help="first backoff ceiling")
+    backoff_cap_s: float = param(30.0, lo=0, lo_open=True, unit="s", help="largest backoff ceiling")
+    horizon_s: float = param(300.0, lo=0, lo_open=True, unit="s", help="simulated time")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jitter", Jitter(self.jitter))
-        checks = [
-            (self.clients >= 1, f"clients must be >= 1, got {self.clients}"),
-            (self.outage_s >= 0, f"outage_s must be >= 0, got {self.outage_s}"),
-            (self.handshake_ms > 0, f"handshake_ms must be > 0, got {self.handshake_ms}"),
-            (self.connect_timeout_s > 0, "connect_timeout_s must be > 0"),
-            (self.rtt_ms >= 0, f"rtt_ms must be >= 0, got {self.rtt_ms}"),
-            (self.horizon_s > 0, f"horizon_s must be > 0, got {self.horizon_s}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        validate(self)
         Backoff(self.backoff_base_s, self.backoff_cap_s)  # validates the pair
 
     def as_dict(self) -> dict[str, Any]:

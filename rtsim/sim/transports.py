@@ -46,10 +46,9 @@ import simpy
 
 from ..core.backoff import Backoff
 from ..core.envelope import Envelope, encode
+from ..core.params import param, sources, validate
 from ..core.results import RunResult, Summary
 from ..core.transport import Transport, parse_transport, sse_event_overhead, ws_frame_header_len
-from .checks import nonneg as _nonneg
-from .checks import positive as _pos
 from .network import FifoCpu, Link, fifo_constant, wire_bytes, wire_bytes_one
 from .seeding import as_seed_sequence, children
 
@@ -57,123 +56,175 @@ __all__ = ["DEFAULTS_SOURCES", "TransportParams", "simulate_transports"]
 
 KIB = 1024
 
-#: Where every default of :class:`TransportParams` comes from (shown in notebook 01).
-DEFAULTS_SOURCES: dict[str, str] = {
-    "rtt_ms": "50 ms: a same-continent broadband/4G round trip (assumption; vary it)",
-    "jitter_ms": "5 ms mean exponential one-way jitter (assumption)",
-    "bandwidth_mbps": "50 Mbit/s client downlink (assumption); only matters for big payloads",
-    "loss": "0: no packet loss unless asked; RTO min 200 ms is Linux's TCP_RTO_MIN",
-    "payload_bytes": "100 B of application data per message (a chat message / notification)",
-    "cpu_per_delivery_us": "7.2 µs: bare aiohttp send loop measured on this machine (FACTS.md);"
-    " websockets broadcast() 8.7 µs, Node ws 10.2 µs",
-    "cpu_per_request_us": "100 µs per HTTP request: ~10k req/s/core, typical for an asyncio"
-    " Python server (assumption; `rtsim compare` calibrates it)",
-    "conn_memory_kib": "15.7 KiB per connection: websockets library measured here with"
-    " compression off (FACTS.md); Node ws 8.3 KiB; Centrifugo ~30 KB",
-    "request_header_bytes": "700 B per HTTP/1.1 request: RFC 6202 / common 500–800+ B with"
-    " cookies (FACTS.md)",
-    "response_header_bytes": "250 B per HTTP/1.1 response (assumption: status line, date,"
-    " content-type, length, cache-control)",
-    "h2_header_bytes": "40 B request / 20 B response headers with HPACK after the first"
-    " request (assumption from RFC 7541 indexed fields) + 9 B frame headers",
-    "hold_timeout_s": "30 s long-poll hold (common default; proxies often cut at 60 s)",
-    "poll_interval_s": "5 s: the article's 'poll every 5–10 s' fallback (claim C20)",
-    "max_h1_connections": "6 HTTP/1.1 connections per origin (browsers; Mercure docs)",
-    "setup_rtts": "TCP 1 RTT + TLS 1.3 1 RTT + HTTP request/upgrade 1 RTT",
-    "backoff": "reconnect after Backoff(base 1 s, cap 30 s, full jitter)",
-    "client_processes": "0: the clients' CPU is not modelled (set it to compare with `rtsim load`)",
-    "cores": "inf: server and clients do not compete for CPU (2 on this machine for `compare`)",
-    "arrivals": "poisson: many independent publishers; `compare` uses constant, like `rtsim load`",
-}
+_TRANSPORTS = tuple(t.value for t in Transport)
 
 
 @dataclass(frozen=True)
 class TransportParams:
-    """Parameters of one transport run. Every field is validated; see :data:`DEFAULTS_SOURCES`."""
+    """Parameters of one transport run.
 
-    transport: Transport = Transport.WEBSOCKET
-    clients: int = 100
-    rate: float = 10.0  # messages per second, over all channels
-    duration_s: float = 60.0
-    channels: int = 1
-    payload_bytes: int = 100
-    rtt_ms: float = 50.0
-    jitter_ms: float = 5.0
-    bandwidth_mbps: float = 50.0
-    loss: float = 0.0
-    http_version: str = "1.1"
-    tls: bool = True
-    tabs_per_client: int = 1
-    cpu_per_delivery_us: float = 7.2
-    cpu_per_request_us: float = 100.0
-    conn_memory_kib: float = 15.7
-    request_header_bytes: int = 700
-    response_header_bytes: int = 250
-    hold_timeout_s: float = 30.0
-    poll_interval_s: float = 5.0
-    max_h1_connections: int = 6
-    reconnects_per_hour: float = 0.0
+    Every field is declared once with :func:`~rtsim.core.params.param` (bounds, unit, help,
+    source); ``__post_init__`` validates them all and raises ``ValueError`` naming the
+    field (``loss must be in [0, 1), got 1.5``). :data:`DEFAULTS_SOURCES` is derived.
+    """
+
+    transport: Transport = param(
+        Transport.WEBSOCKET, choices=_TRANSPORTS, help="how messages reach the clients"
+    )
+    clients: int = param(100, lo=1, unit="clients", help="subscribed clients (browsers)")
+    rate: float = param(
+        10.0, lo=0, lo_open=True, unit="messages/s", help="messages published, over all channels"
+    )
+    duration_s: float = param(
+        60.0, lo=0, lo_open=True, unit="s", help="simulated time", flag="duration"
+    )
+    channels: int = param(1, lo=1, help="channels; clients subscribe round robin")
+    payload_bytes: int = param(
+        100,
+        lo=0,
+        unit="B",
+        help="application data per message",
+        source="100 B of application data per message (a chat message / notification)",
+    )
+    rtt_ms: float = param(
+        50.0,
+        lo=0,
+        unit="ms",
+        help="network round trip",
+        source="50 ms: a same-continent broadband/4G round trip (assumption; vary it)",
+    )
+    jitter_ms: float = param(
+        5.0,
+        lo=0,
+        unit="ms",
+        help="mean exponential one-way jitter",
+        source="5 ms mean exponential one-way jitter (assumption)",
+    )
+    bandwidth_mbps: float = param(
+        50.0,
+        lo=0,
+        lo_open=True,
+        unit="Mbit/s",
+        help="client downlink",
+        source="50 Mbit/s client downlink (assumption); only matters for big payloads",
+    )
+    loss: float = param(
+        0.0,
+        lo=0,
+        hi=1,
+        hi_open=True,
+        unit="probability",
+        help="packet loss probability",
+        source="0: no packet loss unless asked; RTO min 200 ms is Linux's TCP_RTO_MIN",
+    )
+    http_version: str = param("1.1", choices=("1.1", "2"), help="HTTP version (SSE, polling)")
+    tls: bool = param(True, help="TLS handshake in the connection setup", cli=False)
+    tabs_per_client: int = param(
+        1, lo=1, unit="tabs", help="tabs per browser (SSE, claim C5)", flag="tabs"
+    )
+    cpu_per_delivery_us: float = param(
+        7.2,
+        lo=0,
+        unit="µs",
+        help="server CPU per message written to one connection",
+        source="7.2 µs: bare aiohttp send loop measured on this machine (docs/facts.md);"
+        " websockets broadcast() 8.7 µs, Node ws 10.2 µs",
+    )
+    cpu_per_request_us: float = param(
+        100.0,
+        lo=0,
+        unit="µs",
+        help="server CPU per HTTP request",
+        source="100 µs per HTTP request: ~10k req/s/core, typical for an asyncio"
+        " Python server (assumption; `rtsim compare` calibrates it)",
+    )
+    conn_memory_kib: float = param(
+        15.7,
+        lo=0,
+        unit="KiB",
+        help="server memory per connection",
+        source="15.7 KiB per connection: websockets library measured here with"
+        " compression off (docs/facts.md); Node ws 8.3 KiB; Centrifugo ~30 KB",
+    )
+    request_header_bytes: int = param(
+        700,
+        lo=0,
+        unit="B",
+        help="HTTP/1.1 request headers",
+        source="700 B per HTTP/1.1 request: RFC 6202 / common 500–800+ B with"
+        " cookies (docs/facts.md)",
+    )
+    response_header_bytes: int = param(
+        250,
+        lo=0,
+        unit="B",
+        help="HTTP/1.1 response headers",
+        source="250 B per HTTP/1.1 response (assumption: status line, date,"
+        " content-type, length, cache-control)",
+    )
+    hold_timeout_s: float = param(
+        30.0,
+        lo=0,
+        lo_open=True,
+        unit="s",
+        help="long-poll hold before an empty answer",
+        source="30 s long-poll hold (common default; proxies often cut at 60 s)",
+    )
+    poll_interval_s: float = param(
+        5.0,
+        lo=0,
+        lo_open=True,
+        unit="s",
+        help="polling interval",
+        source="5 s: the article's 'poll every 5–10 s' fallback (claim C20)",
+        flag="poll-interval",
+    )
+    max_h1_connections: int = param(
+        6,
+        lo=1,
+        help="HTTP/1.1 connections per origin",
+        source="6 HTTP/1.1 connections per origin (browsers; Mercure docs)",
+    )
+    reconnects_per_hour: float = param(
+        0.0, lo=0, unit="1/h", help="random drops of a persistent connection per client"
+    )
     backoff: Backoff = field(default_factory=Backoff)
     # The clients' side, for comparing with a load generator on the same machine:
     # subscribers are spread over ``client_processes`` processes, each a FIFO CPU that
     # spends ``cpu_client_per_delivery_us`` per message received (0 processes: not modelled).
-    client_processes: int = 0
-    cpu_client_per_delivery_us: float = 0.0
-    # "poisson" (independent publishers) or "constant" (one open-loop publisher on a fixed
-    # schedule, like `rtsim load`).
-    arrivals: str = "poisson"
+    client_processes: int = param(
+        0,
+        lo=0,
+        help="client processes (0: clients' CPU not modelled)",
+        source="0: the clients' CPU is not modelled (set it to compare with `rtsim load`)",
+    )
+    cpu_client_per_delivery_us: float = param(
+        0.0, lo=0, unit="µs", help="client CPU per message received"
+    )
+    arrivals: str = param(
+        "poisson",
+        choices=("poisson", "constant"),
+        help="publish schedule",
+        source="poisson: many independent publishers; `compare` uses constant, like `rtsim load`",
+    )
     # Cores shared by the server and the clients; when their CPU demand exceeds them, every
     # CPU cost is stretched by demand / cores (processor sharing). inf: not modelled.
-    cores: float = math.inf
+    cores: float = param(
+        math.inf,
+        lo=0,
+        lo_open=True,
+        inf_ok=True,
+        help="cores shared by server and clients (inf: not modelled)",
+        source="inf: server and clients do not compete for CPU (2 on this machine for `compare`)",
+        cli=False,
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transport", parse_transport(self.transport))
         object.__setattr__(self, "http_version", str(self.http_version))
-        checks: list[tuple[bool, str]] = [
-            (self.clients >= 1, f"clients must be >= 1, got {self.clients}"),
-            (_pos(self.rate), f"rate must be > 0 messages/s, got {self.rate}"),
-            (_pos(self.duration_s), f"duration must be > 0 s, got {self.duration_s}"),
-            (self.channels >= 1, f"channels must be >= 1, got {self.channels}"),
-            (
-                self.channels <= self.clients,
-                f"channels ({self.channels}) must not exceed clients ({self.clients})",
-            ),
-            (self.payload_bytes >= 0, f"payload_bytes must be >= 0, got {self.payload_bytes}"),
-            (_nonneg(self.rtt_ms), f"rtt_ms must be >= 0, got {self.rtt_ms}"),
-            (_nonneg(self.jitter_ms), f"jitter_ms must be >= 0, got {self.jitter_ms}"),
-            (_pos(self.bandwidth_mbps), f"bandwidth_mbps must be > 0, got {self.bandwidth_mbps}"),
-            (0 <= self.loss < 1, f"loss must be in [0, 1), got {self.loss}"),
-            (
-                self.http_version in ("1.1", "2"),
-                f"http_version must be '1.1' or '2', got {self.http_version!r}",
-            ),
-            (
-                self.tabs_per_client >= 1,
-                f"tabs_per_client must be >= 1, got {self.tabs_per_client}",
-            ),
-            (_nonneg(self.cpu_per_delivery_us), "cpu_per_delivery_us must be >= 0"),
-            (_nonneg(self.cpu_per_request_us), "cpu_per_request_us must be >= 0"),
-            (_nonneg(self.conn_memory_kib), "conn_memory_kib must be >= 0"),
-            (self.request_header_bytes >= 0, "request_header_bytes must be >= 0"),
-            (self.response_header_bytes >= 0, "response_header_bytes must be >= 0"),
-            (_pos(self.hold_timeout_s), f"hold_timeout_s must be > 0, got {self.hold_timeout_s}"),
-            (
-                _pos(self.poll_interval_s),
-                f"poll_interval_s must be > 0, got {self.poll_interval_s}",
-            ),
-            (self.max_h1_connections >= 1, "max_h1_connections must be >= 1"),
-            (_nonneg(self.reconnects_per_hour), "reconnects_per_hour must be >= 0"),
-            (self.client_processes >= 0, "client_processes must be >= 0"),
-            (_nonneg(self.cpu_client_per_delivery_us), "cpu_client_per_delivery_us must be >= 0"),
-            (self.cores > 0, f"cores must be > 0, got {self.cores}"),
-            (
-                self.arrivals in ("poisson", "constant"),
-                f"arrivals must be 'poisson' or 'constant', got {self.arrivals!r}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        validate(self)
+        if self.channels > self.clients:
+            raise ValueError(f"channels ({self.channels}) must not exceed clients ({self.clients})")
 
     @property
     def link(self) -> Link:
@@ -193,6 +244,17 @@ class TransportParams:
         d["transport"] = self.transport.value
         d["backoff"] = f"{self.backoff.base_s}-{self.backoff.cap_s}s/{self.backoff.jitter}"
         return d
+
+
+#: Where every default of :class:`TransportParams` comes from (shown in notebook 01);
+#: derived from the fields' metadata, plus the two defaults that are not fields.
+DEFAULTS_SOURCES: dict[str, str] = {
+    **sources(TransportParams),
+    "h2_header_bytes": "40 B request / 20 B response headers with HPACK after the first"
+    " request (assumption from RFC 7541 indexed fields) + 9 B frame headers",
+    "setup_rtts": "TCP 1 RTT + TLS 1.3 1 RTT + HTTP request/upgrade 1 RTT",
+    "backoff": "reconnect after Backoff(base 1 s, cap 30 s, full jitter)",
+}
 
 
 class _Model:

@@ -22,7 +22,7 @@ def _schedule(seed: int, strategy: str) -> EditingParams:
         strategy=strategy,
         editors=int(rng.integers(2, 5)),
         ops_per_s=float(rng.uniform(2, 15)),
-        latency_ms=float(rng.uniform(0, 150)),
+        rtt_ms=float(rng.uniform(0, 300)),
         jitter_ms=float(rng.uniform(0, 80)),
         duration_s=0.8,
         delete_fraction=float(rng.uniform(0, 0.5)),
@@ -52,7 +52,7 @@ def test_same_seed_same_result() -> None:
 
 
 def test_optimistic_vs_pessimistic_perceived_latency() -> None:
-    x = simulate_editing(EditingParams(strategy="crdt", latency_ms=40, jitter_ms=0), seed=0)
+    x = simulate_editing(EditingParams(strategy="crdt", rtt_ms=80, jitter_ms=0), seed=0)
     e = x.summary.extra
     assert e["perceived_ms_p50_optimistic"] == 0.0
     assert e["perceived_ms_p50_pessimistic"] == pytest.approx(80.0, rel=0.01)  # one RTT
@@ -101,7 +101,7 @@ def test_records_skew_raises_collisions() -> None:
 
 
 def test_cli_editing_json(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = "simulate editing --strategy crdt --editors 3 --ops-per-s 4 --latency-ms 30"
+    argv = "simulate editing --strategy crdt --editors 3 --ops-per-s 4 --rtt-ms 60"
     assert main([*argv.split(), "--duration", "3", "--seed", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     for k in (

@@ -150,13 +150,13 @@ def test_store_write_load_arithmetic() -> None:
     ("change", "message"),
     [
         ({"viewers": 0}, "viewers must be >= 1"),
-        ({"resources": 1.5}, "resources must be >= 1"),
+        ({"resources": 1.5}, "resources must be a whole number, got 1.5"),
         ({"heartbeat_s": 0}, "heartbeat_s must be > 0"),
         ({"timeout_s": -1}, "timeout_s must be > 0"),
         ({"cursor_hz": -1}, "cursor_hz must be >= 0"),
-        ({"throttle_hz": float("nan")}, "throttle_hz must be >= 0"),
+        ({"throttle_hz": float("nan")}, "throttle_hz must be finite, got nan"),
         ({"loss": 1.0}, r"loss must be in \[0, 1\)"),
-        ({"duration_s": 0}, "duration must be > 0"),
+        ({"duration_s": 0}, "duration_s must be > 0, got 0"),
         ({"crash_fraction": 1.5}, r"crash_fraction must be in \[0, 1\]"),
         ({"cursor_engine": "gpu"}, "cursor_engine must be"),
         ({"viewers": 1000, "resources": 1000}, "viewers × resources must be <= 200,000"),
@@ -197,8 +197,10 @@ def test_cli_json_has_the_listed_keys(capsys: pytest.CaptureFixture[str]) -> Non
 def test_cli_table_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "presence", "--duration", "30", "--viewers", "3"]) == 0
     assert "detection_delay_p99_s" in capsys.readouterr().out
-    assert main(["simulate", "presence", "--loss", "1"]) == 2
-    assert "loss must be in [0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "presence", "--loss", "1"])
+    assert exc.value.code == 2
+    assert "--loss must be in [0, 1), got 1" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["simulate", "presence", "--viewers", "0"])
     assert exc.value.code == 2
