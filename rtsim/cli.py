@@ -398,7 +398,11 @@ def _run_serve(a: argparse.Namespace) -> int:
         print(f"rtsim serve: listening on {url} ({mode}, backplane {a.backplane})", flush=True)
         print(f"rtsim serve: demo page {url}/ (add ?token=T in secret mode)", flush=True)
 
-    run_server(config, ready)
+    try:
+        run_server(config, ready)
+    except OSError as exc:  # operational (port in use, address not on this host): exit 1
+        print(f"rtsim serve: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
