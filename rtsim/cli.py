@@ -436,6 +436,7 @@ def _add_load(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_load(a: argparse.Namespace) -> int:
+    from .live.errors import ServerUnreachableError
     from .live.loadgen import LoadParams, capacity_search, run_load
 
     params = LoadParams(
@@ -456,13 +457,21 @@ def _run_load(a: argparse.Namespace) -> int:
         while r <= a.max_rate:
             rates.append(r)
             r *= 1.5
-        curve = capacity_search(params, rates, sla_p95_ms=a.sla_p95_ms, progress=not a.json)
+        try:
+            curve = capacity_search(params, rates, sla_p95_ms=a.sla_p95_ms, progress=not a.json)
+        except ServerUnreachableError as exc:
+            print(f"rtsim load: {exc}", file=sys.stderr)
+            return 1
         if a.json:
             print(json.dumps({"capacity_curve": curve.to_dict("records")}, default=_json_default))
         else:
             print(curve.to_string(index=False))
         return 0
-    result = run_load(params, progress=not a.json)
+    try:
+        result = run_load(params, progress=not a.json)
+    except ServerUnreachableError as exc:
+        print(f"rtsim load: {exc}", file=sys.stderr)
+        return 1
     summary = result.summary.to_dict()
     summary.pop("error_samples", None) if a.json else None
     print_result(summary, a.json, f"rtsim load — {a.transport}, {a.subscribers} subscribers")
