@@ -492,7 +492,11 @@ def _run_serve(a: argparse.Namespace) -> int:
         print(f"rtsim serve: listening on {url} ({mode}, backplane {a.backplane})", flush=True)
         print(f"rtsim serve: demo page {url}/ (add ?token=T in secret mode)", flush=True)
 
-    run_server(config, ready)
+    try:
+        run_server(config, ready)
+    except OSError as exc:  # operational (port in use, address not on this host): exit 1
+        print(f"rtsim serve: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -526,6 +530,7 @@ def _add_load(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_load(a: argparse.Namespace) -> int:
+    from .live.errors import ServerUnreachableError
     from .live.loadgen import LoadParams, capacity_search, run_load
 
     params = LoadParams(
@@ -546,13 +551,21 @@ def _run_load(a: argparse.Namespace) -> int:
         while r <= a.max_rate:
             rates.append(r)
             r *= 1.5
-        curve = capacity_search(params, rates, sla_p95_ms=a.sla_p95_ms, progress=_progress(a))
+        try:
+            curve = capacity_search(params, rates, sla_p95_ms=a.sla_p95_ms, progress=_progress(a))
+        except ServerUnreachableError as exc:
+            print(f"rtsim load: {exc}", file=sys.stderr)
+            return 1
         if a.json:
             print_json({"capacity_curve": curve.to_dict("records")})
         else:
             print(curve.to_string(index=False))
         return 0
-    result = run_load(params, progress=_progress(a))
+    try:
+        result = run_load(params, progress=_progress(a))
+    except ServerUnreachableError as exc:
+        print(f"rtsim load: {exc}", file=sys.stderr)
+        return 1
     summary = result.summary.to_dict()
     summary.pop("error_samples", None) if a.json else None
     print_result(summary, a.json, f"rtsim load — {a.transport}, {a.subscribers} subscribers")

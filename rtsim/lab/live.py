@@ -2,6 +2,11 @@
 
 A notebook kernel already runs an event loop, so every helper here runs its asyncio code
 on a fresh loop in a worker thread (:func:`run_sync`) and returns plain values.
+
+Nothing here waits forever: each helper first checks that a server answers at ``url``
+(a few seconds at most) and raises :class:`~rtsim.live.errors.ServerUnreachableError`
+("… the server is stopped; run the cell that starts it") if none does; every client call
+has a timeout, and :func:`run_sync` bounds the whole call (:data:`CALL_TIMEOUT_S`).
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ import pandas as pd
 from rtsim.core.backoff import Backoff
 from rtsim.live.background import BackgroundServer, serve_in_background
 from rtsim.live.client import GapNotice, LiveClient, Message
+from rtsim.live.errors import ServerUnreachableError, require_server
 
 __all__ = [
+    "CALL_TIMEOUT_S",
+    "ServerUnreachableError",
     "drop_and_resume",
     "fallback_demo",
     "metrics_table",
@@ -33,14 +41,32 @@ __all__ = [
 T = TypeVar("T")
 _FAST = Backoff(base_s=0.01, cap_s=0.05)
 
+#: Upper bound of one helper call, seconds (each network wait inside has its own, shorter one).
+CALL_TIMEOUT_S = 120.0
+_STOPPED = "the server is stopped; run the cell that starts it"
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion on a new event loop in a worker thread."""
+
+def _require(url: str) -> None:
+    """Fail fast, with a message for the notebook reader, if no server answers at ``url``."""
+    require_server(url, hint=_STOPPED)
+
+
+def run_sync(coro: Coroutine[Any, Any, T], timeout_s: float = CALL_TIMEOUT_S) -> T:
+    """Run ``coro`` to completion on a new event loop in a worker thread.
+
+    Raises ``TimeoutError`` after ``timeout_s`` seconds (default :data:`CALL_TIMEOUT_S`).
+    """
     box: dict[str, Any] = {}
+
+    async def bounded() -> T:
+        try:
+            return await asyncio.wait_for(coro, timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"gave up after {timeout_s:g} s") from None
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coro)
+            box["value"] = asyncio.run(bounded())
         except BaseException as exc:
             box["error"] = exc
 
@@ -78,7 +104,11 @@ async def _drop_and_resume(
 def drop_and_resume(
     url: str, transports: Sequence[str] = ("websocket", "sse", "long-polling"), during: int = 5
 ) -> pd.DataFrame:
-    """Per transport: publish 3, kill the connection, publish ``during`` more; what arrived."""
+    """Per transport: publish 3, kill the connection, publish ``during`` more; what arrived.
+
+    Raises :class:`~rtsim.live.errors.ServerUnreachableError` if no server runs at ``url``.
+    """
+    _require(url)
     rows = [run_sync(_drop_and_resume(url, t, f"demo-{t}", 3, during)) for t in transports]
     return pd.DataFrame(rows)
 
@@ -96,6 +126,7 @@ async def _resume_from(url: str, channel: str, since: str, transport: str) -> li
 
 def resume_from(url: str, channel: str, since: str, transport: str = "websocket") -> dict[str, Any]:
     """Connect with ``since`` and count what the server replays (messages and gaps)."""
+    _require(url)
     items = run_sync(_resume_from(url, channel, since, transport))
     gaps = [g for g in items if isinstance(g, GapNotice)]
     return {
@@ -116,6 +147,7 @@ async def _publish_many(url: str, channel: str, n: int) -> str:
 
 def publish_many(url: str, channel: str, n: int) -> str:
     """Publish ``n`` messages to ``channel`` over HTTP; returns the last id."""
+    _require(url)
     return run_sync(_publish_many(url, channel, n))
 
 
@@ -127,6 +159,7 @@ async def _fallback(url: str) -> dict[str, Any]:
 
 def fallback_demo(url: str) -> dict[str, Any]:
     """Connect with the default cascade; report the transport reached and the steps taken."""
+    _require(url)
     return run_sync(_fallback(url))
 
 

@@ -76,9 +76,25 @@ class BackgroundServer:
         """One sample of the server's metrics, e.g. ``metric("rtsim_published_total")``."""
         return self.server.metrics.sample(name, labels)
 
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run coroutine function ``fn(*args)`` on the server's loop and return its result."""
-        return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result()
+    def call(self, fn: Any, *args: Any, timeout_s: float = 30.0) -> Any:
+        """Run coroutine function ``fn(*args)`` on the server's loop and return its result.
+
+        Raises ``RuntimeError`` if the server is stopped, ``TimeoutError`` after
+        ``timeout_s`` seconds (default 30).
+        """
+        if not self.running or self._loop.is_closed():
+            raise RuntimeError("the server is stopped; start a new one")
+        coro = fn(*args)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop closed meanwhile
+            coro.close()
+            raise RuntimeError("the server is stopped; start a new one") from None
+        try:
+            return future.result(timeout=timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the server did not answer within {timeout_s:g} s") from None
 
     @property
     def running(self) -> bool:

@@ -16,6 +16,11 @@ again. While it is down:
 When the connection is back, the feed resumes after the last message it delivered (Redis
 Streams and JetStream), so connected clients get what was published in between.
 
+Logging (logger ``rtsim.live.backplane``): one line per change of state after the start,
+"unreachable … retrying" (WARNING) and "reachable again" (INFO); failed retries while it is
+down are logged at DEBUG only, never with a traceback. The state at the start is for the
+owner to report (``rtsim serve`` does, see :func:`rtsim.live.server.broker_note`).
+
 Subclasses implement ``_connect``, ``_run`` (returns only on close, raises on a broker
 error) and ``_disconnect``. URLs carry their options as query parameters, see
 :func:`parse_broker_url`.
@@ -186,7 +191,8 @@ class BrokerBackplane(abc.ABC):
         self._closing = False
         self._up = False
         self._ever_up = False
-        self._first: asyncio.Event | None = None
+        self._first: asyncio.Event | None = None  # set after the first connection attempt
+        self._started = False  # start() returned: from now on state changes are logged
 
     # --- what each broker implements -------------------------------------------------
     @abc.abstractmethod
@@ -203,16 +209,18 @@ class BrokerBackplane(abc.ABC):
 
     # --- life cycle --------------------------------------------------------------------
     async def start(self, on_message: OnMessage) -> None:
-        """Start the supervisor; wait (briefly) for the first connection.
+        """Start the supervisor; wait for the first connection attempt to end (at most
+        ``start_wait_s`` seconds, 2 s by default).
 
-        The server starts even if the broker is down: it runs degraded and connects as
-        soon as the broker is reachable.
+        The server starts even if the broker is down (refused at once or silent): it runs
+        degraded and connects as soon as the broker is reachable.
         """
         self._on_message = on_message
         self._first = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._supervise())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._first.wait(), self.start_wait_s)
+        self._started = True
 
     async def close(self) -> None:
         self._closing = True
@@ -239,11 +247,13 @@ class BrokerBackplane(abc.ABC):
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 if not self._up:
                     self.stats.connect_failures += 1
-                log.warning("backplane %s: %s", self.url.address, self.stats.last_error)
+                log.debug("backplane %s: %s", self.url.address, self.stats.last_error)
             finally:
                 self._set_up(False)
                 with contextlib.suppress(Exception):
                     await self._disconnect()
+            if self._first is not None:
+                self._first.set()  # the first attempt failed: start() need not wait on
             if self._closing:
                 return
             await asyncio.sleep(self.backoff.delay(attempt, self._rng))
@@ -260,9 +270,17 @@ class BrokerBackplane(abc.ABC):
             self.stats.down_since = None
             if self._first is not None:
                 self._first.set()
+            if self._started:
+                log.info("backplane %s: broker reachable again", self.url.address)
         else:
             self.stats.outages += 1
             self.stats.down_since = asyncio.get_running_loop().time()
+            if self._started and not self._closing:
+                log.warning(
+                    "backplane %s: broker unreachable (%s); retrying in the background",
+                    self.url.address,
+                    self.stats.last_error or "connection lost",
+                )
 
     def _deliver(self, env: Any) -> None:
         if self._on_message is not None:

@@ -45,7 +45,9 @@ from rtsim.core.reconnect import (
 from rtsim.core.replaylog import encode_cursor
 from rtsim.core.transport import SseDecoder, Transport
 
-__all__ = ["GapNotice", "LiveClient", "LiveClientError", "Message"]
+from .errors import ServerUnreachableError
+
+__all__ = ["GapNotice", "LiveClient", "LiveClientError", "Message", "ServerUnreachableError"]
 
 DEFAULT_TRANSPORTS = (Transport.WEBSOCKET, Transport.SSE, Transport.LONG_POLLING)
 
@@ -114,7 +116,15 @@ class LiveClient:
         seed: seeds the jitter (reproducible reconnect timing).
         poll_timeout_s: how long one long poll may wait at the server.
         client_id: this client's presence name (SSE/long polling; WebSocket uses the server's).
-        max_queue: received items held for :meth:`next` (None: unbounded).
+        heartbeat_s: presence heartbeat interval, seconds.
+        connect_timeout_s: how long :meth:`ready` waits by default, seconds (10).
+        request_timeout_s: limit of one HTTP request (publish, presence) and of opening a
+            connection, seconds (10); a long poll may take ``poll_timeout_s`` more.
+
+    Nothing waits forever by default: :meth:`ready` raises
+    :class:`~rtsim.live.errors.ServerUnreachableError` when no connection could be opened
+    in time (e.g. the server is stopped), :meth:`next` raises it (or ``TimeoutError`` while
+    connected) after its timeout, :meth:`publish` after ``request_timeout_s``.
     """
 
     def __init__(
@@ -131,7 +141,15 @@ class LiveClient:
         poll_timeout_s: float = 25.0,
         client_id: str = "py",
         heartbeat_s: float = 15.0,
+        connect_timeout_s: float = 10.0,
+        request_timeout_s: float = 10.0,
     ) -> None:
+        for name, v in (
+            ("connect_timeout_s", connect_timeout_s),
+            ("request_timeout_s", request_timeout_s),
+        ):
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be > 0 and finite, got {v}")
         self.url = url.rstrip("/")
         self.channels = list(dict.fromkeys(channels))
         if not self.channels:
@@ -147,6 +165,10 @@ class LiveClient:
         self.poll_timeout_s = poll_timeout_s
         self.client_id = client_id
         self.heartbeat_s = heartbeat_s
+        self.connect_timeout_s = connect_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.connected = False  # a connection is open now
+        self.last_error = ""  # why the last connection attempt failed or ended
         self.presence: dict[str, PresenceView] = {}
         self.errors: list[dict[str, Any]] = []
         self.gaps: list[GapNotice] = []
@@ -168,7 +190,11 @@ class LiveClient:
     # --- public API ------------------------------------------------------------------------
     async def start(self) -> LiveClient:
         if self._task is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            # No total limit (streams stay open); opening a connection is bounded.
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=self.request_timeout_s, sock_connect=self.request_timeout_s
+            )
+            self._session = aiohttp.ClientSession(timeout=timeout)
             self._task = asyncio.get_running_loop().create_task(self._run())
         return self
 
@@ -194,23 +220,52 @@ class LiveClient:
     ) -> None:
         await self.close()
 
-    async def ready(self) -> None:
-        """Wait until every channel is subscribed (its start position known)."""
+    async def ready(self, timeout: float | None = None) -> None:
+        """Wait until every channel is subscribed (its start position known).
+
+        Waits at most ``timeout`` seconds (default ``connect_timeout_s``); then raises
+        :class:`~rtsim.live.errors.ServerUnreachableError` if no connection is open (the
+        message says why the last attempt failed), else ``TimeoutError``. Raises
+        :class:`LiveClientError` if the server refused the client (401/403).
+        """
+        limit = self.connect_timeout_s if timeout is None else timeout
         waiter = asyncio.ensure_future(self._ready.wait())
         try:
             done = asyncio.ensure_future(self._task) if self._task else None
             wait_for = {waiter} | ({done} if done else set())
-            await asyncio.wait(wait_for, return_when=asyncio.FIRST_COMPLETED)
+            finished, _ = await asyncio.wait(
+                wait_for, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             waiter.cancel()
         self._raise_fatal()
+        if not finished:
+            raise self._stalled(f"not subscribed within {limit:g} s")
 
-    async def next(self, timeout: float | None = None) -> Message | GapNotice:
-        """The next message (or gap notice) in arrival order; ``TimeoutError`` after timeout."""
+    def _stalled(self, what: str) -> Exception:
+        if not self.connected:
+            return ServerUnreachableError(
+                self.url,
+                self.last_error or "no connection yet",
+                f"{what}; is the server running?",
+            )
+        return TimeoutError(f"{what} (connected over {self.transport})")
+
+    async def next(self, timeout: float | None = 30.0) -> Message | GapNotice:
+        """The next message (or gap notice) in arrival order.
+
+        Waits at most ``timeout`` seconds (30 by default; ``None``: no limit), then raises
+        ``TimeoutError``, or :class:`~rtsim.live.errors.ServerUnreachableError` (a
+        ``ConnectionError``) if the client is not connected at that moment.
+        """
         self._raise_fatal()
         if timeout is None:
             return await self._items.get()
-        return await asyncio.wait_for(self._items.get(), timeout)
+        try:
+            return await asyncio.wait_for(self._items.get(), timeout)
+        except TimeoutError:
+            self._raise_fatal()
+            raise self._stalled(f"nothing received within {timeout:g} s") from None
 
     def pending(self) -> int:
         """Items received and not yet taken with :meth:`next`."""
@@ -218,18 +273,32 @@ class LiveClient:
 
     async def __aiter__(self) -> AsyncIterator[Message | GapNotice]:
         while True:
-            yield await self.next()
+            yield await self.next(None)  # a subscription has no end
 
     async def publish(self, channel: str, data: Any) -> str:
-        """Publish over HTTP (``POST /publish``); returns the message's id."""
+        """Publish over HTTP (``POST /publish``); returns the message's id.
+
+        Raises :class:`LiveClientError` for an HTTP error status and
+        :class:`~rtsim.live.errors.ServerUnreachableError` if the server cannot be reached
+        or does not answer within ``request_timeout_s``.
+        """
         assert self._session is not None, "start the client first"
-        async with self._session.post(
-            self.url + "/publish", json={"channel": channel, "data": data}, headers=self._auth()
-        ) as r:
-            body = await r.text()
-            if r.status != 200:
-                raise LiveClientError(r.status, body)
-            return str(json.loads(body)["id"])
+        try:
+            async with self._session.post(
+                self.url + "/publish",
+                json={"channel": channel, "data": data},
+                headers=self._auth(),
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
+            ) as r:
+                body = await r.text()
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                reason = f"no answer within {self.request_timeout_s:g} s"
+            raise ServerUnreachableError(self.url, reason) from None
+        if r.status != 200:
+            raise LiveClientError(r.status, body)
+        return str(json.loads(body)["id"])
 
     async def set_presence(self, channel: str, state: Mapping[str, Any]) -> None:
         """Join ``channel``'s presence with ``state`` (or change it); kept alive by heartbeats."""
@@ -253,6 +322,7 @@ class LiveClient:
                 def on_open(name: str = transport.value) -> None:
                     nonlocal opened
                     opened = True
+                    self.connected = True
                     self.policy.handle(Opened(), loop.time())
                     self.transport = name
                     counts = self.stats.connects
@@ -279,6 +349,8 @@ class LiveClient:
                 finally:
                     self._ready.clear()
                     self._ws = None
+                    self.connected = False
+                self.last_error = reason
                 event = Lost(reason) if opened else Failed(reason)
                 actions = self.policy.handle(event, loop.time())
                 for a in actions:
@@ -425,7 +497,12 @@ class LiveClient:
         body: dict[str, Any] = {"channel": channel, "client": self.client_id}
         if state is not None:
             body["state"] = state
-        async with self._session.post(self.url + "/presence", json=body, headers=self._auth()) as r:
+        async with self._session.post(
+            self.url + "/presence",
+            json=body,
+            headers=self._auth(),
+            timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
+        ) as r:
             if r.status == 200:
                 self._presence(await r.json())
 
@@ -486,8 +563,12 @@ class LiveClient:
                 # Learn the start position at once; afterwards wait for news.
                 complete = len(known) == len(self.channels)
                 params.append(("timeout", str(self.poll_timeout_s if complete else 0)))
+                wait = self.poll_timeout_s if complete else 0.0
                 async with self._session.get(
-                    self.url + "/poll", params=params, headers=self._auth()
+                    self.url + "/poll",
+                    params=params,
+                    headers=self._auth(),
+                    timeout=aiohttp.ClientTimeout(total=wait + self.request_timeout_s),
                 ) as r:
                     body = await r.text()
                     if r.status != 200:

@@ -45,6 +45,7 @@ from hdrh.histogram import HdrHistogram
 from rtsim.core.results import RunResult, Summary
 from rtsim.core.transport import SseDecoder, Transport, parse_transport
 
+from .errors import require_server
 from .process import process_cpu_s, process_rss_bytes
 
 __all__ = ["LoadParams", "capacity_search", "run_load"]
@@ -356,7 +357,13 @@ def _run_blocking(coro: Any) -> Any:
 
 
 def run_load(p: LoadParams, progress: bool = True) -> RunResult:
-    """Run one load test against a live server; the summary is measured, never simulated."""
+    """Run one load test against a live server; the summary is measured, never simulated.
+
+    The server is probed first (``GET /healthz``, a few seconds at most): if nothing
+    answers at ``p.url``, :class:`~rtsim.live.errors.ServerUnreachableError` is raised
+    before any worker process starts.
+    """
+    require_server(p.url, hint="start one with `rtsim serve` or check --url")
     n_proc = p.processes or min(os.cpu_count() or 1, max(1, p.subscribers // 100))
     n_proc = max(1, min(n_proc, p.subscribers))
     ctx = mp.get_context("spawn")

@@ -15,6 +15,7 @@ Endpoints (the wire protocol is documented in ``docs/protocol.md``):
 ``GET /healthz``       ``{"status": "ok", …}``
 ``GET /yjs/{room}``    a Yjs room (y-websocket binary protocol; :mod:`rtsim.live.yjs`)
 ``GET /``              the demo page (``rtsim/live/static/``)
+``GET /favicon.ico``   the page's icon (SVG)
 =====================  ==================================================================
 
 The server owns the I/O and the clock; ids, replay and gaps come from the backplane
@@ -25,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import json
+import logging
 import math
 import signal
 import socket
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from rtsim.core.envelope import EnvelopeError, validate_channel
 from rtsim.core.replaylog import Gap, ReplayLogError, encode_cursor
@@ -43,6 +46,7 @@ from rtsim.core.replaylog import Gap, ReplayLogError, encode_cursor
 from .auth import Authenticator, AuthError, Grant, check_secret
 from .backplane import Backplane, make_backplane
 from .brokers import BackplaneCollector
+from .errors import PortInUseError
 from .hub import Broadcast, Control, Hub, Replay, Subscriber
 from .metrics import TRANSPORTS, Metrics
 from .presence import PresenceService
@@ -68,6 +72,9 @@ __all__ = ["SERVER_KEY", "LiveServer", "ServerConfig", "create_app", "run_server
 CLOSE_POLICY = 1008  # too many protocol errors
 CLOSE_TOO_BIG = 1009  # a frame over the size limit (aiohttp sends it)
 CLOSE_SLOW = 1013  # "try again later": the send queue overflowed; resume with since
+CLOSE_GOING_AWAY = int(WSCloseCode.GOING_AWAY)  # 1001: the server shuts down
+
+log = logging.getLogger("rtsim.live.server")
 
 
 def _is_loopback(host: str) -> bool:
@@ -178,6 +185,8 @@ class LiveServer:
         self.active = 0  # streaming connections + waiting long polls
         self._ws_seq = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.sockets: set[web.WebSocketResponse] = set()  # open /ws and /yjs connections
+        self.shutting_down = False
         self.yjs = YjsService(self)
 
     # --- life cycle ----------------------------------------------------------------------
@@ -189,10 +198,25 @@ class LiveServer:
         self.presence.start()
 
     async def on_shutdown(self, app: web.Application) -> None:
-        # Wake every writer so that streams end promptly.
+        """End every connection promptly: WebSockets (``/ws``, ``/yjs``) close with 1001
+        "going away", SSE streams end, waiting long polls answer (with what they have)."""
+        self.shutting_down = True
         for subs in list(self.hub.subs.values()):
             for s in list(subs):
-                s.close("server shutdown")
+                s.close("server shutdown")  # wakes the writers: SSE streams end
+        for waiting in list(self.hub.waiters.values()):
+            for fut in list(waiting):
+                if not fut.done():
+                    fut.set_result(None)  # the long poll answers now
+        closing = [
+            asyncio.wait_for(
+                ws.close(code=CLOSE_GOING_AWAY, message=b"server shutdown"),
+                self.config.close_grace_s,
+            )
+            for ws in list(self.sockets)
+            if not ws.closed
+        ]
+        await asyncio.gather(*closing, return_exceptions=True)
 
     async def on_cleanup(self, app: web.Application) -> None:
         await self.yjs.close()
@@ -471,6 +495,7 @@ class LiveServer:
             await ws.prepare(request)
         except ConnectionError:
             return ws  # the client left during the handshake
+        self.sockets.add(ws)
         self._ws_seq += 1
         member = f"{grant.user}:ws{self._ws_seq}"
         sub = Subscriber("websocket", cfg.send_queue)
@@ -525,6 +550,7 @@ class LiveServer:
                 for ch in presence_state:
                     self.presence.leave(ch, member)
             self._closed("websocket")
+            self.sockets.discard(ws)
             if not slow:
                 if sub.close_reason == "too many errors":
                     # Let the writer flush the error frames first.
@@ -548,6 +574,8 @@ class LiveServer:
         if not ws.closed:
             if reason in ("slow consumer", "too many errors"):
                 closing = ws.close(code=code, message=reason.encode())
+            elif self.shutting_down:
+                closing = ws.close(code=CLOSE_GOING_AWAY, message=b"server shutdown")
             else:
                 closing = ws.close()
             # BaseException: a close that was waiting on the cancelled writer's drain raises
@@ -732,6 +760,13 @@ async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def _favicon(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        STATIC_DIR / "favicon.svg",
+        headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"},
+    )
+
+
 def create_app(
     config: ServerConfig | None = None, backplane: Backplane | None = None
 ) -> web.Application:
@@ -753,6 +788,8 @@ def create_app(
     app.router.add_get("/healthz", server.healthz)
     app.router.add_get("/yjs/{room}", server.yjs.handle)
     app.router.add_get("/", _index)
+    app.router.add_get("/favicon.ico", _favicon)
+    app.router.add_get("/favicon.svg", _favicon)
     app.router.add_static("/static/", STATIC_DIR)
     return app
 
@@ -760,17 +797,33 @@ def create_app(
 async def start_site(
     config: ServerConfig, backplane: Backplane | None = None
 ) -> tuple[web.AppRunner, str]:
-    """Start serving ``config`` on the running loop; returns the runner and the base URL."""
+    """Start serving ``config`` on the running loop; returns the runner and the base URL.
+
+    Raises :class:`~rtsim.live.errors.PortInUseError` if ``config.port`` is taken (other
+    ``OSError`` for an address that cannot be bound, e.g. one not on this host).
+    """
     app = create_app(config, backplane)
     # handler_cancellation: a client that goes away cancels its handler at once, so an idle
     # SSE stream or a waiting long poll is cleaned up without waiting for a keep-alive.
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=config.close_grace_s, handler_cancellation=True
     )
-    await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
+    try:
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(config.host, config.port) from None
+        raise OSError(
+            exc.errno, f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
+        ) from None
+    try:
+        await runner.setup()
+    except BaseException:
+        sock.close()
+        raise
     site = web.SockSite(runner, sock, backlog=1024)
     await site.start()
     host, port = sock.getsockname()[:2]
@@ -778,10 +831,44 @@ async def start_site(
     return runner, f"http://{shown}:{port}"
 
 
+def log_to_stderr(prefix: str = "rtsim serve: ") -> None:
+    """Show the live server's state changes (``rtsim.live`` loggers, INFO and up) on stderr,
+    one line each, as ``{prefix}{message}`` (idempotent; what ``rtsim serve`` does)."""
+    logger = logging.getLogger("rtsim.live")
+    if any(getattr(h, "_rtsim_stderr", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(prefix.replace("%", "%%") + "%(message)s"))
+    handler._rtsim_stderr = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def broker_note(server: LiveServer) -> str | None:
+    """One line if the server started with its broker unreachable (None when all is well)."""
+    bp = server.backplane
+    if bp.healthy():
+        return None
+    status: dict[str, Any] = getattr(bp, "status", dict)()
+    why = f" ({status['last_error']})" if status.get("last_error") else ""
+    return (
+        f"the {bp.name} broker at {status.get('broker', '?')} is unreachable{why};"
+        " serving anyway and retrying in the background (/healthz: degraded,"
+        " publish: 503 until it is back)"
+    )
+
+
 def run_server(
     config: ServerConfig, ready: Callable[[str], Awaitable[None] | None] | None = None
 ) -> None:
-    """Serve until SIGINT/SIGTERM (what ``rtsim serve`` does). ``ready(url)`` once bound."""
+    """Serve until SIGINT/SIGTERM (what ``rtsim serve`` does). ``ready(url)`` once bound.
+
+    On a signal every connection is ended (see :meth:`LiveServer.on_shutdown`) and the
+    process returns within about ``config.close_grace_s`` seconds. A broker backplane that
+    is unreachable at start is reported once (a log line after ``ready``), then once per
+    change of state. Raises :class:`~rtsim.live.errors.PortInUseError` if the port is taken.
+    """
 
     async def main() -> None:
         runner, url = await start_site(config)
@@ -790,13 +877,17 @@ def run_server(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        if ready is not None:
-            r = ready(url)
-            if r is not None:
-                await r
         try:
+            if ready is not None:
+                r = ready(url)
+                if r is not None:
+                    await r
+            note = broker_note(runner.app[SERVER_KEY])
+            if note is not None:
+                log.warning("%s", note)
             await stop.wait()
         finally:
             await runner.cleanup()
 
+    log_to_stderr()
     asyncio.run(main())

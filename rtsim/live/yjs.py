@@ -236,7 +236,12 @@ class YjsService:
             await ws.prepare(request)
         except ConnectionError:
             return ws
-        r = await self._room(name, channel)
+        server.sockets.add(ws)  # closed with 1001 when the server shuts down
+        try:
+            r = await self._room(name, channel)
+        except BaseException:
+            server.sockets.discard(ws)
+            raise
         self._seq += 1
         cid = self._seq
         conn = _Conn(ws)
@@ -273,6 +278,7 @@ class YjsService:
         finally:
             del r.conns[cid]
             server.active -= 1
+            server.sockets.discard(ws)
             r.broadcast(r.room.disconnect(cid))
             if close is not None:
                 server.metrics.errors.labels("yjs_bad_frame").inc()

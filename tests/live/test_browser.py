@@ -218,3 +218,48 @@ def test_secret_mode_needs_a_token_in_the_url(serve: Serve, page: Any) -> None:
     open_room(page, srv, f"room=s&token={token}", "websocket")
     publish(srv, "chat:s", chat("secret hello"), token)
     wait(page, "() => rt.chat.some(c => c.text === 'secret hello')")
+
+
+@pytest.mark.parametrize(
+    ("transports", "subscribe"),
+    [
+        (("websocket", "sse", "long-polling"), None),  # a token signed with another secret
+        (("long-polling",), None),
+        (("websocket", "sse", "long-polling"), "other:*"),  # valid, but not for this room
+    ],
+    ids=["bad-token", "bad-token-polling", "forbidden-room"],
+)
+def test_a_rejected_token_shows_a_banner_and_stops_retrying(
+    serve: Serve, page: Any, transports: tuple[str, ...], subscribe: str | None
+) -> None:
+    srv = serve(secret=SECRET, transports=transports)
+    if subscribe is None:
+        token = make_token("z" * 32, "mallory", subscribe="chat:*,cursor:*")
+    else:
+        token = make_token(SECRET, "eve", subscribe=subscribe)
+    attempts: list[str] = []  # WebSocket, SSE and poll requests the page made
+    page.on("websocket", lambda ws: attempts.append(ws.url))
+    page.on(
+        "request",
+        lambda r: attempts.append(r.url) if "/sse?" in r.url or "/poll?" in r.url else None,
+    )
+    page.goto(f"{srv.url}/?room=s&token={token}")
+    page.wait_for_selector("#refused:not([hidden])", timeout=15000)
+    assert page.evaluate("() => rt.state") == "refused"
+    status = page.evaluate("() => rt.refused.status")
+    assert status == (401 if subscribe is None else 403)
+    assert str(status) in page.text_content("#refused")
+    # It stopped: no further connection attempts after the banner.
+    seen = len(attempts)
+    assert seen >= 1
+    page.wait_for_timeout(2000)
+    assert len(attempts) == seen, attempts[seen:]
+    assert page.evaluate("() => rt.state") == "refused"
+
+
+def test_the_page_has_a_favicon(serve: Serve, page: Any) -> None:
+    srv = serve()
+    page.goto(srv.url + "/?room=f")
+    href = page.evaluate("() => document.querySelector('link[rel=icon]').href")
+    resp = page.request.get(href)
+    assert resp.status == 200 and resp.headers["content-type"].startswith("image/")

@@ -51,6 +51,14 @@ async function boot() {
     if (f.type === "gap") note(`missed ${f.missed} message(s) while away (gap)`);
     else note(`error: ${f.code || ""} ${f.message || ""}`);
   };
+  t.onrefused = (r) => {
+    // Not a transient fault: say so and stop (the transport does not retry).
+    rt.state = "refused";
+    rt.refused = r;
+    const box = $("#refused");
+    box.querySelector(".why").textContent = `${r.status} ${r.code}: ${r.message}`;
+    box.hidden = false;
+  };
   t.start();
   setInterval(probe, 5000);
   setInterval(expireCursors, 2000);

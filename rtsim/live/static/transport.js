@@ -12,9 +12,14 @@
 //   (WebSocket `since`, SSE `?last_event_id=`, long-poll `after`), so nothing is missed.
 // * Publish: over the WebSocket with an ack (`ref`), else POST /publish; rejects on error
 //   or after `ackTimeoutMs`.
+// * A rejected token is not a transient fault: a 401/403 (on a poll, or found by asking
+//   /poll after a WebSocket or EventSource failed to open — browsers hide their status), or
+//   an unauthorized `error` frame, stops the transport and calls `onrefused({status, code,
+//   message})`; it does not retry.
 "use strict";
 
 const ORDER = ["websocket", "sse", "long-polling"];
+const AUTH_CODES = new Set(["no_token", "invalid_token", "token_expired", "forbidden"]);
 
 function cursorString(ids) {
   return Object.keys(ids).sort().map((ch) => `${ch}=${ids[ch]}`).join(",");
@@ -52,6 +57,8 @@ class RtTransport {
     this.onpresence = () => {};
     this.onstatus = () => {};
     this.onerror = () => {};
+    this.onrefused = () => {};
+    this.refused = null; // {status, code, message} once the server rejected the token
     this._pending = new Map(); // ref -> {resolve, reject, timer}
     this._ref = 0;
     this._conn = null; // the current connection's close function
@@ -119,24 +126,67 @@ class RtTransport {
       if (this._conn) this._conn();
       this._conn = null;
       this._failPending(`connection lost (${why})`);
-      if (!opened && this.index + 1 < this.order.length) {
-        this.index++; // never opened: fall back at once
-        this._set("fallback", `${name} failed before opening (${why}); falling back`);
-        this._connect();
+      if (opened) {
+        this._down(name, opened, why);
         return;
       }
-      if (!opened) this.index = 0; // nothing worked: start the list over after a pause
-      const cap = Math.min(this.backoffCapMs, this.backoffBaseMs * 2 ** this.attempt);
-      const delay = Math.random() * cap; // full jitter
-      this.attempt = Math.min(this.attempt + 1, 20);
-      this.reconnects++;
-      this._set("reconnecting", `${name} down (${why}); retry in ${Math.round(delay)} ms`);
-      setTimeout(() => {
-        if (gen + 1 === this._gen) this._connect();
-      }, delay);
+      // It never opened: a rejected token, or a transient fault? Ask before retrying.
+      const g = this._gen;
+      this._authCheck().then((refusal) => {
+        if (g !== this._gen) return; // stopped (or restarted) meanwhile
+        if (refusal) this._refuse(refusal);
+        else this._down(name, opened, why);
+      });
     };
     this["_open_" + name.replace("-", "_")](onOpen, onDown);
   }
+
+  // Whether the server rejects our token for these channels: {status, code, message} or null.
+  async _authCheck() {
+    const p = this._q({ timeout: 0 });
+    for (const ch of this.channels) p.append("channel", ch);
+    try {
+      const r = await fetch(this._url("/poll", p), { cache: "no-store" });
+      if (r.status !== 401 && r.status !== 403) return null;
+      return await this._refusal(r);
+    } catch (e) {
+      return null; // the server is unreachable: transient, retry
+    }
+  }
+
+  async _refusal(r) {
+    const body = await r.json().catch(() => ({}));
+    const err = body.error || {};
+    return { status: r.status, code: err.code || "", message: err.message || `HTTP ${r.status}` };
+  }
+
+  _refuse(refusal) {
+    this.refused = refusal;
+    this.stop();
+    this._set("refused", `token rejected (${refusal.status} ${refusal.code}): not retrying`);
+    this.onrefused(refusal);
+  }
+
+  // The connection is down (or never opened) for a transient reason: fall back or retry.
+  _down(name, opened, why) {
+    const gen = this._gen;
+    if (!opened && this.index + 1 < this.order.length) {
+      this.index++; // never opened: fall back at once
+      this._set("fallback", `${name} failed before opening (${why}); falling back`);
+      this._connect();
+      return;
+    }
+    if (!opened) this.index = 0; // nothing worked: start the list over after a pause
+    const cap = Math.min(this.backoffCapMs, this.backoffBaseMs * 2 ** this.attempt);
+    const delay = Math.random() * cap; // full jitter
+    this.attempt = Math.min(this.attempt + 1, 20);
+    this.reconnects++;
+    this._set("reconnecting", `${name} down (${why}); retry in ${Math.round(delay)} ms`);
+    setTimeout(() => {
+      if (gen === this._gen) this._connect();
+    }, delay);
+  }
+
 
   _deliver(msg) {
     if (this.resume.has(msg.channel)) this.ids[msg.channel] = msg.id;
@@ -182,7 +232,13 @@ class RtTransport {
       } else if (f.type === "ack") this._settle(f.ref, null, f.id);
       else if (f.type === "error") {
         if (f.ref !== undefined) this._settle(f.ref, `${f.code}: ${f.message}`);
-        else this.onerror(f);
+        else if (AUTH_CODES.has(f.code)) {
+          // e.g. a subscribe the token does not allow: retrying cannot fix it
+          this._gen++;
+          if (this._conn) this._conn();
+          this._conn = null;
+          this._refuse({ status: f.code === "forbidden" ? 403 : 401, code: f.code, message: f.message });
+        } else this.onerror(f);
       } else if (f.type === "gap") this.onerror(f);
     };
     ws.onclose = (ev) => onDown(`websocket closed ${ev.code}`);
@@ -262,6 +318,14 @@ class RtTransport {
         let body;
         try {
           const r = await fetch(this._url("/poll", p), { signal: ctl.signal, cache: "no-store" });
+          if (r.status === 401 || r.status === 403) {
+            const refusal = await this._refusal(r);
+            if (ctl.signal.aborted) return;
+            this._gen++;
+            this._conn = null;
+            this._refuse(refusal);
+            return;
+          }
           if (!r.ok) throw new Error(`HTTP ${r.status}`);
           body = await r.json();
         } catch (e) {
