@@ -7,11 +7,12 @@
    local subscriber — a FIFO queue);
 3. every client subscribes to its own authenticated channel ``user:<id>`` and one topic;
 4. each instance routes a message to its local subscribers of that channel;
-5. a client that drops (``disconnects_per_hour``, plus one scripted fault: instance 0
-   restarts at ``fault_at_s`` for ``restart_s``, its clients reconnect with backoff to the
-   other instances) resumes from its last event id: the instance replays from the broker's
-   log if the broker keeps one and the entry is still held (``max_len``); Redis Pub/Sub has
-   nothing to replay from, so those messages are lost.
+5. a client that drops (``disconnects_per_hour`` while it is connected, never again while
+   it is down; plus one scripted fault: instance 0 restarts at ``fault_at_s`` for
+   ``restart_s``, its clients reconnect with backoff to the other instances) resumes from
+   its last event id: the instance replays from the broker's log if the broker keeps one
+   and the entry is still held (``max_len``); Redis Pub/Sub has nothing to replay from, so
+   those messages are lost.
 
 Two engines compute the same model: ``mode="bulk"`` (the default; FIFO stations via
 :func:`rtsim.sim.queueing.fifo_station`, and every fan-out as one numpy array of
@@ -261,10 +262,6 @@ def _world(p: ArchitectureParams, rng: np.random.Generator) -> _World:
     rng.shuffle(home)
     rtt = p.rtt_ms / 1000.0
     setup = 3 * rtt
-    n_drop = rng.poisson(p.disconnects_per_hour / 3600.0 * T * np.ones(n))
-    drop_c = np.repeat(np.arange(n), n_drop)
-    drop_s = rng.uniform(0, T, len(drop_c))
-    drop_e = drop_s + _backoff(p.backoff, rng, len(drop_c)) + setup
     moved = np.zeros(n, dtype=bool)
     new = home.copy()
     back_at = np.full(n, np.inf)
@@ -282,9 +279,7 @@ def _world(p: ArchitectureParams, rng: np.random.Generator) -> _World:
         back_at[moved] = t + setup
         if k > 1:
             new[moved] = rng.integers(1, k, m)
-        drop_c = np.concatenate([drop_c, np.flatnonzero(moved)])
-        drop_s = np.concatenate([drop_s, np.full(m, tf)])
-        drop_e = np.concatenate([drop_e, back_at[moved]])
+    drop_c, drop_s, drop_e = _outages(p, rng, setup, moved, back_at)
     span = 10.0 * (T + 3600.0)
     o = np.lexsort((drop_s, drop_c))
     return _World(
@@ -301,6 +296,64 @@ def _world(p: ArchitectureParams, rng: np.random.Generator) -> _World:
         out_e=drop_e[o],
         span=span,
     )
+
+
+def _outages(
+    p: ArchitectureParams,
+    rng: np.random.Generator,
+    setup: float,
+    moved: np.ndarray,
+    back_at: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every client's outages ``(client, start, end)``, never overlapping for one client.
+
+    Only a connected client drops: it stays up an exponential time of mean 1 / rate
+    (``disconnects_per_hour`` / 3600 per second), then is down for the backoff delay plus
+    ``setup``, then is up again, and so on (an alternating renewal process: about
+    ``duration / (1 / rate + mean downtime)`` drops per client). A client of the restarted
+    instance (``moved``) that is up at the fault goes down then and is back at ``back_at``;
+    one that is already down at the fault stays down until both its own reconnect and
+    ``back_at`` (one outage).
+    """
+    T, n, tf = p.duration_s, p.clients, p.fault_time
+    rate = p.disconnects_per_hour / 3600.0
+    fault_pending = moved.copy()  # the fault has not hit these clients yet
+    in_fault_outage = np.zeros(n, dtype=bool)  # a random outage absorbed the fault
+    cs: list[np.ndarray] = []
+    ss: list[np.ndarray] = []
+    es: list[np.ndarray] = []
+    t = np.zeros(n)  # when each client is (back) up
+    live = np.arange(n) if rate > 0 else np.zeros(0, dtype=np.int64)
+    while len(live):
+        s = t[live] + rng.exponential(1.0 / rate, len(live))
+        faulted = np.zeros(len(live), dtype=bool)
+        if tf is not None:
+            faulted = fault_pending[live] & (s >= tf)  # up at the fault: it drops them
+            f = live[faulted]
+            fault_pending[f] = False
+            t[f] = back_at[f]
+        drop = ~faulted & (s < T)
+        d, sd = live[drop], s[drop]
+        ed = sd + _backoff(p.backoff, rng, len(d)) + setup
+        if tf is not None:
+            absorb = fault_pending[d] & (ed > tf)  # down at the fault (sd < tf here)
+            ed[absorb] = np.maximum(ed[absorb], back_at[d[absorb]])
+            fault_pending[d[absorb]] = False
+            in_fault_outage[d[absorb]] = True
+        cs.append(d)
+        ss.append(sd)
+        es.append(ed)
+        t[d] = ed
+        live = np.concatenate([d, live[faulted]])
+        live = live[t[live] < T]
+    if tf is not None:
+        hit = np.flatnonzero(moved & ~in_fault_outage)
+        cs.append(hit)
+        ss.append(np.full(len(hit), tf))
+        es.append(back_at[hit])
+    if not cs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+    return np.concatenate(cs).astype(np.int64), np.concatenate(ss), np.concatenate(es)
 
 
 def _backoff(b: Backoff, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -598,6 +651,7 @@ def _result(
             "fan_out_ratio": len(lat_ms) / max(1, published),
             "max_broker_backlog": int(out["broker_backlog"]),
             "max_instance_backlog": int(out["instance_backlog"]),
+            "disconnects": len(w.out_c),
             "peak_connections_per_instance": int(peak.max()),
             "p50_target_met": bool(np.percentile(lat_ms, 50) < 50) if len(lat_ms) else False,
             "p99_target_met": bool(np.percentile(lat_ms, 99) < 500) if len(lat_ms) else False,

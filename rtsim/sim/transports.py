@@ -28,10 +28,11 @@ What is modelled
   an SSE stream holds its connection forever, so with more than 6 tabs per browser the
   extra tabs never connect (their messages count as lost). HTTP/2 multiplexes every tab on
   one connection and compresses headers (HPACK). The limit is modelled for SSE only.
-* **Reconnects**: with ``reconnects_per_hour`` > 0, persistent connections drop at random;
-  the client waits the core :class:`~rtsim.core.backoff.Backoff` delay, re-does the
-  connection setup (TCP + TLS + HTTP/upgrade round trips) and resumes from its last id, so
-  messages published meanwhile arrive late rather than never.
+* **Reconnects**: with ``reconnects_per_hour`` > 0, persistent connections drop at random,
+  each client at that rate while it is connected (a client that is down is not hit again
+  until it is back); the client waits the core :class:`~rtsim.core.backoff.Backoff` delay,
+  re-does the connection setup (TCP + TLS + HTTP/upgrade round trips) and resumes from its
+  last id, so messages published meanwhile arrive late rather than never.
 """
 
 from __future__ import annotations
@@ -551,7 +552,15 @@ class _Model:
             self.at(nxt + up, self.poller, k, nxt)
 
     def drops(self) -> Any:
-        """Random connection drops of persistent transports, then backoff + setup."""
+        """Random connection drops of persistent transports, then backoff + setup.
+
+        Only a connected client drops: each one at ``reconnects_per_hour`` / 3600 per second
+        while it is up (Poisson thinning: candidates arrive at that rate times the number of
+        subscribers, and one that is blocked or still reconnecting is skipped). A client is
+        therefore up for an exponential time of mean 1 / rate, then down for the backoff
+        delay plus the connection setup, and so on: about ``duration / (1 / rate + mean
+        downtime)`` reconnects per client, never stacked downtimes.
+        """
         p = self.p
         total_rate = p.reconnects_per_hour / 3600.0 * self.n
         while True:
@@ -559,13 +568,12 @@ class _Model:
             if self.env.now >= p.duration_s:
                 return
             k = int(self.rng.integers(self.n))
-            if self.blocked[k]:
-                continue
+            if self.blocked[k] or self.env.now < self.down_until[k]:
+                continue  # never connected, or already down: nothing to drop
             self.reconnects += 1
             delay = self.p.backoff.delay(0, self.rng)
             setup = float(self.link.transit(self.rng, 0, 2 * self.setup_rtts).sum())
-            start = max(self.env.now, self.down_until[k])
-            self.down_until[k] = start + delay + setup
+            self.down_until[k] = self.env.now + delay + setup
             handshake = 2 * 600 + (4000 if p.tls else 0)  # HTTP + TLS handshake bytes, approx.
             self.wire += float(wire_bytes(handshake, tls=False))
 

@@ -10,6 +10,7 @@ from rtsim.core.ot import (
     JupiterSite,
     Server,
     TextOperation,
+    text_length,
     transform,
 )
 
@@ -60,6 +61,86 @@ def test_tie_break_first_argument_inserts_first() -> None:
     a, b = T(1, "A", 1), T(1, "B", 1)
     a2, b2 = transform(a, b)
     assert b2.apply(a.apply("xy")) == "xABy" == a2.apply(b.apply("xy"))
+
+
+# --- units: code points (Python) and UTF-16 code units (ot.js) ---------------------------
+def U(*ops: int | str) -> TextOperation:
+    return TextOperation.of(*ops, unit="utf16")
+
+
+def test_utf16_unit_counts_astral_characters_twice() -> None:
+    doc = "hi 😀"
+    assert (text_length(doc), text_length(doc, "utf16")) == (4, 5)
+    op = U(5, "!")
+    assert (op.base_length, op.target_length) == (5, 6)
+    assert op.apply(doc) == "hi 😀!"
+    assert U(3, "🎉", -2).apply(doc) == "hi 🎉"
+    with pytest.raises(ValueError, match="3 UTF-16 code units, got 4"):
+        U(3, "!").apply("😀ab")  # 3 is its length in code points, not in code units
+
+
+@pytest.mark.parametrize("op", [[1, "x", 1], [1, -1], [-1, 1], [1, "x", -1]])
+def test_utf16_op_may_not_split_a_surrogate_pair(op: list[int | str]) -> None:
+    with pytest.raises(ValueError, match="surrogate pair"):
+        U(*op).apply("😀")
+    with pytest.raises(ValueError, match="surrogate pair"):
+        U(*op).to_unit("codepoint", "😀")
+
+
+def test_compose_refuses_to_cut_an_inserted_emoji_in_half() -> None:
+    with pytest.raises(ValueError, match="surrogate pair"):
+        U("😀").compose(U(1, -1))
+    assert U("😀a").compose(U(2, -1)) == U("😀")
+
+
+def test_units_never_mix_and_unknown_units_raise() -> None:
+    with pytest.raises(ValueError, match="codepoint and utf16"):
+        transform(T(1), U(1))
+    with pytest.raises(ValueError, match="utf16 and codepoint"):
+        U(1).compose(T(1))
+    with pytest.raises(ValueError, match="unit must be"):
+        TextOperation("bytes")  # type: ignore[arg-type]
+    assert T(1) != U(1)
+
+
+def test_lone_surrogate_inserts_are_refused_at_the_boundary() -> None:
+    for unit in ("codepoint", "utf16"):
+        with pytest.raises(ValueError, match="lone surrogate"):
+            TextOperation.from_json([1, "\ud83d"], unit=unit)  # type: ignore[arg-type]
+
+
+def test_server_relays_utf16_ops_without_old_documents() -> None:
+    # Two ot.js clients edit "hi 😀" at revision 0; the second is transformed past the first.
+    srv = Server(document="hi 😀")
+    first = srv.receive(0, U(5, "!"))
+    second = srv.receive(0, U("> ", 5))
+    assert first == U(5, "!") and second == U("> ", 6)
+    assert srv.document == "> hi 😀!"
+
+
+@PROPS
+@given(doc_and_op())
+def test_to_unit_round_trip_and_same_effect(d: tuple[str, TextOperation]) -> None:
+    doc, op = d
+    wire = op.to_unit("utf16", doc)
+    assert wire.base_length == text_length(doc, "utf16")
+    assert wire.target_length == text_length(op.apply(doc), "utf16")
+    assert wire.apply(doc) == op.apply(doc)
+    assert TextOperation.from_json(wire.to_json(), unit="utf16") == wire
+    assert wire.to_unit("codepoint", doc) == op
+    assert wire.invert(doc).apply(wire.apply(doc)) == doc
+
+
+@PROPS
+@given(doc_and_two_ops())
+def test_transform_commutes_with_unit_conversion(
+    d: tuple[str, TextOperation, TextOperation],
+) -> None:
+    doc, a, b = d
+    a1, b1 = transform(a, b)
+    a2, b2 = transform(a.to_unit("utf16", doc), b.to_unit("utf16", doc))
+    assert a2 == a1.to_unit("utf16", b.apply(doc))
+    assert b2 == b1.to_unit("utf16", a.apply(doc))
 
 
 # --- properties ------------------------------------------------------------------------
