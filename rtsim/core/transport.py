@@ -11,6 +11,7 @@ from enum import StrEnum
 
 __all__ = [
     "CASCADE",
+    "LONG_POLL_HOLD_S",
     "SseDecoder",
     "SseEvent",
     "Transport",
@@ -43,6 +44,13 @@ CASCADE: tuple[Transport, ...] = (
     Transport.LONG_POLLING,
     Transport.POLLING,
 )
+
+
+#: How long a long poll is held open without a message before it is answered empty, seconds.
+#: 25 s: under the 30 s idle timeout common in proxies and load balancers, so the empty answer
+#: arrives before an intermediary cuts the request. The model, the live server, the Python
+#: client and the load generator all use this one value.
+LONG_POLL_HOLD_S = 25.0
 
 
 def parse_transport(value: str | Transport) -> Transport:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..core.transport import Transport, parse_transport
+from ..core.transport import LONG_POLL_HOLD_S, Transport, parse_transport
 from ..live.loadgen import LoadParams, run_load
 from ..live.process import serve_process
 from ..sim.transports import TransportParams, simulate_transports
@@ -140,7 +140,7 @@ def sim_params(
         tls=False,
         cpu_per_delivery_us=cal.server_cpu_per_delivery_us,
         cpu_per_request_us=cal.server_cpu_per_request_us,
-        hold_timeout_s=25.0,
+        hold_timeout_s=LONG_POLL_HOLD_S,
         client_processes=cal.client_processes,
         cpu_client_per_delivery_us=cal.client_cpu_per_delivery_us,
         cores=float(cal.cores),

@@ -43,7 +43,7 @@ from rtsim.core.reconnect import (
     TimerFired,
 )
 from rtsim.core.replaylog import encode_cursor
-from rtsim.core.transport import SseDecoder, Transport
+from rtsim.core.transport import LONG_POLL_HOLD_S, SseDecoder, Transport
 
 from .errors import ServerUnreachableError
 
@@ -138,7 +138,7 @@ class LiveClient:
         backoff: Backoff | None = None,
         failures_before_fallback: int = 2,
         seed: int = 0,
-        poll_timeout_s: float = 25.0,
+        poll_timeout_s: float = LONG_POLL_HOLD_S,
         client_id: str = "py",
         heartbeat_s: float = 15.0,
         connect_timeout_s: float = 10.0,

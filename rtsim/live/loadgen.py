@@ -43,7 +43,7 @@ import pandas as pd
 from hdrh.histogram import HdrHistogram
 
 from rtsim.core.results import RunResult, Summary
-from rtsim.core.transport import SseDecoder, Transport, parse_transport
+from rtsim.core.transport import LONG_POLL_HOLD_S, SseDecoder, Transport, parse_transport
 
 from .errors import require_server
 from .process import process_cpu_s, process_rss_bytes
@@ -200,7 +200,8 @@ class _Worker:
         s = self.subs[k]
         first = True
         while True:
-            q = urlencode({"channel": s.channel, "after": s.cursor, "timeout": 0 if first else 25})
+            hold = 0 if first else LONG_POLL_HOLD_S
+            q = urlencode({"channel": s.channel, "after": s.cursor, "timeout": hold})
             async with session.get(f"{self.p.url}/poll?{q}", headers=self._headers()) as r:
                 if r.status != 200:
                     raise RuntimeError(f"poll answered {r.status}: {await r.text()}")

@@ -42,6 +42,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from rtsim.core.envelope import EnvelopeError, validate_channel
 from rtsim.core.replaylog import Gap, ReplayLogError, encode_cursor
+from rtsim.core.transport import LONG_POLL_HOLD_S
 
 from .auth import Authenticator, AuthError, Grant, check_secret
 from .backplane import Backplane, make_backplane
@@ -104,7 +105,7 @@ class ServerConfig:
     presence_timeout_s: float = 60.0  # C17: offline after 60 s without a heartbeat
     keepalive_s: float = 15.0  # SSE comment keep-alive interval
     retry_ms: int = 2000  # SSE retry: hint
-    poll_timeout_s: float = 25.0  # default long-poll wait
+    poll_timeout_s: float = LONG_POLL_HOLD_S  # default long-poll hold
     poll_timeout_max_s: float = 60.0
     poll_batch: int = 1000  # messages per long-poll answer and channel
     ws_ping_s: float | None = 30.0  # WebSocket ping interval (None: off)

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import simpy
 
+from ..core.broker import Broker, parse_broker
 from ..core.params import Spec, check, param, validate
 from ..core.replaylog import Gap, ReplayLog
 from ..core.results import RunResult, Summary
@@ -55,22 +55,6 @@ __all__ = [
     "parse_broker",
     "simulate_broker",
 ]
-
-
-class Broker(StrEnum):
-    REDIS_PUBSUB = "redis-pubsub"
-    REDIS_STREAMS = "redis-streams"
-    JETSTREAM = "jetstream"
-    KAFKA = "kafka"
-
-
-def parse_broker(value: object) -> Broker:
-    """``Broker(value)`` with an error that lists the choices."""
-    try:
-        return Broker(str(value))
-    except ValueError:
-        choices = ", ".join(b.value for b in Broker)
-        raise ValueError(f"unknown broker {value!r}; choose one of {choices}") from None
 
 
 @dataclass(frozen=True, slots=True)

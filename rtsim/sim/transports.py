@@ -49,7 +49,13 @@ from ..core.backoff import Backoff
 from ..core.envelope import Envelope, encode
 from ..core.params import param, sources, validate
 from ..core.results import RunResult, Summary
-from ..core.transport import Transport, parse_transport, sse_event_overhead, ws_frame_header_len
+from ..core.transport import (
+    LONG_POLL_HOLD_S,
+    Transport,
+    parse_transport,
+    sse_event_overhead,
+    ws_frame_header_len,
+)
 from .network import FifoCpu, Link, fifo_constant, wire_bytes, wire_bytes_one
 from .seeding import as_seed_sequence, children
 
@@ -164,12 +170,13 @@ class TransportParams:
         " content-type, length, cache-control)",
     )
     hold_timeout_s: float = param(
-        30.0,
+        LONG_POLL_HOLD_S,
         lo=0,
         lo_open=True,
         unit="s",
         help="long-poll hold before an empty answer",
-        source="30 s long-poll hold (common default; proxies often cut at 60 s)",
+        source="25 s (rtsim.core.transport.LONG_POLL_HOLD_S): under the 30 s idle"
+        " timeout common in proxies; the live server holds as long",
     )
     poll_interval_s: float = param(
         5.0,
