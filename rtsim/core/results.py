@@ -20,6 +20,7 @@ __all__ = [
     "RunResult",
     "Summary",
     "latency_histogram",
+    "percentile",
     "percentiles_ms",
 ]
 
@@ -66,6 +67,26 @@ def percentiles_ms(
         return {q: math.nan for q in qs}
     hist = latency_histogram(latency_ms)
     return {q: hist.get_value_at_percentile(q) / 1000.0 for q in qs}
+
+
+def percentile(values: np.ndarray, q: float, *, resolution: float = 0.001) -> float:
+    """The ``q``-th percentile (0–100) of ``values`` via HdrHistogram; NaN for no samples.
+
+    ``values`` may be in any unit; the answer is in the same unit. They are recorded as
+    whole multiples of ``resolution`` (default 0.001: 1 µs for milliseconds) with 3
+    significant digits, the way :func:`percentiles_ms` records every latency of the lab,
+    so a simulated and a measured percentile are computed the same way. Pass
+    ``resolution=1e-6`` for seconds and ``1.0`` for microseconds. Values above 3.6e9
+    resolution units (one hour of microseconds) are clipped. Raises ``ValueError`` for
+    ``q`` outside [0, 100] or a resolution that is not > 0.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    if not (math.isfinite(resolution) and resolution > 0):
+        raise ValueError(f"resolution must be > 0, got {resolution}")
+    arr = np.asarray(values, dtype=float) / resolution  # in units of `resolution`
+    # percentiles_ms records milliseconds at 1 µs, i.e. in units of 0.001 ms.
+    return percentiles_ms(arr / 1000.0, (q,))[q] * 1000.0 * resolution
 
 
 @dataclass(frozen=True)

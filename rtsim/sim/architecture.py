@@ -33,7 +33,7 @@ import simpy
 from ..core.backoff import Backoff
 from ..core.params import param, sources, validate
 from ..core.replaylog import ReplayLog
-from ..core.results import RunResult, Summary
+from ..core.results import RunResult, Summary, percentile
 from .brokers import PROFILES, Broker, BrokerProfile, parse_broker
 from .queueing import fifo_station, number_in_system
 from .seeding import children
@@ -653,8 +653,8 @@ def _result(
             "max_instance_backlog": int(out["instance_backlog"]),
             "disconnects": len(w.out_c),
             "peak_connections_per_instance": int(peak.max()),
-            "p50_target_met": bool(np.percentile(lat_ms, 50) < 50) if len(lat_ms) else False,
-            "p99_target_met": bool(np.percentile(lat_ms, 99) < 500) if len(lat_ms) else False,
+            "p50_target_met": bool(percentile(lat_ms, 50) < 50) if len(lat_ms) else False,
+            "p99_target_met": bool(percentile(lat_ms, 99) < 500) if len(lat_ms) else False,
         },
     )
     if keep:

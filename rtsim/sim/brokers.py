@@ -39,7 +39,7 @@ import simpy
 from ..core.broker import Broker, parse_broker
 from ..core.params import Spec, check, param, validate
 from ..core.replaylog import Gap, ReplayLog
-from ..core.results import RunResult, Summary
+from ..core.results import RunResult, Summary, percentile
 from .queueing import fifo_station
 from .seeding import as_seed_sequence, children
 
@@ -190,8 +190,8 @@ def capacity_curve(
                 "broker": b.value,
                 "rate": float(rate),
                 "utilisation": float(rate) * mean_us * 1e-6 / p.servers,
-                "p50_us": float(np.percentile(t_us, 50)),
-                "p99_us": float(np.percentile(t_us, 99)),
+                "p50_us": percentile(t_us, 50, resolution=1.0),
+                "p99_us": percentile(t_us, 99, resolution=1.0),
                 "max_backlog": int(backlog.max()),
             }
         )

@@ -54,7 +54,7 @@ from scipy.signal import lfilter
 
 from ..core.params import param, sources, validate
 from ..core.presence import Event, Join, Leave, LeaveReason, PresenceTracker, Throttle, Update
-from ..core.results import RunResult, Summary
+from ..core.results import RunResult, Summary, percentile
 from ..core.transport import ws_frame_header_len
 from .network import Link, wire_bytes
 from .seeding import children
@@ -596,7 +596,8 @@ def _moves(xy: np.ndarray) -> np.ndarray:
 
 
 def _pct(x: np.ndarray, q: float) -> float:
-    return float(np.percentile(x, q)) if len(x) else math.nan
+    """Percentile of a delay (s) or a cursor error (px), at 1e-6 resolution (HdrHistogram)."""
+    return percentile(x, q, resolution=1e-6)
 
 
 # --- the run -----------------------------------------------------------------------------------

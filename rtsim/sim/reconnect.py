@@ -39,6 +39,7 @@ from ..core.reconnect import (
     Start,
     TimerFired,
 )
+from ..core.results import percentile
 from ..core.transport import Transport, parse_transport
 from .network import FifoCpu, Link
 from .seeding import children
@@ -298,8 +299,8 @@ def simulate_reconnect_storm(
     summary = {
         "clients": float(params.clients),
         "reconnected": float(len(back)),
-        "t50_s": float(np.percentile(back, 50)) if len(back) else math.nan,
-        "t99_s": float(np.percentile(back, 99)) if len(back) else math.nan,
+        "t50_s": percentile(back, 50, resolution=1e-6),
+        "t99_s": percentile(back, 99, resolution=1e-6),
         "t100_s": float(back.max()) if len(back) == params.clients else math.nan,
         "attempts": float(len(attempts)),
         "attempts_per_client": len(attempts) / params.clients,

@@ -6,7 +6,7 @@ from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtsim.core.results import Summary, latency_histogram, percentiles_ms
+from rtsim.core.results import Summary, latency_histogram, percentile, percentiles_ms
 
 
 @settings(max_examples=50, deadline=None)
@@ -60,3 +60,26 @@ def test_summary_from_latencies() -> None:
             connections=0,
             server_memory_bytes=0,
         )
+
+
+@given(
+    st.lists(st.floats(0.001, 1e3, allow_nan=False), min_size=1, max_size=300),
+    st.sampled_from([50.0, 95.0, 99.0]),
+    st.sampled_from([1e-6, 1e-3, 1.0]),
+)
+def test_percentile_is_the_sample_percentile_to_three_significant_digits(
+    xs: list[float], q: float, resolution: float
+) -> None:
+    x = np.asarray(xs)
+    got = percentile(x, q, resolution=resolution)
+    lo = np.percentile(x, q, method="lower")
+    hi = np.percentile(x, q, method="higher")
+    assert lo * (1 - 2e-3) - resolution <= got <= hi * (1 + 2e-3) + resolution
+
+
+def test_percentile_refuses_bad_arguments_and_is_nan_without_samples() -> None:
+    assert math.isnan(percentile(np.zeros(0), 50))
+    with pytest.raises(ValueError, match="q must be in"):
+        percentile(np.ones(3), 101)
+    with pytest.raises(ValueError, match="resolution must be > 0"):
+        percentile(np.ones(3), 50, resolution=0)
