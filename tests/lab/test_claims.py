@@ -213,13 +213,6 @@ def test_no_module_over_600_lines() -> None:
         assert len(path.read_text().splitlines()) <= 600, path
 
 
-def test_old_ledger_module_is_the_registry() -> None:
-    from rtsim.lab import ledger as old
-
-    assert old.ledger is ledger
-    assert old.ledger_json is ledger_json
-
-
 @pytest.fixture(scope="module")
 def seed0_json() -> dict[str, list[dict[str, str]]]:
     """``rtsim claims --json --seed 0`` (quick mode, live runs included), run once."""
@@ -266,3 +259,12 @@ def test_notebook_01_verdicts_are_the_registry_s() -> None:
     assert list(v.index) == ["C3", "C5", "C20", "C21"]
     for cid, text in v["verdict"].items():
         assert text == pinned[cid], cid
+
+
+@pytest.mark.parametrize("argv", [["--seed", "-1"], ["--seed", "x"], ["--bogus"]])
+def test_claims_cli_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["claims", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error:" in err
