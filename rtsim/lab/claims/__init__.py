@@ -1,4 +1,4 @@
-"""The article's claims (CLAIMS.md): a registry of claims, each with the experiment that
+"""The article's claims (docs/claims.md): a registry of claims, each with the experiment that
 evaluates it and a verdict in one of three forms (*holds*, *holds only when …*, *does
 not hold here*).
 
