@@ -659,7 +659,7 @@ def _add_claims(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _run_claims(a: argparse.Namespace) -> int:
-    from .lab.ledger import ledger, ledger_json
+    from .lab.claims import ledger, ledger_json
 
     df = ledger(quick=not a.full, seed=a.seed)
     if a.json:

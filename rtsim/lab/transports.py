@@ -309,10 +309,6 @@ def explorer() -> Any:
     )
 
 
-def _num(x: Any) -> float:
-    return float(x)
-
-
 def c3_runs(seed: int = 0) -> pd.DataFrame:
     """WebSocket vs long polling over RTT 20–300 ms × 0.5/20 msg/s (50 clients, 60 s).
 
@@ -343,78 +339,14 @@ def c3_runs(seed: int = 0) -> pd.DataFrame:
 def verdicts(
     seed: int = 0, tabs: pd.DataFrame | None = None, storm: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """Verdicts on C3, C5, C20 and C21, computed from fresh runs of the models.
+    """Verdicts on C3, C5, C20 and C21 from the claims registry (seeded simulations, no
+    live runs), indexed by claim id: claim, simulated, measured, verdict.
 
-    ``tabs`` (from :func:`tabs_table`, with 8 tabs) and ``storm`` (from :func:`storm_table`)
-    may be passed in to reuse runs the notebook already made.
+    ``tabs`` (from :func:`tabs_table`, with 4 and 8 tabs) and ``storm`` (from
+    :func:`storm_table`) may be passed in to reuse runs the notebook already made.
+    Raises ``ValueError`` for a seed that is not an integer >= 0.
     """
-    rows: list[dict[str, Any]] = []
+    from .claims import Context, verdict_table
 
-    # C3: extra latency of long polling over WebSocket, across RTTs and rates.
-    runs = c3_runs(seed)
-    lo, hi = float(runs["extra_p50_ms"].min()), float(runs["extra_p50_ms"].max())
-    ratio = float(runs["bytes_ratio"].min())
-    if lo >= 100:
-        c3 = "holds"
-    elif hi >= 100:
-        c3 = (
-            "holds only on slow links with frequent messages: long polling adds up to two "
-            "extra transits, not a fixed 100–500 ms"
-        )
-    else:
-        c3 = "does not hold here: the added latency stays under 100 ms"
-    c3 += "; the extra HTTP overhead holds" if ratio > 1.2 else "; the overhead is small here"
-    rows.append(
-        {
-            "claim": "C3",
-            "simulated": f"long polling adds {lo:.0f}–{hi:.0f} ms to p50 (RTT 20–300 ms, "
-            f"0.5–20 msg/s) and carries ≥{ratio:.1f}× the bytes of WebSocket",
-            "verdict": c3,
-        }
-    )
-
-    # C5: tabs under HTTP/1.1 vs HTTP/2.
-    t = tabs if tabs is not None else tabs_table((8,), seed=seed)
-    h1 = _num(t.loc[8, ("tabs_served_%", "1.1")])
-    h2 = _num(t.loc[8, ("tabs_served_%", "2")])
-    rows.append(
-        {
-            "claim": "C5",
-            "simulated": f"8 SSE tabs per browser: {h1:.0f}% served on HTTP/1.1, {h2:.0f}% on "
-            "HTTP/2 (one connection)",
-            "verdict": "holds: past 6 tabs HTTP/1.1 starves streams, HTTP/2 multiplexes them"
-            if h2 > h1
-            else "does not hold here",
-        }
-    )
-
-    # C20: the cascade lands everybody somewhere.
-    fb = simulate_fallback(FallbackParams(clients=500), seed=seed)
-    connected = fb["connected_s"].notna().mean()
-    rows.append(
-        {
-            "claim": "C20",
-            "simulated": f"10% of clients block WebSocket and 5% SSE: {connected:.0%} connect, "
-            f"the slowest after {fb['connected_s'].max():.1f} s "
-            f"({(fb['transport'] != 'websocket').mean():.0%} fell back)",
-            "verdict": "holds: a few failed attempts, nobody left out"
-            if connected == 1
-            else "does not hold here",
-        }
-    )
-
-    # C21: backoff with and without jitter.
-    st = storm if storm is not None else storm_table(StormParams(), seed=seed)
-    none, full = _num(st.loc["none", "t99_s"]), _num(st.loc["full", "t99_s"])
-    rows.append(
-        {
-            "claim": "C21",
-            "simulated": f"{StormParams().clients:,} clients after a restart: 99% back in "
-            f"{none:.0f} s without jitter, {full:.0f} s with full jitter",
-            "verdict": "holds only with jitter: plain exponential backoff keeps clients in "
-            "lock-step and the herd overflows the accept queue again"
-            if none > 1.5 * full
-            else "holds: backoff alone is enough at this size",
-        }
-    )
-    return pd.DataFrame(rows).set_index("claim")
+    ctx = Context(quick=True, seed=seed, live=False, tabs=tabs, storm=storm)
+    return verdict_table(("C3", "C5", "C20", "C21"), ctx=ctx)
