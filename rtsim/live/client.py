@@ -113,6 +113,8 @@ class LiveClient:
         since: ``{channel: last id}`` to start after (default: from now on).
         backoff: the reconnect delays (default 0.05 s doubling to 2 s, full jitter).
         failures_before_fallback: failed attempts on one transport before the next one.
+        stable_after_s: a connection must stay open this long before the backoff restarts
+            (default 5 s, the core policy's); one that closes sooner waits longer each time.
         seed: seeds the jitter (reproducible reconnect timing).
         poll_timeout_s: how long one long poll may wait at the server.
         client_id: this client's presence name (SSE/long polling; WebSocket uses the server's).
@@ -137,6 +139,7 @@ class LiveClient:
         since: Mapping[str, str] | None = None,
         backoff: Backoff | None = None,
         failures_before_fallback: int = 2,
+        stable_after_s: float = 5.0,
         seed: int = 0,
         poll_timeout_s: float = LONG_POLL_HOLD_S,
         client_id: str = "py",
@@ -160,6 +163,7 @@ class LiveClient:
             cascade=tuple(Transport(t) for t in transports),
             failures_before_fallback=failures_before_fallback,
             backoff=backoff or Backoff(base_s=0.05, cap_s=2.0),
+            stable_after_s=stable_after_s,
         )
         self.cursor: dict[str, str] = dict(since or {})
         self.poll_timeout_s = poll_timeout_s
