@@ -403,7 +403,9 @@ class RtTransport {
     if (this.transport === "websocket" && this._ws) {
       this._ws.send(JSON.stringify({ type: "heartbeat" }));
     } else {
-      this._postPresence({ channel: this.presence.channel, client: this.clientId });
+      // Carries our state so a false offline comes back as we were; never changes it.
+      const { channel, state } = this.presence;
+      this._postPresence({ channel, client: this.clientId, state, heartbeat: true });
     }
   }
 
