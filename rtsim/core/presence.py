@@ -16,7 +16,10 @@ happened and it returns the events to broadcast:
   tracker's state for that resource.
 
 A client is offline once ``timeout_s`` has passed since the last message from it (a TTL,
-like a Redis key refreshed with ``SET ... EX``). Every timeout is the same, and time never
+like a Redis key refreshed with ``SET ... EX``). A heartbeat never changes or erases a
+member's state: only a join or update does. A heartbeat from a client that has just gone
+(a false offline) brings it back with the state it had, remembered for ``timeout_s`` after
+it left. Every timeout is the same, and time never
 runs backwards, so the members are kept in deadline order in one ordered dict and every
 operation is O(1) (amortised).
 
@@ -196,6 +199,9 @@ class PresenceTracker:
         self._members: dict[str, dict[str, _Member]] = {}
         # (resource, client) -> deadline, in deadline order (oldest first).
         self._deadlines: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # (resource, client) -> (state, forget at) of members gone in the last timeout_s,
+        # in departure order: a heartbeat after a false offline restores that state.
+        self._departed: OrderedDict[tuple[str, str], tuple[dict[str, Any], float]] = OrderedDict()
         self._now = -math.inf
 
     # --- inputs ----------------------------------------------------------------------------
@@ -220,9 +226,16 @@ class PresenceTracker:
     ) -> list[Event]:
         """``client`` is still here: push its deadline to ``now + timeout_s``.
 
-        Returns ``[]`` normally. A heartbeat from a client that is not present (its TTL ran
-        out while it was still alive: a *false offline*) re-creates it with ``state`` (empty
-        if None) and returns ``[Join]``, as refreshing an expired TTL key would.
+        Returns ``[]`` normally; the state of a present client is kept as it is (``state`` is
+        ignored then: only :meth:`join` / :meth:`update` change it). A heartbeat from a
+        client that is not present (its TTL ran out while it was still alive: a *false
+        offline*) re-creates it and returns ``[Join]``, as refreshing an expired TTL key
+        would, with ``state`` if given, else the state it had when it went (remembered for
+        ``timeout_s``), else ``{}``.
+
+        Raises:
+            ValueError: an empty name, a state that is not a mapping with string keys, or
+                ``now`` earlier than a previous call.
         """
         return self._present(Input.HEARTBEAT, resource, client, _check_state(state), now)
 
@@ -300,6 +313,9 @@ class PresenceTracker:
     def _tick(self, now: float) -> float:
         now = _check_time(now, self._now)
         self._now = now
+        gone = self._departed  # forget departed members' states after timeout_s
+        while gone and next(iter(gone.values()))[1] <= now:
+            gone.popitem(last=False)
         return now
 
     def _present(
@@ -316,6 +332,9 @@ class PresenceTracker:
         self._deadlines[key] = now + self.timeout_s
         self._deadlines.move_to_end(key)
         if member is None:
+            gone = self._departed.pop(key, None)
+            if inp is Input.HEARTBEAT and not state and gone is not None:
+                state = gone[0]  # a heartbeat carries no state: never erase it
             members[client] = _Member(state, now, now)
             return [Join(resource, client, dict(state), now)]
         member.last_seen = now
@@ -325,9 +344,11 @@ class PresenceTracker:
         return []
 
     def _remove(self, resource: str, client: str) -> None:
-        del self._deadlines[(resource, client)]
+        key = (resource, client)
+        del self._deadlines[key]
         members = self._members[resource]
-        del members[client]
+        self._departed[key] = (members.pop(client).state, self._now + self.timeout_s)
+        self._departed.move_to_end(key)
         if not members:
             del self._members[resource]
 

@@ -1,20 +1,27 @@
 """The client's reconnect and transport-fallback policy, as a sans-I/O state machine.
 
-Feed it events (:class:`Start`, :class:`Opened`, :class:`Failed`, :class:`Lost`,
-:class:`TimerFired`, :class:`Stop`) with the current time; it answers with actions for the
-caller to carry out (:class:`Connect`, :class:`SetTimer`, :class:`FellBack`). It never
-opens a socket or reads a clock, so the SimPy model and the live client drive the same
-object.
+Feed it events (:class:`Start`, :class:`Opened`, :class:`Healthy`, :class:`Failed`,
+:class:`Lost`, :class:`TimerFired`, :class:`Stop`) with the current time; it answers with
+actions for the caller to carry out (:class:`Connect`, :class:`SetTimer`, :class:`FellBack`,
+:class:`StableAt`). It never opens a socket or reads a clock, so the SimPy model and the
+live client drive the same object.
 
 Every legal move is a row of :data:`TRANSITIONS` — a notebook can draw the diagram from it.
 After ``failures_before_fallback`` consecutive failures on one transport the policy steps
 down the cascade WebSocket → SSE → long polling → polling (claim C20); between attempts it
 waits with exponential backoff and jitter (claim C21). On the last rung, plain polling, a
 "connection" is a poll loop at ``poll_interval_s``.
+
+A connection that opens is not yet a success: a server that accepts and then closes at
+once (e.g. its slow-consumer close 1013) would otherwise be dialled again every few
+milliseconds forever. The backoff schedule restarts only once a connection has stayed open
+for ``stable_after_s`` (told by :class:`Healthy`, or found when it is :class:`Lost`); a
+connection lost sooner counts as one more attempt, so the delays keep growing to the cap.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -31,11 +38,13 @@ __all__ = [
     "Event",
     "Failed",
     "FellBack",
+    "Healthy",
     "InvalidTransition",
     "Lost",
     "Opened",
     "ReconnectPolicy",
     "SetTimer",
+    "StableAt",
     "Start",
     "State",
     "Stop",
@@ -63,6 +72,11 @@ class Opened:
 
 
 @dataclass(frozen=True, slots=True)
+class Healthy:
+    """The open connection is still up (e.g. at the time :class:`StableAt` named)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """The connection attempt failed (refused, blocked by a proxy, timed out)."""
 
@@ -86,7 +100,7 @@ class Stop:
     """The application closed the client; no more reconnects."""
 
 
-Event = Start | Opened | Failed | Lost | TimerFired | Stop
+Event = Start | Opened | Healthy | Failed | Lost | TimerFired | Stop
 
 
 # --- actions (what the policy asks the caller to do) -------------------------------------
@@ -110,7 +124,17 @@ class FellBack:
     to_transport: Transport
 
 
-Action = Connect | SetTimer | FellBack
+@dataclass(frozen=True, slots=True)
+class StableAt:
+    """Send :class:`Healthy` at ``at`` (caller's clock) if the connection is still open then.
+
+    Optional: :class:`Lost` also checks how long the connection lasted.
+    """
+
+    at: float
+
+
+Action = Connect | SetTimer | FellBack | StableAt
 
 
 class InvalidTransition(ValueError):
@@ -120,7 +144,8 @@ class InvalidTransition(ValueError):
 #: (state, event type) -> (next state, effect). The effects are methods of the policy.
 TRANSITIONS: dict[tuple[State, type], tuple[State, str]] = {
     (State.IDLE, Start): (State.CONNECTING, "connect"),
-    (State.CONNECTING, Opened): (State.OPEN, "reset_failures"),
+    (State.CONNECTING, Opened): (State.OPEN, "note_opened"),
+    (State.OPEN, Healthy): (State.OPEN, "reset_if_stable"),
     (State.CONNECTING, Failed): (State.WAITING, "count_failure_and_back_off"),
     (State.OPEN, Lost): (State.WAITING, "back_off_after_loss"),
     (State.WAITING, TimerFired): (State.CONNECTING, "connect"),
@@ -141,6 +166,14 @@ class ReconnectPolicy:
         failures_before_fallback: consecutive failures on one transport before stepping down.
         backoff: the delay schedule between attempts.
         poll_interval_s: the interval of the last rung, plain polling (article: 5–10 s).
+        stable_after_s: how long a connection must stay open before the backoff schedule
+            restarts (default 5 s: reconnecting-websocket's ``minUptime`` of 5000 ms, "min
+            time to consider the connection as stable"). A connection lost sooner is one
+            more attempt (delays keep growing). 0 restores "reset on every open".
+
+    Raises:
+        ValueError: an empty or repeating cascade, ``failures_before_fallback`` < 1, or a
+            ``poll_interval_s`` / ``stable_after_s`` out of range.
     """
 
     rng: np.random.Generator
@@ -148,11 +181,13 @@ class ReconnectPolicy:
     failures_before_fallback: int = 2
     backoff: Backoff = field(default_factory=Backoff)
     poll_interval_s: float = 5.0
+    stable_after_s: float = 5.0
     state: State = field(default=State.IDLE, init=False)
     level: int = field(default=0, init=False)
     failures: int = field(default=0, init=False)  # consecutive, on the current transport
     attempt: int = field(default=0, init=False)  # consecutive, across transports (backoff)
     history: list[tuple[float, State, str]] = field(default_factory=list, init=False)
+    opened_at: float | None = field(default=None, init=False)  # of the open connection
 
     def __post_init__(self) -> None:
         self.cascade = tuple(Transport(t) for t in self.cascade)
@@ -166,6 +201,8 @@ class ReconnectPolicy:
             )
         if not self.poll_interval_s > 0:
             raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
+        if not (math.isfinite(self.stable_after_s) and self.stable_after_s >= 0):
+            raise ValueError(f"stable_after_s must be >= 0 and finite, got {self.stable_after_s}")
 
     @property
     def transport(self) -> Transport:
@@ -189,9 +226,21 @@ class ReconnectPolicy:
     def _connect(self, now: float) -> list[Action]:
         return [Connect(self.transport, self.attempt)]
 
-    def _reset_failures(self, now: float) -> list[Action]:
+    def _note_opened(self, now: float) -> list[Action]:
+        # The transport works (no fallback), but the backoff waits for a stable connection.
         self.failures = 0
-        self.attempt = 0
+        self.opened_at = now
+        if self.stable_after_s == 0:
+            self.attempt = 0
+            return []
+        return [StableAt(now + self.stable_after_s)]
+
+    def _stable(self, now: float) -> bool:
+        return self.opened_at is not None and now - self.opened_at >= self.stable_after_s
+
+    def _reset_if_stable(self, now: float) -> list[Action]:
+        if self._stable(now):
+            self.attempt = 0
         return []
 
     def _count_failure_and_back_off(self, now: float) -> list[Action]:
@@ -211,8 +260,12 @@ class ReconnectPolicy:
         return actions
 
     def _back_off_after_loss(self, now: float) -> list[Action]:
-        self.attempt = 0
-        delay = self.backoff.delay(0, self.rng)
+        if self._stable(now):
+            self.attempt = 0  # a healthy connection ended: start the schedule afresh
+        else:
+            self.attempt += 1  # it flapped: one more attempt, a longer wait
+        self.opened_at = None
+        delay = self.backoff.delay(self.attempt, self.rng)
         return [SetTimer(now + delay, delay)]
 
     def _nothing(self, now: float) -> list[Action]:

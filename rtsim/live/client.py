@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -113,9 +114,13 @@ class LiveClient:
         since: ``{channel: last id}`` to start after (default: from now on).
         backoff: the reconnect delays (default 0.05 s doubling to 2 s, full jitter).
         failures_before_fallback: failed attempts on one transport before the next one.
+        stable_after_s: a connection must stay open this long before the backoff restarts
+            (default 5 s, the core policy's); one that closes sooner waits longer each time.
         seed: seeds the jitter (reproducible reconnect timing).
         poll_timeout_s: how long one long poll may wait at the server.
-        client_id: this client's presence name (SSE/long polling; WebSocket uses the server's).
+        client_id: this client's presence name over SSE/long polling (WebSocket uses the
+            server's per-connection name); default ``py-`` + 12 random hex digits, so every
+            client is its own member.
         heartbeat_s: presence heartbeat interval, seconds.
         connect_timeout_s: how long :meth:`ready` waits by default, seconds (10).
         request_timeout_s: limit of one HTTP request (publish, presence) and of opening a
@@ -137,9 +142,10 @@ class LiveClient:
         since: Mapping[str, str] | None = None,
         backoff: Backoff | None = None,
         failures_before_fallback: int = 2,
+        stable_after_s: float = 5.0,
         seed: int = 0,
         poll_timeout_s: float = LONG_POLL_HOLD_S,
-        client_id: str = "py",
+        client_id: str | None = None,
         heartbeat_s: float = 15.0,
         connect_timeout_s: float = 10.0,
         request_timeout_s: float = 10.0,
@@ -160,10 +166,11 @@ class LiveClient:
             cascade=tuple(Transport(t) for t in transports),
             failures_before_fallback=failures_before_fallback,
             backoff=backoff or Backoff(base_s=0.05, cap_s=2.0),
+            stable_after_s=stable_after_s,
         )
         self.cursor: dict[str, str] = dict(since or {})
         self.poll_timeout_s = poll_timeout_s
-        self.client_id = client_id
+        self.client_id = client_id or f"py-{uuid.uuid4().hex[:12]}"
         self.heartbeat_s = heartbeat_s
         self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
@@ -200,6 +207,10 @@ class LiveClient:
 
     async def close(self) -> None:
         self._stopping = True
+        if self._ws is None and self.connected:  # say goodbye (a WebSocket's close does)
+            for ch in list(self._presence_state):
+                with contextlib.suppress(Exception):
+                    await self._send_presence(ch, None, leave=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -487,7 +498,9 @@ class LiveClient:
         )
         return await asyncio.wait_for(fut, timeout)
 
-    async def _send_presence(self, channel: str, state: dict[str, Any] | None) -> None:
+    async def _send_presence(
+        self, channel: str, state: dict[str, Any] | None, *, beat: bool = False, leave: bool = False
+    ) -> None:
         if self._ws is not None:
             await self._ws.send_str(
                 json.dumps({"type": "presence", "channel": channel, "state": state})
@@ -497,6 +510,8 @@ class LiveClient:
         body: dict[str, Any] = {"channel": channel, "client": self.client_id}
         if state is not None:
             body["state"] = state
+        if beat or leave:  # a heartbeat's state only restores us after a false offline
+            body["heartbeat" if beat else "leave"] = True
         async with self._session.post(
             self.url + "/presence",
             json=body,
@@ -510,8 +525,8 @@ class LiveClient:
         with contextlib.suppress(Exception):
             while True:
                 await asyncio.sleep(self.heartbeat_s)
-                for ch in list(self._presence_state):
-                    await self._send_presence(ch, None)
+                for ch, state in list(self._presence_state.items()):
+                    await self._send_presence(ch, state, beat=True)
 
     # --- SSE -----------------------------------------------------------------------------
     async def _run_sse(self, on_open: Any) -> None:

@@ -340,7 +340,10 @@ class LiveServer:
         return env
 
     async def presence_endpoint(self, request: web.Request) -> web.Response:
-        """GET: snapshot of ``?channel=C``. POST ``{channel, client, state?, leave?}``."""
+        """GET: snapshot of ``?channel=C``. POST ``{channel, client, state?, heartbeat?, leave?}``.
+
+        A heartbeat (no ``state``, or ``heartbeat: true``) never changes a present state.
+        """
         assert self.presence is not None
         try:
             grant = self._grant(request)
@@ -349,7 +352,7 @@ class LiveServer:
                 grant.check_subscribe(channel)
                 return _json_response(self.presence.snapshot(channel))
             body = await self._json_body(request)
-            extra = sorted(set(body) - {"channel", "client", "state", "leave"})
+            extra = sorted(set(body) - {"channel", "client", "state", "heartbeat", "leave"})
             if extra:
                 raise ProtocolError("bad_frame", f"unknown field(s): {', '.join(extra)}")
             channel = _channel(body.get("channel"))
@@ -363,10 +366,10 @@ class LiveServer:
                 raise ProtocolError("bad_frame", "state must be a JSON object")
             if body.get("leave") is True:
                 self.presence.leave(channel, member)
-            elif state is not None:
+            elif state is not None and body.get("heartbeat") is not True:
                 self.presence.set(channel, member, state)
-            else:
-                self.presence.heartbeat(channel, member, None)
+            else:  # a heartbeat keeps the state; its own only restores a false offline
+                self.presence.heartbeat(channel, member, state)
             return _json_response(self.presence.snapshot(channel))
         except (AuthError, ProtocolError) as exc:
             return self._http_error(exc)

@@ -283,11 +283,11 @@ def simulate_reconnect_storm(
         policy = ReconnectPolicy(
             rng=np.random.default_rng(child), cascade=[Transport.WEBSOCKET], backoff=backoff
         )
-        # Connected before the restart: open the policy without a real attempt.
-        d = _Driver(env, policy, lambda _d, _t: None)
-        d.feed(Start())
-        d.feed(Opened())
-        d.attempt_fn, d.attempts = attempt(k), 0
+        # Connected (and stable) since long before the restart: open the policy without a
+        # real attempt, ``stable_after_s`` before t = 0, so the restart is a healthy loss.
+        d = _Driver(env, policy, attempt(k))
+        policy.handle(Start(), -policy.stable_after_s)
+        policy.handle(Opened(), -policy.stable_after_s)
         drivers.append(d)
     for d in drivers:
         d.feed(Lost("server restart"))

@@ -30,9 +30,11 @@ What is modelled
   one connection and compresses headers (HPACK). The limit is modelled for SSE only.
 * **Reconnects**: with ``reconnects_per_hour`` > 0, persistent connections drop at random,
   each client at that rate while it is connected (a client that is down is not hit again
-  until it is back); the client waits the core :class:`~rtsim.core.backoff.Backoff` delay,
-  re-does the connection setup (TCP + TLS + HTTP/upgrade round trips) and resumes from its
-  last id, so messages published meanwhile arrive late rather than never.
+  until it is back); the client waits the delay of the core
+  :class:`~rtsim.core.reconnect.ReconnectPolicy` (its :class:`~rtsim.core.backoff.Backoff`,
+  restarted only after ``stable_after_s`` connected, growing while it flaps), re-does the
+  connection setup (TCP + TLS + HTTP/upgrade round trips) and resumes from its last id,
+  so messages published meanwhile arrive late rather than never.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import simpy
 from ..core.backoff import Backoff
 from ..core.envelope import Envelope, encode
 from ..core.params import param, sources, validate
+from ..core.reconnect import Lost, Opened, ReconnectPolicy, SetTimer, Start, TimerFired
 from ..core.results import RunResult, Summary
 from ..core.transport import (
     LONG_POLL_HOLD_S,
@@ -197,6 +200,13 @@ class TransportParams:
         0.0, lo=0, unit="1/h", help="random drops of a persistent connection per client"
     )
     backoff: Backoff = field(default_factory=Backoff)
+    stable_after_s: float = param(
+        5.0,
+        lo=0,
+        unit="s",
+        help="connected this long before the backoff restarts (else it keeps growing)",
+        source="5 s: reconnecting-websocket's minUptime (5000 ms), as the core policy",
+    )
     # The clients' side, for comparing with a load generator on the same machine:
     # subscribers are spread over ``client_processes`` processes, each a FIFO CPU that
     # spends ``cpu_client_per_delivery_us`` per message received (0 processes: not modelled).
@@ -316,6 +326,7 @@ class _Model:
         # Per-subscriber state.
         self.last_rx = np.zeros(n)  # in-order delivery on one TCP connection
         self.down_until = np.zeros(n)  # reconnecting until then (persistent transports)
+        self.policies: dict[int, ReconnectPolicy] = {}  # of clients that dropped, by index
         self.waiting = np.zeros(n, dtype=bool)  # long polling: a request is held at the server
         self.req_gen = np.zeros(n, dtype=np.int64)  # long polling: to ignore stale hold timers
         self.buffers: list[list[int]] = [[] for _ in range(n)]
@@ -566,7 +577,9 @@ class _Model:
         subscribers, and one that is blocked or still reconnecting is skipped). A client is
         therefore up for an exponential time of mean 1 / rate, then down for the backoff
         delay plus the connection setup, and so on: about ``duration / (1 / rate + mean
-        downtime)`` reconnects per client, never stacked downtimes.
+        downtime)`` reconnects per client, never stacked downtimes. The delay comes from the
+        client's core reconnect policy: a client dropped again within ``stable_after_s`` of
+        reconnecting has flapped, and its next delay's ceiling doubles (up to the cap).
         """
         p = self.p
         total_rate = p.reconnects_per_hour / 3600.0 * self.n
@@ -578,11 +591,32 @@ class _Model:
             if self.blocked[k] or self.env.now < self.down_until[k]:
                 continue  # never connected, or already down: nothing to drop
             self.reconnects += 1
-            delay = self.p.backoff.delay(0, self.rng)
+            now = self.env.now
+            policy = self._policy(k)
+            (timer,) = [a for a in policy.handle(Lost(), now) if isinstance(a, SetTimer)]
             setup = float(self.link.transit(self.rng, 0, 2 * self.setup_rtts).sum())
-            self.down_until[k] = self.env.now + delay + setup
+            self.down_until[k] = now + timer.delay + setup
+            # Sans-I/O: the policy takes the (future) times of the retry and the open now.
+            policy.handle(TimerFired(), timer.at)
+            policy.handle(Opened(), self.down_until[k])
             handshake = 2 * 600 + (4000 if p.tls else 0)  # HTTP + TLS handshake bytes, approx.
             self.wire += float(wire_bytes(handshake, tls=False))
+
+    def _policy(self, k: int) -> ReconnectPolicy:
+        """Client ``k``'s reconnect policy, open (and stable) since before t = 0."""
+        policy = self.policies.get(k)
+        if policy is None:
+            policy = ReconnectPolicy(
+                rng=self.rng,  # the model's stream, as the backoff draws always were
+                cascade=(self.p.transport,),
+                backoff=self.p.backoff,
+                stable_after_s=self.p.stable_after_s,
+            )
+            t0 = -self.p.stable_after_s
+            policy.handle(Start(), t0)
+            policy.handle(Opened(), t0)
+            self.policies[k] = policy
+        return policy
 
     # --- run ---------------------------------------------------------------------------------
     def run(self) -> RunResult:

@@ -322,3 +322,70 @@ def test_public_api() -> None:
     )
     for name in pr.__all__:
         assert hasattr(pr, name)
+
+
+# --- a heartbeat never erases state ------------------------------------------------------------
+def test_a_heartbeat_without_state_after_a_false_offline_keeps_the_state() -> None:
+    tr = PresenceTracker(10)
+    tr.join("doc", "a", {"name": "Al"}, now=0.0)
+    assert tr.expire(10.0) == [Leave("doc", "a", LeaveReason.EXPIRED, 10.0)]
+    # The late heartbeat carries no state (SSE / long polling): a is back as it was.
+    assert tr.heartbeat("doc", "a", now=12.0) == [Join("doc", "a", {"name": "Al"}, 12.0)]
+    assert tr.snapshot("doc").members == {"a": {"name": "Al"}}
+
+
+def test_a_departed_state_is_forgotten_after_timeout() -> None:
+    tr = PresenceTracker(10)
+    tr.join("doc", "a", {"name": "Al"}, now=0.0)
+    tr.leave("doc", "a", now=1.0)
+    tr.join("doc", "b", now=11.0)  # any later call forgets what left by 1 + 10 s
+    assert tr.heartbeat("doc", "a", now=11.5) == [Join("doc", "a", {}, 11.5)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["beat", "beat+state", "update", "expire", "leave"]),
+            st.floats(0.0, 30.0),
+            st.integers(0, 3),
+        ),
+        max_size=50,
+    )
+)
+def test_only_join_or_update_change_a_members_state(
+    steps: list[tuple[str, float, int]],
+) -> None:
+    timeout = 10.0
+    tr = PresenceTracker(timeout)
+    now = 0.0
+    tr.join("r", "c", {"v": -1}, now=now)
+    last: dict[str, int] = {"v": -1}  # the state of the last join/update
+    gone_at: float | None = None
+    for kind, dt, v in steps:
+        now += dt
+        before = tr.snapshot("r").members.get("c")
+        if kind == "update":
+            tr.update("r", "c", {"v": v}, now=now)
+            last, gone_at = {"v": v}, None
+        elif kind == "expire":
+            if tr.expire(now):
+                gone_at = now
+        elif kind == "leave":
+            if tr.leave("r", "c", now=now):
+                gone_at = now
+        else:
+            recent = gone_at is not None and now - gone_at < timeout
+            was_present = before is not None
+            sent = {"v": 99} if kind == "beat+state" else None
+            tr.heartbeat("r", "c", now=now, state=sent)
+            got = tr.snapshot("r").members["c"]
+            if was_present:
+                assert got == before == last  # a heartbeat never changes a present state
+            elif sent is not None:
+                assert got == sent  # re-created with what the heartbeat carried
+                last = sent
+            elif recent:
+                assert got == last  # re-created with the state it had, not {}
+            if not was_present:
+                last, gone_at = got, None

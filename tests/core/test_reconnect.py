@@ -9,11 +9,13 @@ from rtsim.core.reconnect import (
     Connect,
     Failed,
     FellBack,
+    Healthy,
     InvalidTransition,
     Lost,
     Opened,
     ReconnectPolicy,
     SetTimer,
+    StableAt,
     Start,
     State,
     Stop,
@@ -30,7 +32,7 @@ def test_connects_first_with_websocket() -> None:
     p = policy()
     assert p.handle(Start(), 0.0) == [Connect(Transport.WEBSOCKET, 0)]
     assert p.state is State.CONNECTING
-    assert p.handle(Opened(), 0.1) == []
+    assert p.handle(Opened(), 0.1) == [StableAt(0.1 + p.stable_after_s)]
     assert p.state is State.OPEN
 
 
@@ -98,6 +100,8 @@ def test_stop_closes_from_every_live_state() -> None:
         ({"cascade": ["sse", "sse"]}, "must not repeat"),
         ({"failures_before_fallback": 0}, "failures_before_fallback"),
         ({"poll_interval_s": 0}, "poll_interval_s"),
+        ({"stable_after_s": -1}, "stable_after_s"),
+        ({"stable_after_s": float("inf")}, "stable_after_s"),
         ({"cascade": ["smoke"]}, "smoke"),
     ],
 )
@@ -126,3 +130,93 @@ def test_random_event_sequences_keep_invariants(script: list[str], seed: int) ->
         # The level only ever goes down the cascade.
     levels = [p.cascade.index(t) for t in p.cascade[: p.level + 1]]
     assert levels == sorted(levels)
+
+
+# --- flapping: the backoff restarts only after a stable connection ---------------------------
+FLAP = {"cascade": [Transport.WEBSOCKET], "backoff": Backoff(0.05, 2.0, jitter=Jitter.NONE)}
+
+
+def test_a_server_that_closes_at_once_gets_growing_delays() -> None:
+    # The example: accept, then close at once (1013), about 30 ms per round.
+    p = policy(**FLAP, stable_after_s=5.0)
+    p.handle(Start(), 0.0)
+    now, delays = 0.0, []
+    for _ in range(8):
+        p.handle(Opened(), now)
+        (t,) = p.handle(Lost("1013"), now + 0.03)
+        assert isinstance(t, SetTimer)
+        delays.append(t.delay)
+        now = t.at
+        (c,) = p.handle(TimerFired(), now)
+        assert isinstance(c, Connect) and c.attempt == len(delays)
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0]  # ceiling(1), ceiling(2), …
+
+
+def test_stable_after_zero_resets_on_every_open() -> None:
+    p = policy(**FLAP, stable_after_s=0.0)
+    p.handle(Start(), 0.0)
+    now = 0.0
+    assert p.handle(Opened(), now) == []
+    for _ in range(3):
+        (t,) = p.handle(Lost(), now + 0.001)
+        assert isinstance(t, SetTimer) and t.delay == 0.05
+        now = t.at
+        p.handle(TimerFired(), now)
+        p.handle(Opened(), now)
+
+
+def test_healthy_before_stable_after_changes_nothing_after_resets() -> None:
+    p = policy(**FLAP, stable_after_s=5.0)
+    p.handle(Start(), 0.0)
+    for _ in range(3):
+        p.handle(Failed(), 0.0)
+        p.handle(TimerFired(), 0.0)
+    assert p.attempt == 3
+    p.handle(Opened(), 10.0)
+    p.handle(Healthy(), 14.9)
+    assert p.attempt == 3 and p.state is State.OPEN
+    p.handle(Healthy(), 15.0)
+    assert p.attempt == 0
+    (t,) = p.handle(Lost(), 15.1)  # reset already: the first delay again
+    assert isinstance(t, SetTimer) and t.delay == 0.05
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 4.999), st.sampled_from(["lost", "fail"])),
+        min_size=1,
+        max_size=40,
+    ),
+    st.floats(5.001, 1000.0),  # clear of float rounding at exactly stable_after_s
+    st.integers(0, 1000),
+)
+def test_short_connections_never_lower_the_delay_and_a_healthy_one_resets(
+    script: list[tuple[float, str]], healthy_for: float, seed: int
+) -> None:
+    stable = 5.0
+    p = ReconnectPolicy(
+        rng=np.random.default_rng(seed),
+        cascade=[Transport.WEBSOCKET],
+        backoff=Backoff(0.05, 2.0, jitter=Jitter.NONE),
+        stable_after_s=stable,
+    )
+    now = 0.0
+    p.handle(Start(), now)
+    last = 0.0
+    for up_for, how in script:
+        if how == "lost":  # opened, then closed before stable_after_s
+            p.handle(Opened(), now)
+            now += up_for
+            p.handle(Healthy(), now)  # a heartbeat too early changes nothing
+            (t,) = p.handle(Lost(), now)
+        else:  # the attempt failed outright
+            now += up_for
+            (t,) = p.handle(Failed(), now)
+        assert isinstance(t, SetTimer)
+        assert t.delay >= last  # never lower
+        last = t.delay
+        now = t.at
+        p.handle(TimerFired(), now)
+    p.handle(Opened(), now)
+    (t,) = p.handle(Lost(), now + healthy_for)
+    assert isinstance(t, SetTimer) and t.delay == p.backoff.ceiling(0)

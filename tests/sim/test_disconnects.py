@@ -51,9 +51,16 @@ def transport_downtime(p: TransportParams) -> tuple[float, float]:
 
 
 # The issue's example: `rtsim simulate transports --transport websocket --clients 100
-# --rate 10 --duration 5 --reconnects-per-hour 36000 --seed 1`.
+# --rate 10 --duration 5 --reconnects-per-hour 36000 --seed 1`, with the backoff restarting
+# on every reconnect (``--stable-after-s 0``): the renewal formula needs i.i.d. downtimes. With
+# the default ``stable_after_s`` such short connections are flaps and the delays grow (below).
 EXAMPLE = TransportParams(
-    transport="websocket", clients=100, rate=10, duration_s=5, reconnects_per_hour=36000
+    transport="websocket",
+    clients=100,
+    rate=10,
+    duration_s=5,
+    reconnects_per_hour=36000,
+    stable_after_s=0.0,
 )
 #: r = 10/s (up 0.1 s on average); downtime = U(0, 1 s) full-jitter backoff (0.5 s) + 6
 #: transits of 25 ms + Exp(5 ms) (0.18 s): μ = 0.78 s, so 5 / 0.78 = 6.41 in the long run
@@ -74,7 +81,12 @@ def test_the_issue_example_has_about_7_reconnects_per_client_not_49() -> None:
     [
         EXAMPLE,
         TransportParams(
-            transport="sse", clients=50, rate=5, duration_s=30, reconnects_per_hour=3600
+            transport="sse",
+            clients=50,
+            rate=5,
+            duration_s=30,
+            reconnects_per_hour=3600,
+            stable_after_s=0.0,
         ),
         TransportParams(
             transport="websocket",
@@ -84,6 +96,7 @@ def test_the_issue_example_has_about_7_reconnects_per_client_not_49() -> None:
             reconnects_per_hour=7200,
             tls=False,
             backoff=Backoff(base_s=0.25, cap_s=5),
+            stable_after_s=0.0,
         ),
     ],
 )
@@ -108,6 +121,25 @@ def test_reconnecting_clients_are_not_hit_again_while_down() -> None:
     right = expected_drops(p.duration_s, p.reconnects_per_hour, *transport_downtime(p))
     assert got < 1 + p.duration_s / 2.0  # mean downtime ≥ 2 s
     assert abs(got - right) < 0.25, (got, right)
+
+
+def test_flapping_clients_back_off_further_with_the_default_stable_after() -> None:
+    # Up 0.1 s on average, far below stable_after_s (5 s): every drop is a flap, so each
+    # client's ceilings double (1, 2, 4 … s) and it reconnects fewer times than with the
+    # backoff restarting each time; never more than the growing ceilings allow.
+    flapping = EXAMPLE.with_(stable_after_s=5.0)
+    got = simulate_transports(flapping, seed=1).summary.extra["reconnects"] / EXAMPLE.clients
+    reset = simulate_transports(EXAMPLE, seed=1).summary.extra["reconnects"] / EXAMPLE.clients
+    assert got < 0.8 * reset, (got, reset)
+    # Bound from the growing ceilings: every client starts stable, so the i-th drop (0-based)
+    # waits ceiling(i) / 2 on average plus the setup; ignoring the up times, drop i can only
+    # happen if the mean downtimes before it fit in the run.
+    setup = transport_downtime(EXAMPLE)[0] - full_jitter(EXAMPLE.backoff)[0]
+    t, bound = 0.0, 0
+    while t < EXAMPLE.duration_s:
+        t += EXAMPLE.backoff.ceiling(bound) / 2 + setup
+        bound += 1
+    assert got <= bound, (got, bound)
 
 
 ARCH = ArchitectureParams(

@@ -8,6 +8,8 @@
 // * Fallback: WebSocket → SSE → long polling. A transport that never opens (the server
 //   disabled it, a proxy blocks it) is skipped at once; one that opened and then dropped is
 //   retried with exponential backoff and full jitter (delay = random(0, min(cap, base·2^n))).
+//   n restarts at 0 only after a connection stayed open `stableAfterMs` (5 s), as
+//   rtsim.core.reconnect does: a server that accepts and closes at once is not re-dialled fast.
 // * Resume: the last id of each channel in `resume` is kept and sent back on reconnect
 //   (WebSocket `since`, SSE `?last_event_id=`, long-poll `after`), so nothing is missed.
 // * Publish: over the WebSocket with an ack (`ref`), else POST /publish; rejects on error
@@ -43,6 +45,7 @@ class RtTransport {
     this.order = opts.order || ORDER;
     this.backoffBaseMs = opts.backoffBaseMs || 500;
     this.backoffCapMs = opts.backoffCapMs || 15000;
+    this.stableAfterMs = opts.stableAfterMs ?? 5000; // reconnecting-websocket's minUptime
     this.ackTimeoutMs = opts.ackTimeoutMs || 5000;
     this.pollTimeoutS = opts.pollTimeoutS || 25;
     this.clientId = opts.clientId || Math.random().toString(36).slice(2, 10);
@@ -116,7 +119,7 @@ class RtTransport {
     const onOpen = () => {
       if (gen !== this._gen) return;
       opened = true;
-      this.attempt = 0;
+      this._openedAt = Date.now(); // the backoff restarts only once stable (see _down)
       this._set("open", `${name} open`);
       this._sendPresence();
     };
@@ -177,6 +180,7 @@ class RtTransport {
       return;
     }
     if (!opened) this.index = 0; // nothing worked: start the list over after a pause
+    if (opened && Date.now() - this._openedAt >= this.stableAfterMs) this.attempt = 0;
     const cap = Math.min(this.backoffCapMs, this.backoffBaseMs * 2 ** this.attempt);
     const delay = Math.random() * cap; // full jitter
     this.attempt = Math.min(this.attempt + 1, 20);
@@ -399,7 +403,9 @@ class RtTransport {
     if (this.transport === "websocket" && this._ws) {
       this._ws.send(JSON.stringify({ type: "heartbeat" }));
     } else {
-      this._postPresence({ channel: this.presence.channel, client: this.clientId });
+      // Carries our state so a false offline comes back as we were; never changes it.
+      const { channel, state } = this.presence;
+      this._postPresence({ channel, client: this.clientId, state, heartbeat: true });
     }
   }
 
