@@ -469,8 +469,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _run_serve(a: argparse.Namespace) -> int:
-    from .live.metrics import TRANSPORTS
     from .live.server import ServerConfig, run_server
+    from .live.server.metrics import TRANSPORTS
 
     off = {t.strip() for t in a.disable.split(",") if t.strip()}
     if off - set(TRANSPORTS):
@@ -530,8 +530,8 @@ def _add_load(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_load(a: argparse.Namespace) -> int:
+    from .live.clients.loadgen import LoadParams, capacity_search, run_load
     from .live.errors import ServerUnreachableError
-    from .live.loadgen import LoadParams, capacity_search, run_load
 
     params = LoadParams(
         url=a.url.rstrip("/"),
@@ -588,7 +588,7 @@ def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _run_token(a: argparse.Namespace) -> int:
-    from .live.auth import make_token
+    from .live.server.auth import make_token
 
     print(make_token(a.secret, a.user, a.subscribe, a.publish, a.ttl))
     return 0

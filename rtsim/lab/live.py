@@ -22,7 +22,7 @@ import pandas as pd
 
 from rtsim.core.backoff import Backoff
 from rtsim.live.background import BackgroundServer, serve_in_background
-from rtsim.live.client import GapNotice, LiveClient, Message
+from rtsim.live.clients.client import GapNotice, LiveClient, Message
 from rtsim.live.errors import ServerUnreachableError, require_server
 
 __all__ = [

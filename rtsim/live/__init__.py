@@ -9,10 +9,10 @@
 ``docs/protocol.md``.
 """
 
-from .auth import Authenticator, Grant, make_token
 from .background import BackgroundServer, serve_in_background
-from .backplane import Backplane, MemoryBackplane, make_backplane
+from .backplanes import Backplane, MemoryBackplane, make_backplane
 from .server import LiveServer, ServerConfig, create_app, run_server
+from .server.auth import Authenticator, Grant, make_token
 
 __all__ = [
     "Authenticator",

@@ -25,7 +25,7 @@ import pytest
 
 from rtsim.lab import live as L
 from rtsim.live.background import serve_in_background
-from rtsim.live.client import LiveClient
+from rtsim.live.clients.client import LiveClient
 from rtsim.live.errors import ServerUnreachableError, require_server
 from rtsim.live.process import free_port
 

@@ -9,7 +9,7 @@ import struct
 
 import aiohttp
 
-from .conftest import Serve, SseReader, publish, subscribe, ws_collect, ws_until
+from ..conftest import Serve, SseReader, publish, subscribe, ws_collect, ws_until
 
 
 async def _still_serving(srv, http: aiohttp.ClientSession) -> None:

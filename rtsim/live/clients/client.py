@@ -46,7 +46,7 @@ from rtsim.core.reconnect import (
 from rtsim.core.replaylog import encode_cursor
 from rtsim.core.transport import LONG_POLL_HOLD_S, SseDecoder, Transport
 
-from .errors import ServerUnreachableError
+from ..errors import ServerUnreachableError
 
 __all__ = ["GapNotice", "LiveClient", "LiveClientError", "Message", "ServerUnreachableError"]
 

@@ -45,8 +45,8 @@ from prometheus_client.registry import Collector
 
 from rtsim.core.backoff import Backoff
 
-from .backplane import Backplane, OnMessage
-from .protocol import ProtocolError
+from ..protocol import ProtocolError
+from .memory import Backplane, OnMessage
 
 __all__ = [
     "BackplaneCollector",
@@ -358,14 +358,14 @@ def make_broker_backplane(
     """A broker backplane for ``url`` (``max_len``: messages kept per channel by default)."""
     scheme = url.partition("://")[0]
     if scheme in ("redis-streams", "redis-pubsub"):
-        from .redis_backplane import RedisPubSubBackplane, RedisStreamsBackplane
+        from .redis import RedisPubSubBackplane, RedisStreamsBackplane
 
         parsed = parse_broker_url(url, 6379)
         if scheme == "redis-streams":
             return RedisStreamsBackplane(parsed, max_len=max_len)
         return RedisPubSubBackplane(parsed, max_len=max_len, max_age_s=max_age_s)
     if scheme == "nats":
-        from .nats_backplane import JetStreamBackplane
+        from .nats import JetStreamBackplane
 
         return JetStreamBackplane(parse_broker_url(url, 4222), max_len=max_len)
     raise ValueError(

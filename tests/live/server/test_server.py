@@ -8,10 +8,10 @@ import time
 import aiohttp
 import pytest
 
-from rtsim.live.auth import make_token
 from rtsim.live.server import ServerConfig
+from rtsim.live.server.auth import make_token
 
-from .conftest import Serve, SseReader, publish, subscribe, ws_collect, ws_until
+from ..conftest import Serve, SseReader, publish, subscribe, ws_collect, ws_until
 
 SECRET = "k" * 32
 

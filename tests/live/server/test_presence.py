@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import Serve, subscribe, ws_until
+from ..conftest import Serve, subscribe, ws_until
 
 
 async def test_join_update_leave_over_websocket(srv, http) -> None:

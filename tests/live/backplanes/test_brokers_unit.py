@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 
 from rtsim.core.envelope import CHANNEL_PATTERN
 from rtsim.core.replaylog import Gap, MalformedIdError, Messages
-from rtsim.live.backplane import make_backplane
-from rtsim.live.brokers import parse_broker_url
-from rtsim.live.nats_backplane import JetStreamBackplane, channel_token, token_channel
-from rtsim.live.redis_backplane import RedisPubSubBackplane, RedisStreamsBackplane
+from rtsim.live.backplanes import make_backplane
+from rtsim.live.backplanes.base import parse_broker_url
+from rtsim.live.backplanes.nats import JetStreamBackplane, channel_token, token_channel
+from rtsim.live.backplanes.redis import RedisPubSubBackplane, RedisStreamsBackplane
 from rtsim.live.server import ServerConfig
 
-from .brokers import free_port
-from .conftest import Serve, subscribe, ws_until
+from ..broker_fixtures import free_port
+from ..conftest import Serve, subscribe, ws_until
 
 
 def test_make_backplane_parses_urls_and_options() -> None:

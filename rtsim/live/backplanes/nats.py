@@ -38,7 +38,7 @@ from rtsim.core.envelope import Envelope, validate_channel
 from rtsim.core.positions import MalformedPositionError, parse_position
 from rtsim.core.replaylog import Gap, MalformedIdError, Messages, ReadResult, UnknownIdError
 
-from .brokers import BrokerBackplane, BrokerUrl, wall_to_loop
+from .base import BrokerBackplane, BrokerUrl, wall_to_loop
 
 __all__ = ["JetStreamBackplane", "channel_token", "token_channel"]
 

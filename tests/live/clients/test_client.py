@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from rtsim.core.backoff import Backoff
-from rtsim.live.auth import make_token
-from rtsim.live.client import GapNotice, LiveClient, LiveClientError, Message
+from rtsim.live.clients.client import GapNotice, LiveClient, LiveClientError, Message
+from rtsim.live.server.auth import make_token
 
-from .conftest import Serve, wait_until
+from ..conftest import Serve, wait_until
 
 FAST = Backoff(base_s=0.01, cap_s=0.05)
 

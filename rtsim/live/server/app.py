@@ -44,14 +44,10 @@ from rtsim.core.envelope import EnvelopeError, validate_channel
 from rtsim.core.replaylog import Gap, ReplayLogError, encode_cursor
 from rtsim.core.transport import LONG_POLL_HOLD_S
 
-from .auth import Authenticator, AuthError, Grant, check_secret
-from .backplane import Backplane, make_backplane
-from .brokers import BackplaneCollector
-from .errors import PortInUseError
-from .hub import Broadcast, Control, Hub, Replay, Subscriber
-from .metrics import TRANSPORTS, Metrics
-from .presence import PresenceService
-from .protocol import (
+from ..backplanes.base import BackplaneCollector
+from ..backplanes.memory import Backplane, make_backplane
+from ..errors import PortInUseError
+from ..protocol import (
     ClientFrame,
     Heartbeat,
     PresenceSet,
@@ -65,6 +61,10 @@ from .protocol import (
     parse_resume,
     parse_timeout,
 )
+from .auth import Authenticator, AuthError, Grant, check_secret
+from .hub import Broadcast, Control, Hub, Replay, Subscriber
+from .metrics import TRANSPORTS, Metrics
+from .presence import PresenceService
 from .yjs import YjsService
 
 __all__ = ["SERVER_KEY", "LiveServer", "ServerConfig", "create_app", "run_server"]
@@ -757,7 +757,7 @@ def _channel(value: object) -> str:
         raise ProtocolError("bad_channel", str(exc)) from None
 
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parents[1] / "static"
 
 
 async def _index(request: web.Request) -> web.FileResponse:

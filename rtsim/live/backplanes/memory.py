@@ -115,6 +115,6 @@ def make_backplane(url: str, *, max_len: int = 1000, max_age_s: float | None = N
     :mod:`rtsim.live.redis_backplane` and :mod:`rtsim.live.nats_backplane` for options."""
     if url in ("memory", "memory://"):
         return MemoryBackplane(max_len=max_len, max_age_s=max_age_s)
-    from .brokers import make_broker_backplane  # imports redis / nats only when asked
+    from .base import make_broker_backplane  # imports redis / nats only when asked
 
     return make_broker_backplane(url, max_len=max_len, max_age_s=max_age_s)

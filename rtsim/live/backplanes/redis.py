@@ -48,7 +48,7 @@ from rtsim.core.replaylog import (
     UnknownIdError,
 )
 
-from .brokers import BrokerBackplane, BrokerUrl, wall_to_loop
+from .base import BrokerBackplane, BrokerUrl, wall_to_loop
 
 __all__ = ["RedisPubSubBackplane", "RedisStreamsBackplane"]
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rtsim.live.loadgen import LoadParams, capacity_search, run_load
+from rtsim.live.clients.loadgen import LoadParams, capacity_search, run_load
 from rtsim.live.process import free_port
 
 

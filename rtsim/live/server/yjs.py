@@ -50,7 +50,7 @@ from .auth import AuthError, Grant
 from .hub import Broadcast, Replay, Subscriber
 
 if TYPE_CHECKING:
-    from .server import LiveServer
+    from .app import LiveServer
 
 __all__ = ["SNAPSHOT_EVERY", "YjsService"]
 

@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from rtsim.live.auth import OPEN_GRANT, Authenticator, AuthError, make_token, parse_patterns
+from rtsim.live.server.auth import OPEN_GRANT, Authenticator, AuthError, make_token, parse_patterns
 
 S = "s" * 32
 

@@ -24,9 +24,9 @@ from rtsim.core.envelope import Envelope, encode
 from rtsim.core.replaylog import Gap, encode_cursor
 from rtsim.core.transport import format_sse_event, ws_frame
 
-from .backplane import Backplane
+from ..backplanes.memory import Backplane
+from ..protocol import message_frame
 from .metrics import Metrics
-from .protocol import message_frame
 
 __all__ = ["Broadcast", "Control", "Hub", "Replay", "Subscriber"]
 

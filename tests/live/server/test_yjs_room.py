@@ -12,14 +12,14 @@ import aiohttp
 import pytest
 
 from rtsim.core.yroom import SYNC_UPDATE, sync_frame
-from rtsim.live.auth import make_token
 from rtsim.live.server import ServerConfig
+from rtsim.live.server.auth import make_token
 
-from .brokers import require, unique_prefix
-from .conftest import Serve
-from .yjs_replica import Replica
+from ..broker_fixtures import require, unique_prefix
+from ..conftest import Serve
+from ..yjs_replica import Replica
 
-JS = Path(__file__).parent / "js"
+JS = Path(__file__).parents[1] / "js"
 SECRET = "y" * 32
 
 

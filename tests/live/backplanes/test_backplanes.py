@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .brokers import (
+from ..broker_fixtures import (
     BrokerProcess,
     healthz,
     instances_of,
@@ -25,7 +25,7 @@ from .brokers import (
     unique_prefix,
     wait_for_status,
 )
-from .conftest import SseReader, publish, subscribe, ws_collect, ws_until
+from ..conftest import SseReader, publish, subscribe, ws_collect, ws_until
 
 DURABLE = [
     pytest.param("redis-streams", marks=pytest.mark.redis),
@@ -56,7 +56,7 @@ def prefix() -> Iterator[str]:
 
 
 def _reachable_quiet(port: int) -> bool:
-    from .brokers import reachable
+    from ..broker_fixtures import reachable
 
     return reachable(port)
 
