@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .backplanes.memory import Backplane
+from .backplanes.base import Backplane
 from .server.app import SERVER_KEY, LiveServer, ServerConfig, start_site
 
 __all__ = ["BackgroundServer", "serve_in_background"]

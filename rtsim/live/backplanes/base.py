@@ -1,4 +1,24 @@
-"""What every broker backplane shares: the connection supervisor, its state and its metrics.
+"""The backplane interface, and what every broker backplane shares.
+
+A :class:`Backplane` assigns ids, keeps the replay log and tells the server about every
+message published — by this server or, with a shared broker, by another instance. The
+server never touches a log itself, so a Redis Streams or NATS JetStream backplane (issue
+7) plugs in behind the same five methods:
+
+* :meth:`~Backplane.start` ``(on_message)``: begin delivering; ``on_message(envelope)``
+  is called once per message, in id order per channel, on the event loop;
+* :meth:`~Backplane.publish` ``(channel, data)`` → the stored :class:`Envelope` (its id);
+* :meth:`~Backplane.read_after` ``(channel, after_id, limit)`` → ``Messages`` or ``Gap``
+  (the core replay log's answer types), raising ``ValueError`` for an id it cannot place;
+* :meth:`~Backplane.latest_id` ``(channel)``: where "from now on" starts;
+* :meth:`~Backplane.close`.
+
+Plus :meth:`~Backplane.order_key` (ids compare by this key, for de-duplication) and
+:attr:`~Backplane.durable_replay` (False for a broker that cannot replay, such as Redis
+Pub/Sub, so the server can say so).
+
+Broker backplanes
+-----------------
 
 A :class:`BrokerBackplane` keeps one background task, the *supervisor*: connect, run the
 feed (the loop that receives every message from the broker and hands it to the server),
@@ -19,11 +39,11 @@ Streams and JetStream), so connected clients get what was published in between.
 Logging (logger ``rtsim.live.backplane``): one line per change of state after the start,
 "unreachable … retrying" (WARNING) and "reachable again" (INFO); failed retries while it is
 down are logged at DEBUG only, never with a traceback. The state at the start is for the
-owner to report (``rtsim serve`` does, see :func:`rtsim.live.server.broker_note`).
+owner to report (``rtsim serve`` does, see :func:`rtsim.live.server.app.broker_note`).
 
-Subclasses implement ``_connect``, ``_run`` (returns only on close, raises on a broker
-error) and ``_disconnect``. URLs carry their options as query parameters, see
-:func:`parse_broker_url`.
+Subclasses set ``scheme`` and ``default_port`` and implement ``_connect``, ``_run``
+(returns only on close, raises on a broker error) and ``_disconnect``. URLs carry their
+options as query parameters, see :func:`parse_broker_url`.
 """
 
 from __future__ import annotations
@@ -34,9 +54,9 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, Self, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
@@ -44,23 +64,68 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from rtsim.core.backoff import Backoff
+from rtsim.core.envelope import Envelope
+from rtsim.core.replaylog import ReadResult
 
 from ..protocol import ProtocolError
-from .memory import Backplane, OnMessage
 
 __all__ = [
+    "Backplane",
+    "BackplaneClass",
     "BackplaneCollector",
     "BackplaneUnavailable",
     "BrokerBackplane",
     "BrokerStats",
     "BrokerUrl",
-    "make_broker_backplane",
+    "OnMessage",
     "parse_broker_url",
+    "wall_to_loop",
 ]
 
 log = logging.getLogger("rtsim.live.backplane")
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+OnMessage = Callable[[Envelope], None]
+
+
+@runtime_checkable
+class Backplane(Protocol):
+    """What the server needs from a message bus (see the module docstring)."""
+
+    name: str
+    durable_replay: bool
+
+    async def start(self, on_message: OnMessage) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, channel: str, data: Any) -> Envelope: ...
+
+    async def read_after(
+        self, channel: str, after_id: str, limit: int | None = None
+    ) -> ReadResult: ...
+
+    async def latest_id(self, channel: str) -> str: ...
+
+    def order_key(self, message_id: str) -> tuple[int, ...]: ...
+
+    def healthy(self) -> bool: ...
+
+
+class BackplaneClass(Protocol):
+    """What the factory needs of a backplane class: build one from its URL.
+
+    ``max_len`` (messages kept per channel) and ``max_age_s`` come from
+    :class:`~rtsim.live.server.app.ServerConfig` (``replay_len``, ``replay_age_s``); a
+    broker that trims by itself may ignore them or take its own from the URL's options.
+    Raises ``ValueError`` for a malformed URL or an unknown option.
+    """
+
+    def from_url(
+        self, url: str, *, max_len: int = 1000, max_age_s: float | None = None
+    ) -> Backplane: ...
 
 
 class BackplaneUnavailable(ProtocolError):
@@ -179,6 +244,17 @@ class BrokerBackplane(abc.ABC):
 
     name = "broker"
     durable_replay = True
+    #: The URL scheme (``redis-streams``…) and the port used when the URL gives none.
+    scheme = ""
+    default_port = 0
+
+    @classmethod
+    def from_url(cls, url: str, *, max_len: int = 1000, max_age_s: float | None = None) -> Self:
+        """The backplane of ``url`` (``scheme://HOST[:PORT][?option=value&...]``); see
+        :class:`BackplaneClass`. Raises ``ValueError`` for a bad URL or option."""
+        parsed = parse_broker_url(url, cls.default_port)
+        # Every concrete broker backplane takes (url, max_len, max_age_s).
+        return cls(parsed, max_len=max_len, max_age_s=max_age_s)  # type: ignore[call-arg]
 
     def __init__(self, url: BrokerUrl, backoff: Backoff, start_wait_s: float = 2.0) -> None:
         self.url = url
@@ -347,28 +423,3 @@ class BackplaneCollector(Collector):
             c = CounterMetricFamily(f"rtsim_backplane_{attr}", doc, labels=["name"])
             c.add_metric(labels, float(getattr(stats, attr)))
             yield c
-
-
-SCHEMES = ("redis-streams", "redis-pubsub", "nats")
-
-
-def make_broker_backplane(
-    url: str, *, max_len: int = 1000, max_age_s: float | None = None
-) -> Backplane:
-    """A broker backplane for ``url`` (``max_len``: messages kept per channel by default)."""
-    scheme = url.partition("://")[0]
-    if scheme in ("redis-streams", "redis-pubsub"):
-        from .redis import RedisPubSubBackplane, RedisStreamsBackplane
-
-        parsed = parse_broker_url(url, 6379)
-        if scheme == "redis-streams":
-            return RedisStreamsBackplane(parsed, max_len=max_len)
-        return RedisPubSubBackplane(parsed, max_len=max_len, max_age_s=max_age_s)
-    if scheme == "nats":
-        from .nats import JetStreamBackplane
-
-        return JetStreamBackplane(parse_broker_url(url, 4222), max_len=max_len)
-    raise ValueError(
-        f"unknown backplane {url!r}; available: memory, redis-streams://HOST:PORT,"
-        " redis-pubsub://HOST:PORT, nats://HOST:PORT"
-    )

@@ -75,9 +75,12 @@ class JetStreamBackplane(BrokerBackplane):
     """A JetStream stream shared by all servers; ids are stream sequence numbers."""
 
     name = "nats-jetstream"
+    scheme = "nats"
+    default_port = 4222
     durable_replay = True
 
-    def __init__(self, url: BrokerUrl, max_len: int = 1000) -> None:
+    def __init__(self, url: BrokerUrl, max_len: int = 1000, max_age_s: float | None = None) -> None:
+        # max_age_s: unused, the stream keeps max_msgs_per_subject per channel.
         self.prefix = url.take_prefix()
         self.max_per_subject = url.take_int("max_msgs_per_subject", max_len)
         self.storage = url.take_choice("storage", "file", ("file", "memory"))

@@ -120,9 +120,12 @@ class RedisStreamsBackplane(_RedisBase):
     """One Redis stream per channel plus a shared feed; ids are Redis stream ids."""
 
     name = "redis-streams"
+    scheme = "redis-streams"
+    default_port = 6379
     durable_replay = True
 
-    def __init__(self, url: BrokerUrl, max_len: int = 1000) -> None:
+    def __init__(self, url: BrokerUrl, max_len: int = 1000, max_age_s: float | None = None) -> None:
+        # max_age_s: unused, Redis trims the streams by length (maxlen).
         self.maxlen = url.take_int("maxlen", max_len)
         self.approx = url.take_choice("approx", "0", ("0", "1")) == "1"
         self.feed_maxlen = url.take_int("feed_maxlen", 100_000)
@@ -270,6 +273,8 @@ class RedisPubSubBackplane(_RedisBase):
     """Redis Pub/Sub between servers, with a local replay buffer per server."""
 
     name = "redis-pubsub"
+    scheme = "redis-pubsub"
+    default_port = 6379
     durable_replay = False
 
     def __init__(self, url: BrokerUrl, max_len: int = 1000, max_age_s: float | None = None) -> None:

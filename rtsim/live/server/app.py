@@ -44,8 +44,8 @@ from rtsim.core.envelope import EnvelopeError, validate_channel
 from rtsim.core.replaylog import Gap, ReplayLogError, encode_cursor
 from rtsim.core.transport import LONG_POLL_HOLD_S
 
+from ..backplanes import Backplane, make_backplane
 from ..backplanes.base import BackplaneCollector
-from ..backplanes.memory import Backplane, make_backplane
 from ..errors import PortInUseError
 from ..protocol import (
     ClientFrame,

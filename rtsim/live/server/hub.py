@@ -24,7 +24,7 @@ from rtsim.core.envelope import Envelope, encode
 from rtsim.core.replaylog import Gap, encode_cursor
 from rtsim.core.transport import format_sse_event, ws_frame
 
-from ..backplanes.memory import Backplane
+from ..backplanes.base import Backplane
 from ..protocol import message_frame
 from .metrics import Metrics
 
