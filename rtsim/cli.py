@@ -469,12 +469,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _run_serve(a: argparse.Namespace) -> int:
-    from .live.server import ServerConfig, run_server
-    from .live.server.metrics import TRANSPORTS
+    from .live.server import SERVED, ServerConfig, run_server
 
     off = {t.strip() for t in a.disable.split(",") if t.strip()}
-    if off - set(TRANSPORTS):
-        raise ValueError(f"--disable takes {', '.join(TRANSPORTS)}; got {', '.join(sorted(off))}")
+    if off - set(SERVED):
+        served = ", ".join(t.value for t in SERVED)
+        raise ValueError(f"--disable takes {served}; got {', '.join(sorted(off))}")
     config = ServerConfig(
         host=a.host,
         port=a.port,
@@ -484,7 +484,7 @@ def _run_serve(a: argparse.Namespace) -> int:
         send_queue=a.send_queue,
         max_connections=a.max_connections,
         presence_timeout_s=a.presence_timeout,
-        transports=tuple(t for t in TRANSPORTS if t not in off),
+        transports=tuple(t for t in SERVED if t.value not in off),
     )
 
     def ready(url: str) -> None:
@@ -588,7 +588,7 @@ def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _run_token(a: argparse.Namespace) -> int:
-    from .live.server.auth import make_token
+    from .live import make_token
 
     print(make_token(a.secret, a.user, a.subscribe, a.publish, a.ttl))
     return 0

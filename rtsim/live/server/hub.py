@@ -22,7 +22,7 @@ from typing import Any
 
 from rtsim.core.envelope import Envelope, encode
 from rtsim.core.replaylog import Gap, encode_cursor
-from rtsim.core.transport import format_sse_event, ws_frame
+from rtsim.core.transport import Transport, format_sse_event, ws_frame
 
 from ..backplanes.base import Backplane
 from ..protocol import message_frame
@@ -147,8 +147,8 @@ class Subscriber:
     overflowed; the handler then closes the connection.
     """
 
-    def __init__(self, transport: str, max_queue: int) -> None:
-        self.transport = transport
+    def __init__(self, transport: Transport | None, max_queue: int) -> None:
+        self.transport = transport  # None: an in-process reader (a Yjs room's follower)
         self.max_queue = max_queue
         self.queue: deque[Item] = deque()
         self.wake = asyncio.Event()
@@ -241,6 +241,9 @@ class Hub:
         self._recent_max = recent
         self._order_key = backplane.order_key
         self._clock: Callable[[], float] = lambda: asyncio.get_running_loop().time()
+        ws, sse = Transport.WEBSOCKET, Transport.SSE
+        self._direct_ws = (metrics.deliveries_by.get(ws), metrics.latency_by.get(ws))
+        self._direct_sse = (metrics.deliveries_by.get(sse), metrics.latency_by.get(sse))
 
     # --- the hot path ------------------------------------------------------------------
     def on_message(self, env: Envelope) -> None:
@@ -262,10 +265,13 @@ class Hub:
                         direct_ws += 1
             # Direct writes are counted here, once per broadcast: the latency observed is
             # that of the last direct write of this fan-out (publish → written).
-            for transport, count in (("websocket", direct_ws), ("sse", direct_sse)):
-                if count:
-                    self.metrics.deliveries_by[transport].inc(count)
-                    self.metrics.latency_by[transport].observe(self._clock() - env.ts)
+            for (deliveries, latency), count in (
+                (self._direct_ws, direct_ws),
+                (self._direct_sse, direct_sse),
+            ):
+                if count and deliveries is not None and latency is not None:
+                    deliveries.inc(count)
+                    latency.observe(self._clock() - env.ts)
         self.metrics.fanout.observe(n)
         waiters = self.waiters.pop(env.channel, None)
         if waiters:
@@ -309,7 +315,8 @@ class Hub:
             sub.pending.pop(channel, None)
             self.unsubscribe(sub, channel)
             raise
-        self.metrics.reconnections.labels(sub.transport).inc()
+        if sub.transport is not None:
+            self.metrics.reconnections.labels(sub.transport.value).inc()
         last = self._order_key(since)
         if isinstance(result, Gap):
             self.metrics.gaps.inc()

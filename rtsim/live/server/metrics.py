@@ -3,16 +3,20 @@
 Each server gets its own :class:`prometheus_client.CollectorRegistry`, so several servers
 in one process (tests, notebooks) never mix their figures. ``GET /metrics`` serves it in
 the Prometheus text format; :meth:`Metrics.sample` reads one value back (for tests and
-notebooks).
+notebooks). Per-transport series are labelled with
+:class:`~rtsim.core.transport.Transport` values and created up front for the transports
+the server serves, so they read 0 rather than being absent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["TRANSPORTS", "Metrics"]
+from rtsim.core.transport import Transport
 
-TRANSPORTS = ("websocket", "sse", "long-polling")
+__all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -33,7 +37,12 @@ _FANOUT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 1000
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """One server's metrics. ``transports``: the transports it serves (their labels exist
+    from the start; the hot-path children are in ``latency_by``, ``deliveries_by`` and
+    ``connections_by``, keyed by :class:`~rtsim.core.transport.Transport`)."""
+
+    def __init__(self, transports: Iterable[Transport]) -> None:
+        served = tuple(transports)
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.connections = Gauge(
             "rtsim_connections", "Open connections (waiting polls for long polling)",
@@ -90,13 +99,13 @@ class Metrics:
             "rtsim_presence_expired", "Members removed because their TTL ran out", registry=r
         )
         # Resolved children for the hot path (label lookups cost more than the increment).
-        self.latency_by = {t: self.latency.labels(t) for t in TRANSPORTS}
-        self.deliveries_by = {t: self.deliveries.labels(t) for t in TRANSPORTS}
-        self.connections_by = {t: self.connections.labels(t) for t in TRANSPORTS}
-        for t in TRANSPORTS:
-            self.connections_opened.labels(t)
-            self.reconnections.labels(t)
-            self.slow_drops.labels(t)
+        self.latency_by = {t: self.latency.labels(t.value) for t in served}
+        self.deliveries_by = {t: self.deliveries.labels(t.value) for t in served}
+        self.connections_by = {t: self.connections.labels(t.value) for t in served}
+        for t in served:
+            self.connections_opened.labels(t.value)
+            self.reconnections.labels(t.value)
+            self.slow_drops.labels(t.value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,6 +18,9 @@ carries its answers: replies to the sender, broadcasts to the room's other conne
   instance.
 * **Auth**: the channel rules of tokens, with channel ``yjs:{room}``: subscribe to connect
   and read, publish to send document updates (a read-only client that sends one is closed).
+* **Admission**: through the server's :class:`~rtsim.live.server.gate.Gate`, like every
+  transport: a room connection is a WebSocket (refused when WebSocket is disabled or the
+  server is full, counted in ``rtsim_connections{transport="websocket"}``).
 * **Malformed frames** close that connection with 1003 (a text frame) or 1007 (a binary
   frame that is not y-websocket) and a reason; the room and the server carry on.
 """
@@ -30,12 +33,12 @@ import binascii
 import contextlib
 import secrets
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from rtsim.core.envelope import EnvelopeError, validate_channel
 from rtsim.core.replaylog import ReplayLogError
+from rtsim.core.transport import Transport
 from rtsim.core.yroom import (
     MAX_FRAME_BYTES,
     MSG_SYNC,
@@ -46,13 +49,16 @@ from rtsim.core.yroom import (
     YRoom,
 )
 
-from .auth import AuthError, Grant
+from ..protocol import ProtocolError
+from .auth import AuthError
+from .gate import check_channel
 from .hub import Broadcast, Replay, Subscriber
-
-if TYPE_CHECKING:
-    from .app import LiveServer
+from .state import ServerState
 
 __all__ = ["SNAPSHOT_EVERY", "YjsService"]
+
+#: Yjs rooms are WebSockets: enabled, limited and counted as such.
+TRANSPORT = Transport.WEBSOCKET
 
 CLOSE_UNSUPPORTED = 1003  # a text frame
 CLOSE_INVALID = 1007  # a binary frame that is not y-websocket protocol
@@ -126,9 +132,12 @@ class _Room:
 
 
 class YjsService:
-    """The server's Yjs rooms (one per name), fed by WebSockets and the backplane."""
+    """The server's Yjs rooms (one per name), fed by WebSockets and the backplane.
 
-    def __init__(self, server: LiveServer) -> None:
+    ``state``: the server's shared state (hub, backplane, gate, config, open sockets).
+    """
+
+    def __init__(self, server: ServerState) -> None:
         self.server = server
         self.instance = secrets.token_hex(6)
         self.rooms: dict[str, _Room] = {}
@@ -150,7 +159,7 @@ class YjsService:
         """Subscribe to the room's channel, load its history, then apply others' updates."""
         hub, backplane = self.server.hub, self.server.backplane
         while True:
-            sub = r.sub = Subscriber("yjs", 1_000_000)
+            sub = r.sub = Subscriber(None, 1_000_000)
             try:
                 await hub.subscribe(sub, r.channel, None)  # live from now, then the history
                 try:
@@ -204,6 +213,9 @@ class YjsService:
             self.backplane_errors += 1
             r.need_snapshot = True
 
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/yjs/{room}", self.handle)]
+
     async def close(self) -> None:
         for r in self.rooms.values():
             if r.task is not None:
@@ -214,20 +226,15 @@ class YjsService:
     # --- the WebSocket handler -----------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         server = self.server
+        gate = server.gate
         name = request.match_info["room"]
         try:
-            channel = validate_channel(f"yjs:{name}")
-        except EnvelopeError as exc:
-            return server._error("bad_channel", str(exc), 400)
-        if "websocket" not in server.config.transports:
-            return server._error("transport_disabled", "websocket is disabled on this server", 404)
-        if server.active >= server.config.max_connections:
-            return server._error("too_many_connections", "the server is full", 503)
-        try:
-            grant: Grant = server._grant(request)
+            channel = check_channel(f"yjs:{name}")
+            gate.check_capacity(TRANSPORT)
+            grant = gate.grant(request)
             grant.check_subscribe(channel)
-        except AuthError as exc:
-            return server._error(exc.code, exc.message, exc.status)
+        except (AuthError, ProtocolError) as exc:
+            return gate.http_error(exc)
         may_write = grant.may_publish(channel)
         ws = web.WebSocketResponse(
             max_msg_size=MAX_FRAME_BYTES, heartbeat=server.config.ws_ping_s, compress=False
@@ -246,7 +253,7 @@ class YjsService:
         cid = self._seq
         conn = _Conn(ws)
         r.conns[cid] = conn
-        server.active += 1
+        gate.opened(TRANSPORT)
         writer = asyncio.get_running_loop().create_task(conn.writer())
         for f in r.room.connect(cid):
             conn.send(f)
@@ -277,7 +284,7 @@ class YjsService:
             pass
         finally:
             del r.conns[cid]
-            server.active -= 1
+            gate.closed(TRANSPORT)
             server.sockets.discard(ws)
             r.broadcast(r.room.disconnect(cid))
             if close is not None:
