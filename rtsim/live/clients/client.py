@@ -43,14 +43,16 @@ from rtsim.core.reconnect import (
     Stop,
     TimerFired,
 )
-from rtsim.core.replaylog import encode_cursor
-from rtsim.core.transport import LONG_POLL_HOLD_S, SseDecoder, Transport
+from rtsim.core.transport import LONG_POLL_HOLD_S, Transport, parse_transport
 
 from ..errors import ServerUnreachableError
+from .transports import CLIENT_TRANSPORTS, client_transport
+from .wire import Refused, auth_headers, presence_frame, publish_frame
 
 __all__ = ["GapNotice", "LiveClient", "LiveClientError", "Message", "ServerUnreachableError"]
 
-DEFAULT_TRANSPORTS = (Transport.WEBSOCKET, Transport.SSE, Transport.LONG_POLLING)
+#: Every transport this client speaks, best first (the client's transport table's order).
+DEFAULT_TRANSPORTS: tuple[Transport, ...] = tuple(CLIENT_TRANSPORTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,7 @@ class Message:
     id: str
     data: Any
     ts: float
-    transport: str = ""
+    transport: Transport | None = None  # the transport it arrived over
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +83,6 @@ class LiveClientError(RuntimeError):
         self.body = body
 
 
-class _Refused(Exception):
-    """The server answered the connection attempt with an HTTP error."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status = status
-        self.body = body
-
-
 def _id_key(message_id: str) -> tuple[int, ...]:
     """Ids compare as integers, part by part ("7" < "12"; Redis-style "5-0" < "5-1")."""
     return tuple(int(p) for p in message_id.split("-"))
@@ -100,7 +93,7 @@ class _Stats:
     received: int = 0
     duplicates: int = 0
     reconnects: int = 0
-    connects: dict[str, int] = field(default_factory=dict)
+    connects: dict[Transport, int] = field(default_factory=dict)
 
 
 class LiveClient:
@@ -163,7 +156,7 @@ class LiveClient:
         self.token = token
         self.policy = ReconnectPolicy(
             rng=np.random.default_rng(seed),
-            cascade=tuple(Transport(t) for t in transports),
+            cascade=tuple(parse_transport(t) for t in transports),
             failures_before_fallback=failures_before_fallback,
             backoff=backoff or Backoff(base_s=0.05, cap_s=2.0),
             stable_after_s=stable_after_s,
@@ -179,9 +172,9 @@ class LiveClient:
         self.presence: dict[str, PresenceView] = {}
         self.errors: list[dict[str, Any]] = []
         self.gaps: list[GapNotice] = []
-        self.fallbacks: list[tuple[str, str]] = []
+        self.fallbacks: list[tuple[Transport, Transport]] = []
         self.stats = _Stats()
-        self.transport: str | None = None
+        self.transport: Transport | None = None  # the one connected now (or last)
         self._items: asyncio.Queue[Message | GapNotice] = asyncio.Queue()
         self._ready = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -210,7 +203,7 @@ class LiveClient:
         if self._ws is None and self.connected:  # say goodbye (a WebSocket's close does)
             for ch in list(self._presence_state):
                 with contextlib.suppress(Exception):
-                    await self._send_presence(ch, None, leave=True)
+                    await self.send_presence(ch, None, leave=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -314,7 +307,7 @@ class LiveClient:
     async def set_presence(self, channel: str, state: Mapping[str, Any]) -> None:
         """Join ``channel``'s presence with ``state`` (or change it); kept alive by heartbeats."""
         self._presence_state[channel] = dict(state)
-        await self._send_presence(channel, dict(state))
+        await self.send_presence(channel, dict(state))
 
     def drop(self) -> None:
         """Kill the current connection as a network failure would (the client reconnects)."""
@@ -330,7 +323,7 @@ class LiveClient:
                 transport = next(a.transport for a in actions if isinstance(a, Connect))
                 opened = False
 
-                def on_open(name: str = transport.value) -> None:
+                def on_open(name: Transport = transport) -> None:
                     nonlocal opened
                     opened = True
                     self.connected = True
@@ -349,7 +342,7 @@ class LiveClient:
                     if self._stopping or not self._conn.cancelled():
                         raise
                     reason = "dropped"
-                except _Refused as exc:
+                except Refused as exc:
                     if exc.status in (401, 403):
                         self._fatal = LiveClientError(exc.status, exc.body)
                         self._ready.set()
@@ -366,7 +359,7 @@ class LiveClient:
                 actions = self.policy.handle(event, loop.time())
                 for a in actions:
                     if isinstance(a, FellBack):
-                        self.fallbacks.append((a.from_transport.value, a.to_transport.value))
+                        self.fallbacks.append((a.from_transport, a.to_transport))
                 delay = next(a.delay for a in actions if isinstance(a, SetTimer))
                 await asyncio.sleep(delay)
                 actions = self.policy.handle(TimerFired(), loop.time())
@@ -379,20 +372,40 @@ class LiveClient:
             raise self._fatal
 
     def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return auth_headers(self.token)
 
     async def _connect(self, transport: Transport, on_open: Any) -> None:
-        if transport is Transport.WEBSOCKET:
-            await self._run_ws(on_open)
-        elif transport is Transport.SSE:
-            await self._run_sse(on_open)
-        elif transport is Transport.LONG_POLLING:
-            await self._run_poll(on_open)
-        else:
-            raise ValueError(f"transport {transport.value} is not supported by this client")
+        await client_transport(transport).connect(self, on_open)
 
     # --- receiving ---------------------------------------------------------------------
-    def _deliver(self, obj: Mapping[str, Any], transport: str) -> None:
+    # What a transport's client side calls (the :class:`~.wire.Connection` interface).
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "start the client first"
+        return self._session
+
+    @property
+    def presence_state(self) -> Mapping[str, Mapping[str, Any]]:
+        """The presence state this client set per channel (re-sent on every connection)."""
+        return self._presence_state
+
+    def mark_ready(self) -> None:
+        """Every channel's start position is known (:meth:`ready` returns)."""
+        self._ready.set()
+
+    def attach_ws(self, ws: aiohttp.ClientWebSocketResponse | None) -> None:
+        """The open WebSocket, for :meth:`ws_publish` and presence frames (None: none)."""
+        self._ws = ws
+
+    def on_ack(self, obj: Mapping[str, Any]) -> None:
+        fut = self._acks.pop(obj.get("ref"), None)  # type: ignore[arg-type]
+        if fut is not None and not fut.done():
+            fut.set_result(obj["id"])
+
+    def on_error(self, obj: Mapping[str, Any]) -> None:
+        self.errors.append(dict(obj))
+
+    def deliver(self, obj: Mapping[str, Any], transport: Transport) -> None:
         channel, mid = obj["channel"], obj["id"]
         last = self.cursor.get(channel)
         if last is not None and _id_key(mid) <= _id_key(last):
@@ -402,7 +415,7 @@ class LiveClient:
         self.stats.received += 1
         self._items.put_nowait(Message(channel, mid, obj["data"], obj["ts"], transport))
 
-    def _merge_cursor(self, text: str) -> None:
+    def merge_cursor(self, text: str) -> None:
         """Move the cursor forward to a server cursor ``"a=3,b=7"`` (never back)."""
         for part in text.split(","):
             ch, _, mid = part.partition("=")
@@ -410,12 +423,12 @@ class LiveClient:
             if ch in self.channels and (last is None or _id_key(mid) > _id_key(last)):
                 self.cursor[ch] = mid
 
-    def _gap(self, obj: Mapping[str, Any]) -> None:
+    def gap(self, obj: Mapping[str, Any]) -> None:
         g = GapNotice(obj["channel"], obj["since"], obj["missed"], obj.get("first_available_id"))
         self.gaps.append(g)
         self._items.put_nowait(g)
 
-    def _presence(self, obj: Mapping[str, Any]) -> None:
+    def on_presence(self, obj: Mapping[str, Any]) -> None:
         ch = obj["channel"]
         kind = obj.get("event")
         if kind == "snapshot":
@@ -430,61 +443,6 @@ class LiveClient:
         elif kind == "update":
             view.apply(Update(ch, client, obj.get("state", {}), 0.0))
 
-    # --- WebSocket ---------------------------------------------------------------------
-    async def _run_ws(self, on_open: Any) -> None:
-        assert self._session is not None
-        ws_url = "ws" + self.url[len("http") :] + "/ws"
-        params = {"token": self.token} if self.token else None
-        try:
-            ws = await self._session.ws_connect(ws_url, params=params, heartbeat=None)
-        except aiohttp.WSServerHandshakeError as exc:
-            raise _Refused(exc.status, exc.message) from None
-        async with ws:
-            self._ws = ws
-            on_open()
-            waiting = set(self.channels)
-            for ch in self.channels:
-                frame: dict[str, Any] = {"type": "subscribe", "channel": ch}
-                if ch in self.cursor:
-                    frame["since"] = self.cursor[ch]
-                await ws.send_str(json.dumps(frame))
-            for ch, state in self._presence_state.items():
-                await ws.send_str(json.dumps({"type": "presence", "channel": ch, "state": state}))
-            beat = asyncio.get_running_loop().create_task(self._ws_heartbeat(ws))
-            try:
-                async for msg in ws:
-                    if msg.type is not aiohttp.WSMsgType.TEXT:
-                        break
-                    obj = json.loads(msg.data)
-                    kind = obj.get("type")
-                    if kind == "message":
-                        self._deliver(obj, "websocket")
-                    elif kind == "subscribed":
-                        self.cursor.setdefault(obj["channel"], obj["since"])
-                        waiting.discard(obj["channel"])
-                        if not waiting:
-                            self._ready.set()
-                    elif kind == "gap":
-                        self._gap(obj)
-                    elif kind == "presence":
-                        self._presence(obj)
-                    elif kind == "ack":
-                        fut = self._acks.pop(obj.get("ref"), None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(obj["id"])
-                    elif kind == "error":
-                        self.errors.append(obj)
-            finally:
-                beat.cancel()
-            if ws.close_code is not None and ws.close_code != 1000:
-                raise ConnectionResetError(f"closed with {ws.close_code}")
-
-    async def _ws_heartbeat(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        with contextlib.suppress(Exception):
-            while True:
-                await asyncio.sleep(self.heartbeat_s)
-                await ws.send_str('{"type":"heartbeat"}')
-
     async def ws_publish(self, channel: str, data: Any, timeout: float = 10.0) -> str:
         """Publish over the open WebSocket and wait for its ``ack``; returns the id."""
         if self._ws is None:
@@ -493,23 +451,26 @@ class LiveClient:
         ref = self._ref
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._acks[ref] = fut
-        await self._ws.send_str(
-            json.dumps({"type": "publish", "channel": channel, "data": data, "ref": ref})
-        )
+        await self._ws.send_str(publish_frame(channel, data, ref))
         return await asyncio.wait_for(fut, timeout)
 
-    async def _send_presence(
-        self, channel: str, state: dict[str, Any] | None, *, beat: bool = False, leave: bool = False
+    async def send_presence(
+        self,
+        channel: str,
+        state: Mapping[str, Any] | None,
+        *,
+        beat: bool = False,
+        leave: bool = False,
     ) -> None:
+        """Send this client's presence on ``channel``: over the open WebSocket, else
+        ``POST /presence`` (``beat``: a heartbeat that keeps the state; ``leave``: leave)."""
         if self._ws is not None:
-            await self._ws.send_str(
-                json.dumps({"type": "presence", "channel": channel, "state": state})
-            )
+            await self._ws.send_str(presence_frame(channel, state))
             return
         assert self._session is not None
         body: dict[str, Any] = {"channel": channel, "client": self.client_id}
         if state is not None:
-            body["state"] = state
+            body["state"] = dict(state)
         if beat or leave:  # a heartbeat's state only restores us after a false offline
             body["heartbeat" if beat else "leave"] = True
         async with self._session.post(
@@ -519,89 +480,11 @@ class LiveClient:
             timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
         ) as r:
             if r.status == 200:
-                self._presence(await r.json())
+                self.on_presence(await r.json())
 
-    async def _http_heartbeat(self) -> None:
+    async def http_heartbeat(self) -> None:
         with contextlib.suppress(Exception):
             while True:
                 await asyncio.sleep(self.heartbeat_s)
                 for ch, state in list(self._presence_state.items()):
-                    await self._send_presence(ch, state, beat=True)
-
-    # --- SSE -----------------------------------------------------------------------------
-    async def _run_sse(self, on_open: Any) -> None:
-        assert self._session is not None
-        params: list[tuple[str, str]] = [("channel", ch) for ch in self.channels]
-        if self.token:
-            params.append(("token", self.token))
-        headers = {"Accept": "text/event-stream"}
-        if self.cursor:
-            headers["Last-Event-ID"] = encode_cursor(
-                {ch: i for ch, i in self.cursor.items() if ch in self.channels}
-            )
-        async with self._session.get(self.url + "/sse", params=params, headers=headers) as r:
-            if r.status != 200:
-                raise _Refused(r.status, await r.text())
-            on_open()
-            for ch, state in self._presence_state.items():
-                await self._send_presence(ch, state)
-            beat = asyncio.get_running_loop().create_task(self._http_heartbeat())
-            decoder = SseDecoder()
-            try:
-                async for chunk in r.content.iter_any():
-                    for ev in decoder.feed(chunk):
-                        obj = json.loads(ev.data)
-                        if ev.event == "message":
-                            self._deliver(obj, "sse")
-                        elif ev.event == "gap":
-                            self._gap(obj)
-                        elif ev.event == "presence":
-                            self._presence(obj)
-                    if decoder.last_event_id:
-                        self._merge_cursor(decoder.last_event_id)
-                        self._ready.set()
-            finally:
-                beat.cancel()
-        raise ConnectionResetError("the event stream ended")
-
-    # --- long polling --------------------------------------------------------------------
-    async def _run_poll(self, on_open: Any) -> None:
-        assert self._session is not None
-        first = True
-        beat: asyncio.Task[None] | None = None
-        try:
-            while True:
-                params: list[tuple[str, str]] = [("channel", ch) for ch in self.channels]
-                known = {ch: i for ch, i in self.cursor.items() if ch in self.channels}
-                if known:
-                    params.append(("after", encode_cursor(known)))
-                # Learn the start position at once; afterwards wait for news.
-                complete = len(known) == len(self.channels)
-                params.append(("timeout", str(self.poll_timeout_s if complete else 0)))
-                wait = self.poll_timeout_s if complete else 0.0
-                async with self._session.get(
-                    self.url + "/poll",
-                    params=params,
-                    headers=self._auth(),
-                    timeout=aiohttp.ClientTimeout(total=wait + self.request_timeout_s),
-                ) as r:
-                    body = await r.text()
-                    if r.status != 200:
-                        raise _Refused(r.status, body)
-                obj = json.loads(body)
-                if first:
-                    first = False
-                    on_open()
-                    for ch, state in self._presence_state.items():
-                        await self._send_presence(ch, state)
-                    beat = asyncio.get_running_loop().create_task(self._http_heartbeat())
-                for g in obj.get("gaps", []):
-                    self._gap(g)
-                for m in obj["messages"]:
-                    self._deliver(m, "long-polling")
-                self._merge_cursor(obj["cursor"])
-                if not self._ready.is_set():
-                    self._ready.set()
-        finally:
-            if beat is not None:
-                beat.cancel()
+                    await self.send_presence(ch, state, beat=True)

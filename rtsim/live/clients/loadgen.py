@@ -22,9 +22,7 @@ same generator drives rtsim's server and the minimal peer servers in ``benchmark
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import math
 import multiprocessing as mp
 import os
@@ -35,22 +33,33 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
 import pandas as pd
-from hdrh.histogram import HdrHistogram
 
-from rtsim.core.results import RunResult, Summary
-from rtsim.core.transport import LONG_POLL_HOLD_S, SseDecoder, Transport, parse_transport
+from rtsim.core.results import (
+    RunResult,
+    Summary,
+    decode_histogram,
+    encode_histogram,
+    new_latency_histogram,
+    record_latency_us,
+)
+from rtsim.core.transport import Transport, parse_transport
 
 from ..errors import require_server
 from ..process import process_cpu_s, process_rss_bytes
+from .transports import CLIENT_TRANSPORTS
+from .wire import LoadTarget, publish_frame, ws_url
 
 __all__ = ["LoadParams", "capacity_search", "run_load"]
 
-_HIGHEST_US = 3_600 * 1_000_000
+
+def _choices(names: Sequence[str]) -> str:
+    """``"a, b or c"``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 @dataclass(frozen=True)
@@ -82,8 +91,8 @@ class LoadParams:
                 f"url must be http(s)://host:port, got {self.url!r}",
             ),
             (
-                self.transport is not Transport.POLLING,
-                "transport must be websocket, sse or long-polling",
+                self.transport in CLIENT_TRANSPORTS,
+                "transport must be " + _choices([t.value for t in CLIENT_TRANSPORTS]),
             ),
             (self.subscribers >= 1, f"subscribers must be >= 1, got {self.subscribers}"),
             (
@@ -137,14 +146,11 @@ class _Worker:
         self.p = p
         self.ks = list(ks)
         self.subs = {k: _Sub(p.channel_name(k)) for k in self.ks}
-        self.hist = HdrHistogram(1, _HIGHEST_US, 3)
+        self.hist = new_latency_histogram()
         self.ready = 0
         self.all_ready = asyncio.Event()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.errors: list[str] = []
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.p.token}"} if self.p.token else {}
 
     def _got(self, k: int, data: Any) -> None:
         now = time.monotonic()
@@ -156,8 +162,7 @@ class _Worker:
         if seq > s.last:
             s.last = seq
             s.unique += 1
-            us = int((now - t) * 1e6)
-            self.hist.record_value(min(max(us, 1), _HIGHEST_US))
+            record_latency_us(self.hist, int((now - t) * 1e6))
         else:
             s.dups += 1
 
@@ -166,61 +171,13 @@ class _Worker:
         if self.ready == len(self.ks):
             self.all_ready.set()
 
-    async def run_ws(self, session: aiohttp.ClientSession, k: int) -> None:
-        u = urlsplit(self.p.url)
-        scheme = "wss" if u.scheme == "https" else "ws"
-        url = f"{scheme}://{u.netloc}{self.p.ws_path}"
-        if self.p.token:
-            url += "?" + urlencode({"token": self.p.token})
-        async with session.ws_connect(url, max_msg_size=0, autoping=True) as ws:
-            await ws.send_str(json.dumps({"type": "subscribe", "channel": self.subs[k].channel}))
-            self._mark_ready()
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    break
-                obj = json.loads(msg.data)
-                if obj.get("type") == "message":
-                    self._got(k, obj.get("data"))
-
-    async def run_sse(self, session: aiohttp.ClientSession, k: int) -> None:
-        q = urlencode({"channel": self.subs[k].channel})
-        async with session.get(
-            f"{self.p.url}/sse?{q}", headers=self._headers(), timeout=aiohttp.ClientTimeout()
-        ) as r:
-            if r.status != 200:
-                raise RuntimeError(f"SSE answered {r.status}: {await r.text()}")
-            self._mark_ready()
-            dec = SseDecoder()
-            async for chunk in r.content.iter_any():
-                for ev in dec.feed(chunk):
-                    obj = json.loads(ev.data)
-                    self._got(k, obj.get("data"))
-
-    async def run_poll(self, session: aiohttp.ClientSession, k: int) -> None:
-        s = self.subs[k]
-        first = True
-        while True:
-            hold = 0 if first else LONG_POLL_HOLD_S
-            q = urlencode({"channel": s.channel, "after": s.cursor, "timeout": hold})
-            async with session.get(f"{self.p.url}/poll?{q}", headers=self._headers()) as r:
-                if r.status != 200:
-                    raise RuntimeError(f"poll answered {r.status}: {await r.text()}")
-                body = await r.json()
-            if first:
-                first = False
-                self._mark_ready()
-            for m in body.get("messages", []):
-                self._got(k, m.get("data"))
-            s.cursor = body.get("cursor", s.cursor)
-
     async def one(self, session: aiohttp.ClientSession, k: int) -> None:
-        run = {
-            Transport.WEBSOCKET: self.run_ws,
-            Transport.SSE: self.run_sse,
-            Transport.LONG_POLLING: self.run_poll,
-        }[self.p.transport]
+        subscribe = CLIENT_TRANSPORTS[self.p.transport].load
+        target = LoadTarget(self.p.url, self.p.token, self.p.ws_path)
         try:
-            await run(session, k)
+            await subscribe(
+                session, target, self.subs[k].channel, lambda d: self._got(k, d), self._mark_ready
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # counted, not fatal: the others go on
@@ -257,7 +214,7 @@ class _Worker:
             (
                 "done",
                 {
-                    "hist": base64.b64encode(self.hist.encode()).decode(),
+                    "hist": encode_histogram(self.hist),
                     "subs": {k: (s.channel, s.unique, s.dups) for k, s in self.subs.items()},
                     "errors": self.errors[:20],
                     "n_errors": len(self.errors),
@@ -306,10 +263,7 @@ async def _publish(p: LoadParams, progress: bool) -> tuple[int, float]:
     """Publish ``p.messages`` on schedule over one WebSocket; return (sent, late seconds max)."""
     from tqdm.auto import tqdm
 
-    u = urlsplit(p.url)
-    url = f"{'wss' if u.scheme == 'https' else 'ws'}://{u.netloc}{p.ws_path}"
-    if p.token:
-        url += "?" + urlencode({"token": p.token})
+    url = ws_url(p.url, p.ws_path, p.token)
     pad = "x" * p.payload_bytes
     worst_late = 0.0
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
@@ -329,12 +283,8 @@ async def _publish(p: LoadParams, progress: bool) -> tuple[int, float]:
                     await asyncio.sleep(delay)
                 else:
                     worst_late = max(worst_late, -delay)
-                frame = {
-                    "type": "publish",
-                    "channel": p.channel_name(i),
-                    "data": {"seq": i // p.channels, "t": due, "pad": pad},
-                }
-                await ws.send_str(json.dumps(frame, separators=(",", ":")))
+                data = {"seq": i // p.channels, "t": due, "pad": pad}
+                await ws.send_str(publish_frame(p.channel_name(i), data))
                 if i % 64 == 0:
                     bar.update(min(64, n - bar.n))
             bar.update(n - bar.n)
@@ -409,12 +359,12 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
             if proc.is_alive():
                 proc.kill()
 
-    hist = HdrHistogram(1, _HIGHEST_US, 3)
+    hist = new_latency_histogram()
     per_channel_sent = np.bincount(np.arange(sent) % p.channels, minlength=p.channels)
     expected = delivered = dups = 0
     errors: list[str] = []
     for r in results:
-        hist.add(HdrHistogram.decode(base64.b64decode(r["hist"])))
+        hist.add(decode_histogram(r["hist"]))
         errors += r["errors"]
         for k, (_ch, unique, d) in r["subs"].items():
             expected += int(per_channel_sent[int(k) % p.channels])
@@ -426,7 +376,6 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         + (ru1.ru_stime - ru0.ru_stime)
     )
     server_cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
-    pct = {q: hist.get_value_at_percentile(q) / 1000 for q in (50, 95, 99, 99.9)}
     extra = {
         "expected": expected,
         "delivered": delivered,
@@ -445,17 +394,9 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         "errors": sum(r["n_errors"] for r in results) + setup_errors,
         "error_samples": errors[:5],
     }
-    summary = Summary(
-        p50_ms=pct[50],
-        p95_ms=pct[95],
-        p99_ms=pct[99],
-        p999_ms=pct[99.9],
-        mean_ms=hist.get_mean_value() / 1000 if delivered else math.nan,
-        max_ms=hist.get_max_value() / 1000 if delivered else math.nan,
-        deliveries=delivered,
-        deliveries_per_s=delivered / p.duration_s,
-        bytes_per_message=math.nan,
-        requests_per_message=math.nan,
+    summary = Summary.from_histogram(
+        hist,
+        duration_s=p.duration_s,
         connections=p.subscribers - p.kill_before_publish,
         server_memory_bytes=rss1 if rss1 is not None else math.nan,
         lost=expected - delivered,
