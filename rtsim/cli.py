@@ -472,9 +472,11 @@ def _run_serve(a: argparse.Namespace) -> int:
     from .live.server import SERVED, ServerConfig, run_server
 
     off = {t.strip() for t in a.disable.split(",") if t.strip()}
+    served = ", ".join(t.value for t in SERVED)
     if off - set(SERVED):
-        served = ", ".join(t.value for t in SERVED)
         raise ValueError(f"--disable takes {served}; got {', '.join(sorted(off))}")
+    if off >= set(SERVED):
+        raise ValueError(f"--disable must leave one of {served} on")
     config = ServerConfig(
         host=a.host,
         port=a.port,
