@@ -118,7 +118,7 @@ class BackplaneClass(Protocol):
     """What the factory needs of a backplane class: build one from its URL.
 
     ``max_len`` (messages kept per channel) and ``max_age_s`` come from
-    :class:`~rtsim.live.server.app.ServerConfig` (``replay_len``, ``replay_age_s``); a
+    :class:`~rtsim.live.server.config.ServerConfig` (``replay_len``, ``replay_age_s``); a
     broker that trims by itself may ignore them or take its own from the URL's options.
     Raises ``ValueError`` for a malformed URL or an unknown option.
     """
