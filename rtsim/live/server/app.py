@@ -100,11 +100,6 @@ class LiveServer(ServerState):
         self.handlers: list[Handler] = [cls(self) for cls in TRANSPORT_HANDLERS]
         self.handlers.append(self.yjs)
 
-    # Only for rtsim/lab/ledger.py (claim C6 reads these functions' source) until the claims
-    # registry replaces it; remove both lines then. Never called through LiveServer.
-    sse = SseHandler.sse
-    _sse_writer = SseHandler._writer
-
     # --- life cycle ----------------------------------------------------------------------
     async def on_startup(self, app: web.Application) -> None:
         await self.backplane.start(self.hub.on_message)

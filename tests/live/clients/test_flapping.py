@@ -16,7 +16,7 @@ import pytest
 from aiohttp import WSCloseCode, web
 
 from rtsim.core.backoff import Backoff, Jitter
-from rtsim.live.client import LiveClient
+from rtsim.live.clients.client import LiveClient
 
 WINDOW_S = 3.0
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import aiohttp
 
-from rtsim.live.client import LiveClient
+from rtsim.live.clients.client import LiveClient
 
-from .conftest import Serve, subscribe, wait_until, ws_until
+from ..conftest import Serve, subscribe, wait_until, ws_until
 
 
 async def members(http: aiohttp.ClientSession, url: str, channel: str) -> dict[str, Any]:
