@@ -7,7 +7,7 @@ Servers, each started fresh as its own process:
 * ``websockets``     — a minimal broadcast server on the `websockets` library (broadcast())
 * ``node-ws``        — a minimal broadcast server on Node's `ws`
 
-The same load generator (``rtsim.live.loadgen``) drives all of them over WebSocket. The
+The same load generator (``rtsim.live.clients.loadgen``) drives all of them over WebSocket. The
 headline is the server's own CPU time per delivered message, read from /proc for the
 server process; latency percentiles, deliveries/s and the load generator's own CPU time
 stand beside it. Memory per idle connection is the RSS growth of a fresh server holding N
@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _machine import machine  # noqa: E402
 
-from rtsim.live.loadgen import LoadParams, run_load  # noqa: E402
+from rtsim.live.clients.loadgen import LoadParams, run_load  # noqa: E402
 from rtsim.live.process import free_port, process_rss_bytes  # noqa: E402
 
 RESULTS_MD = HERE / "results" / "fanout.md"

@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 from _machine import machine  # noqa: E402
 
 from rtsim.lab.compare import start_server  # noqa: E402
-from rtsim.live.loadgen import LoadParams, run_load  # noqa: E402
+from rtsim.live.clients.loadgen import LoadParams, run_load  # noqa: E402
 from rtsim.sim.transports import TransportParams, simulate_transports  # noqa: E402
 
 RESULTS_MD = HERE / "results" / "wire.md"

@@ -469,12 +469,14 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _run_serve(a: argparse.Namespace) -> int:
-    from .live.metrics import TRANSPORTS
-    from .live.server import ServerConfig, run_server
+    from .live.server import SERVED, ServerConfig, run_server
 
     off = {t.strip() for t in a.disable.split(",") if t.strip()}
-    if off - set(TRANSPORTS):
-        raise ValueError(f"--disable takes {', '.join(TRANSPORTS)}; got {', '.join(sorted(off))}")
+    served = ", ".join(t.value for t in SERVED)
+    if off - set(SERVED):
+        raise ValueError(f"--disable takes {served}; got {', '.join(sorted(off))}")
+    if off >= set(SERVED):
+        raise ValueError(f"--disable must leave one of {served} on")
     config = ServerConfig(
         host=a.host,
         port=a.port,
@@ -484,7 +486,7 @@ def _run_serve(a: argparse.Namespace) -> int:
         send_queue=a.send_queue,
         max_connections=a.max_connections,
         presence_timeout_s=a.presence_timeout,
-        transports=tuple(t for t in TRANSPORTS if t not in off),
+        transports=tuple(t for t in SERVED if t.value not in off),
     )
 
     def ready(url: str) -> None:
@@ -530,8 +532,8 @@ def _add_load(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_load(a: argparse.Namespace) -> int:
+    from .live.clients.loadgen import LoadParams, capacity_search, run_load
     from .live.errors import ServerUnreachableError
-    from .live.loadgen import LoadParams, capacity_search, run_load
 
     params = LoadParams(
         url=a.url.rstrip("/"),
@@ -588,7 +590,7 @@ def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _run_token(a: argparse.Namespace) -> int:
-    from .live.auth import make_token
+    from .live import make_token
 
     print(make_token(a.secret, a.user, a.subscribe, a.publish, a.ttl))
     return 0

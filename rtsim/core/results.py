@@ -7,6 +7,7 @@ plotted on one axis. Latency percentiles come from HdrHistogram (3 significant d
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -17,11 +18,17 @@ from hdrh.histogram import HdrHistogram
 
 __all__ = [
     "DELIVERY_COLUMNS",
+    "PERCENTILES",
     "RunResult",
     "Summary",
+    "decode_histogram",
+    "encode_histogram",
+    "histogram_percentiles_ms",
     "latency_histogram",
+    "new_latency_histogram",
     "percentile",
     "percentiles_ms",
+    "record_latency_us",
 ]
 
 #: Columns of the per-delivery frame (times in seconds, in the run's clock).
@@ -37,6 +44,42 @@ DELIVERY_COLUMNS = (
 
 _HIGHEST_US = 3_600 * 1_000_000  # one hour, in microseconds
 
+#: The percentiles every summary reports (p50, p95, p99, p99.9).
+PERCENTILES: tuple[float, ...] = (50, 95, 99, 99.9)
+
+
+def new_latency_histogram() -> HdrHistogram:
+    """An empty latency HdrHistogram: microseconds from 1 µs to one hour, 3 significant
+    digits (the one histogram shape of the simulation, the live server's load generator
+    and the lab)."""
+    return HdrHistogram(1, _HIGHEST_US, 3)
+
+
+def record_latency_us(hist: HdrHistogram, us: int) -> None:
+    """Record one latency of ``us`` microseconds, clamped to the histogram's 1 µs..1 h."""
+    hist.record_value(min(max(us, 1), _HIGHEST_US))
+
+
+def encode_histogram(hist: HdrHistogram) -> str:
+    """``hist`` as base64 text (HdrHistogram's compressed encoding), e.g. to send it from
+    a worker process; :func:`decode_histogram` reads it back."""
+    return base64.b64encode(hist.encode()).decode()
+
+
+def decode_histogram(text: str) -> HdrHistogram:
+    """The histogram encoded by :func:`encode_histogram`."""
+    return HdrHistogram.decode(base64.b64decode(text))
+
+
+def histogram_percentiles_ms(
+    hist: HdrHistogram, qs: tuple[float, ...] = PERCENTILES
+) -> dict[float, float]:
+    """Percentiles ``qs`` of a latency histogram (recorded in µs), in milliseconds; NaN
+    for an empty histogram."""
+    if hist.get_total_count() == 0:
+        return {q: math.nan for q in qs}
+    return {q: hist.get_value_at_percentile(q) / 1000.0 for q in qs}
+
 
 def latency_histogram(latency_ms: np.ndarray) -> HdrHistogram:
     """An HdrHistogram (µs resolution, 3 significant digits) of ``latency_ms``.
@@ -44,7 +87,7 @@ def latency_histogram(latency_ms: np.ndarray) -> HdrHistogram:
     Values are bulk-recorded as (value, count) pairs, so a million samples cost one
     ``np.unique`` and a few thousand calls rather than a million.
     """
-    hist = HdrHistogram(1, _HIGHEST_US, 3)
+    hist = new_latency_histogram()
     if len(latency_ms) == 0:
         return hist
     us = np.clip(np.rint(np.asarray(latency_ms, dtype=float) * 1000.0), 1, _HIGHEST_US)
@@ -60,13 +103,12 @@ def latency_histogram(latency_ms: np.ndarray) -> HdrHistogram:
 
 
 def percentiles_ms(
-    latency_ms: np.ndarray, qs: tuple[float, ...] = (50, 95, 99, 99.9)
+    latency_ms: np.ndarray, qs: tuple[float, ...] = PERCENTILES
 ) -> dict[float, float]:
     """Latency percentiles in milliseconds via HdrHistogram; NaN for no samples."""
     if len(latency_ms) == 0:
         return {q: math.nan for q in qs}
-    hist = latency_histogram(latency_ms)
-    return {q: hist.get_value_at_percentile(q) / 1000.0 for q in qs}
+    return histogram_percentiles_ms(latency_histogram(latency_ms), qs)
 
 
 def percentile(values: np.ndarray, q: float, *, resolution: float = 0.001) -> float:
@@ -139,6 +181,46 @@ class Summary:
             p999_ms=pct[99.9],
             mean_ms=float(np.mean(latency_ms)) if n else math.nan,
             max_ms=float(np.max(latency_ms)) if n else math.nan,
+            deliveries=n,
+            deliveries_per_s=n / duration_s,
+            bytes_per_message=wire_bytes / n if n else math.nan,
+            requests_per_message=requests / n if n else math.nan,
+            connections=connections,
+            server_memory_bytes=server_memory_bytes,
+            lost=lost,
+            extra=dict(extra or {}),
+        )
+
+    @classmethod
+    def from_histogram(
+        cls,
+        hist: HdrHistogram,
+        *,
+        duration_s: float,
+        connections: int,
+        server_memory_bytes: float = math.nan,
+        wire_bytes: float = math.nan,
+        requests: float = math.nan,
+        lost: int = 0,
+        extra: dict[str, Any] | None = None,
+    ) -> Summary:
+        """Build a summary from a latency histogram (µs, e.g. merged from load workers).
+
+        ``deliveries`` is the histogram's count; mean and max are the histogram's (to its
+        3 significant digits); NaN figures when it is empty. ``wire_bytes``/``requests``
+        default to NaN (not measured). Raises ``ValueError`` for ``duration_s <= 0``.
+        """
+        if duration_s <= 0:
+            raise ValueError(f"duration_s must be > 0, got {duration_s}")
+        n = int(hist.get_total_count())
+        pct = histogram_percentiles_ms(hist)
+        return cls(
+            p50_ms=pct[50],
+            p95_ms=pct[95],
+            p99_ms=pct[99],
+            p999_ms=pct[99.9],
+            mean_ms=hist.get_mean_value() / 1000 if n else math.nan,
+            max_ms=hist.get_max_value() / 1000 if n else math.nan,
             deliveries=n,
             deliveries_per_s=n / duration_s,
             bytes_per_message=wire_bytes / n if n else math.nan,

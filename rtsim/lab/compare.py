@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..core.transport import LONG_POLL_HOLD_S, Transport, parse_transport
-from ..live.loadgen import LoadParams, run_load
+from ..live.clients.loadgen import LoadParams, run_load
 from ..live.process import serve_process
 from ..sim.transports import TransportParams, simulate_transports
 

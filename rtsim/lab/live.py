@@ -22,7 +22,7 @@ import pandas as pd
 
 from rtsim.core.backoff import Backoff
 from rtsim.live.background import BackgroundServer, serve_in_background
-from rtsim.live.client import GapNotice, LiveClient, Message
+from rtsim.live.clients.client import GapNotice, LiveClient, Message
 from rtsim.live.errors import ServerUnreachableError, require_server
 
 __all__ = [
@@ -154,7 +154,8 @@ def publish_many(url: str, channel: str, n: int) -> str:
 async def _fallback(url: str) -> dict[str, Any]:
     async with LiveClient(url, ["fb"], backoff=_FAST, failures_before_fallback=1) as c:
         await c.ready()
-        return {"transport": c.transport, "fallbacks": c.fallbacks}
+        reached = c.transport.value if c.transport is not None else None
+        return {"transport": reached, "fallbacks": [(a.value, b.value) for a, b in c.fallbacks]}
 
 
 def fallback_demo(url: str) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .backplane import Backplane
-from .server import SERVER_KEY, LiveServer, ServerConfig, start_site
+from .backplanes.base import Backplane
+from .server.app import SERVER_KEY, LiveServer, ServerConfig, start_site
 
 __all__ = ["BackgroundServer", "serve_in_background"]
 

@@ -6,7 +6,17 @@ from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtsim.core.results import Summary, latency_histogram, percentile, percentiles_ms
+from rtsim.core.results import (
+    Summary,
+    decode_histogram,
+    encode_histogram,
+    histogram_percentiles_ms,
+    latency_histogram,
+    new_latency_histogram,
+    percentile,
+    percentiles_ms,
+    record_latency_us,
+)
 
 
 @settings(max_examples=50, deadline=None)
@@ -83,3 +93,40 @@ def test_percentile_refuses_bad_arguments_and_is_nan_without_samples() -> None:
         percentile(np.ones(3), 101)
     with pytest.raises(ValueError, match="resolution must be > 0"):
         percentile(np.ones(3), 50, resolution=0)
+
+
+def test_summary_from_histogram_agrees_with_from_latencies() -> None:
+    rng = np.random.default_rng(3)
+    lat = rng.lognormal(2.0, 1.0, 5000)  # ms
+    parts = [new_latency_histogram() for _ in range(3)]  # as if from three load workers
+    for i, x in enumerate(lat):
+        record_latency_us(parts[i % 3], int(x * 1000))
+    merged = new_latency_histogram()
+    for h in parts:
+        merged.add(decode_histogram(encode_histogram(h)))  # the trip between processes
+    s = Summary.from_histogram(merged, duration_s=2.0, connections=4, lost=1, extra={"k": 2})
+    ref = Summary.from_latencies(
+        lat, duration_s=2.0, wire_bytes=0, requests=0, connections=4, server_memory_bytes=0
+    )
+    assert s.deliveries == ref.deliveries == len(lat) and s.deliveries_per_s == len(lat) / 2
+    for q in ("p50_ms", "p95_ms", "p99_ms", "p999_ms"):
+        assert getattr(s, q) == pytest.approx(getattr(ref, q), rel=2e-3)
+    assert s.mean_ms == pytest.approx(float(np.mean(lat)), rel=2e-3)
+    assert s.max_ms == pytest.approx(float(np.max(lat)), rel=2e-3)
+    assert math.isnan(s.bytes_per_message) and (s.lost, s.extra) == (1, {"k": 2})
+
+
+def test_summary_from_an_empty_histogram_is_nan_not_zero() -> None:
+    s = Summary.from_histogram(new_latency_histogram(), duration_s=1.0, connections=0)
+    assert s.deliveries == 0 and math.isnan(s.p50_ms) and math.isnan(s.mean_ms)
+    assert math.isnan(histogram_percentiles_ms(new_latency_histogram(), (50,))[50])
+    with pytest.raises(ValueError, match="duration_s must be > 0"):
+        Summary.from_histogram(new_latency_histogram(), duration_s=0, connections=0)
+
+
+def test_recording_clamps_to_the_histogram_range() -> None:
+    h = new_latency_histogram()
+    record_latency_us(h, -5)  # a clock step backwards: counted as the smallest value
+    record_latency_us(h, 10**15)
+    assert h.get_total_count() == 2 and h.get_min_value() == 1
+    assert h.get_max_value() >= 3_600 * 1_000_000 * 0.999

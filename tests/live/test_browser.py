@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from rtsim.live.auth import make_token
 from rtsim.live.background import BackgroundServer
+from rtsim.live.server.auth import make_token
 
 from .conftest import Serve
 

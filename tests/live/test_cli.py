@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rtsim.cli import main
-from rtsim.live.auth import Authenticator
+from rtsim.live.server.auth import Authenticator
 
 SECRET = "c" * 32
 

@@ -25,7 +25,7 @@ import pytest
 
 from rtsim.lab import live as L
 from rtsim.live.background import serve_in_background
-from rtsim.live.client import LiveClient
+from rtsim.live.clients.client import LiveClient
 from rtsim.live.errors import ServerUnreachableError, require_server
 from rtsim.live.process import free_port
 
@@ -184,11 +184,11 @@ async def _connect_all_and_signal(srv: Served, sig: int) -> dict[str, Any]:
         )
         yjs = await s.ws_connect(ws_base + "/yjs/room1")
         await asyncio.wait_for(yjs.receive(), 10)  # the room's sync step 1
-        # Every transport is held open at the server.
+        # Every transport is held open at the server (the Yjs room counts as a WebSocket).
         deadline = time.monotonic() + 10
         while True:
             conns = get_json(srv.url + "/healthz")[1]["connections"]
-            if conns["long-polling"] == 1 and conns["sse"] == 1 and conns["websocket"] == 1:
+            if conns["long-polling"] == 1 and conns["sse"] == 1 and conns["websocket"] == 2:
                 break
             assert time.monotonic() < deadline, conns
             await asyncio.sleep(0.05)

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from rtsim.core.backoff import Backoff
-from rtsim.live.client import LiveClient, Message
+from rtsim.live.clients.client import LiveClient, Message
 
 CLIENTS = 500
 CHANNELS = 20

@@ -68,7 +68,7 @@ def _live_server_runs(idle: int = 300) -> dict[str, Any]:
     ``rtsim serve`` subprocess: ``idle`` idle connections, then 50 subscribers × 50 msg/s
     for 3 s over WebSocket and long polling."""
     from ...core.transport import Transport
-    from ...live.loadgen import LoadParams, run_load
+    from ...live.clients.loadgen import LoadParams, run_load
     from ...live.process import process_rss_bytes, serve_process
 
     out: dict[str, Any] = {}

@@ -1,0 +1,303 @@
+"""NATS JetStream backplane: durable replay from the broker, ids are stream sequence numbers.
+
+``nats://HOST:PORT[?prefix=rtsim&max_msgs_per_subject=1000&storage=file]``
+
+One JetStream stream named ``PREFIX`` holds every channel, each on its own subject
+``PREFIX.CHANNEL`` (a channel with a ``.`` is hex-encoded into one subject token), trimmed
+per subject to ``max_msgs_per_subject`` messages. A message's id is its stream sequence
+number: unique across channels, increasing within one, and the same on every server, so
+a client can resume on another instance. Every server reads the whole stream with one
+ordered push consumer (the *feed*) and fans out; after a broker outage the feed resumes
+after the last sequence it delivered.
+
+Sequence numbers are shared by all channels, so "is there a trimmed message of *this*
+channel after id N?" needs one more fact per message: the sequence of the channel's
+previous message, in the header ``Rtsim-Prev``. It is written with JetStream's
+optimistic-concurrency header ``Nats-Expected-Last-Subject-Sequence``, so it is exact even
+with several servers publishing to one channel (a publish that lost the race re-reads the
+last sequence and retries). A resume after ``N`` is a ``gap`` exactly when the first held
+message after ``N`` has ``Rtsim-Prev > N``; JetStream does not count what it trimmed, so
+the gap's ``missed`` is a lower bound (1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import OrderedDict
+from typing import Any
+
+import nats
+from nats.errors import Error as NatsError
+from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError, NotFoundError
+
+from rtsim.core.envelope import Envelope, validate_channel
+from rtsim.core.positions import MalformedPositionError, parse_position
+from rtsim.core.replaylog import Gap, MalformedIdError, Messages, ReadResult, UnknownIdError
+
+from .base import BrokerBackplane, BrokerUrl, wall_to_loop
+
+__all__ = ["JetStreamBackplane", "channel_token", "token_channel"]
+
+_PREV = "Rtsim-Prev"
+_EXPECTED = "Nats-Expected-Last-Subject-Sequence"
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-:@")
+_LOCKS = 64  # publish lock stripes (publishes to one channel go one at a time)
+
+
+def channel_token(channel: str) -> str:
+    """``channel`` as one NATS subject token (``.`` separates tokens, so escape it)."""
+    if all(c in _SAFE for c in channel):
+        return channel
+    return "~" + channel.encode().hex()  # "~" is never part of a channel name
+
+
+def token_channel(token: str) -> str:
+    """The inverse of :func:`channel_token`."""
+    return bytes.fromhex(token[1:]).decode() if token.startswith("~") else token
+
+
+def _seq(message_id: str) -> int:
+    try:
+        k = parse_position(message_id)
+    except MalformedPositionError as exc:
+        raise MalformedIdError(str(exc)) from None
+    if len(k) != 1:
+        raise MalformedIdError(f"a JetStream id is a stream sequence number, got {message_id!r}")
+    return k[0]
+
+
+class JetStreamBackplane(BrokerBackplane):
+    """A JetStream stream shared by all servers; ids are stream sequence numbers."""
+
+    name = "nats-jetstream"
+    scheme = "nats"
+    default_port = 4222
+    durable_replay = True
+
+    def __init__(self, url: BrokerUrl, max_len: int = 1000, max_age_s: float | None = None) -> None:
+        # max_age_s: unused, the stream keeps max_msgs_per_subject per channel.
+        self.prefix = url.take_prefix()
+        self.max_per_subject = url.take_int("max_msgs_per_subject", max_len)
+        self.storage = url.take_choice("storage", "file", ("file", "memory"))
+        backoff = url.take_backoff()
+        url.done()
+        super().__init__(url, backoff=backoff)
+        self.stream = self.prefix
+        self._nc: Any = None
+        self._js: Any = None
+        self._feed: Any = None
+        self._feed_last: int | None = None
+        self._last_by_subject: OrderedDict[str, int] = OrderedDict()  # cache for CAS
+        self._locks = [asyncio.Lock() for _ in range(_LOCKS)]
+        self._lost = asyncio.Event()
+
+    def _subject(self, channel: str) -> str:
+        return f"{self.prefix}.{channel_token(channel)}"
+
+    def _remember(self, subject: str, seq: int) -> None:
+        cache = self._last_by_subject
+        if seq > cache.get(subject, 0):
+            cache[subject] = seq
+            cache.move_to_end(subject)
+            if len(cache) > 100_000:
+                cache.popitem(last=False)
+
+    # --- connection ------------------------------------------------------------------------
+    async def _connect(self) -> None:
+        lost = asyncio.Event()
+
+        async def on_closed() -> None:
+            lost.set()
+
+        async def on_error(exc: Exception) -> None:
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
+
+        nc = await nats.connect(
+            servers=[f"nats://{self.url.host}:{self.url.port}"],
+            allow_reconnect=False,  # the supervisor reconnects, with the core backoff
+            max_reconnect_attempts=1,  # (0 would make nats-py retry the first connect forever)
+            reconnect_time_wait=0.05,
+            connect_timeout=1,
+            closed_cb=on_closed,
+            disconnected_cb=on_closed,
+            error_cb=on_error,
+        )
+        try:
+            js = nc.jetstream(timeout=2.0)
+            config = StreamConfig(
+                name=self.stream,
+                subjects=[f"{self.prefix}.>"],
+                max_msgs_per_subject=self.max_per_subject,
+                storage=StorageType(self.storage),
+            )
+            try:
+                info = await js.add_stream(config)
+            except APIError:  # exists with another limit: take ours
+                info = await js.update_stream(config)
+            last = int(info.state.last_seq)
+            if self._feed_last is None:
+                self._feed_last = last  # first connection: from now on
+            elif last < self._feed_last:  # the stream was lost and re-created
+                self.stats.feed_gaps += 1
+                self._feed_last = 0
+                self._last_by_subject.clear()
+            elif int(info.state.first_seq) > self._feed_last + 1:
+                self.stats.feed_gaps += 1  # trimmed before we read it
+            self._feed = await js.subscribe(
+                f"{self.prefix}.>",
+                stream=self.stream,
+                ordered_consumer=True,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=self._feed_last + 1,
+                ),
+            )
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc, self._js, self._lost = nc, js, lost
+
+    async def _disconnect(self) -> None:
+        nc, feed = self._nc, self._feed
+        self._nc, self._js, self._feed = None, None, None
+        if feed is not None:
+            with contextlib.suppress(Exception):
+                await feed.unsubscribe()
+            # nats-py cancels the ordered consumer's helper tasks only after a successful
+            # unsubscribe; on a dead connection that fails, so cancel them here.
+            jsi = getattr(getattr(feed, "_sub", None), "_jsi", None)
+            for name in ("_hbtask", "_fctask"):
+                task = getattr(jsi, name, None)
+                if task is not None:
+                    task.cancel()
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+    async def _run(self) -> None:
+        feed, lost = self._feed, self._lost
+        nc = self._nc
+        prefix_len = len(self.prefix) + 1
+        while True:
+            try:
+                msg = await feed.next_msg(timeout=1.0)
+            except TimeoutError:  # nats' TimeoutError subclasses asyncio's
+                if lost.is_set() or nc.is_closed:
+                    raise ConnectionError("connection to NATS lost") from None
+                continue
+            seq = msg.metadata.sequence.stream
+            if self._feed_last is not None and seq <= self._feed_last:
+                continue
+            self._feed_last = seq
+            self._remember(msg.subject, seq)
+            obj = json.loads(msg.data)
+            self._deliver(
+                Envelope(
+                    channel=token_channel(msg.subject[prefix_len:]),
+                    id=str(seq),
+                    data=obj["d"],
+                    ts=wall_to_loop(obj["t"]),
+                )
+            )
+
+    def _js_or_raise(self) -> Any:
+        if not self._up or self._js is None:
+            raise self._unavailable()
+        return self._js
+
+    async def _last_seq(self, js: Any, subject: str) -> int:
+        """The sequence of the last message on ``subject`` (0 if it holds none)."""
+        try:
+            raw = await js.get_msg(self.stream, subject=subject)
+        except NotFoundError:
+            return 0
+        return int(raw.seq)
+
+    # --- the Backplane interface -----------------------------------------------------------
+    async def publish(self, channel: str, data: Any) -> Envelope:
+        validate_channel(channel)
+        js = self._js_or_raise()
+        subject = self._subject(channel)
+        wall = time.time()
+        payload = json.dumps({"t": wall, "d": data}, separators=(",", ":"), allow_nan=False)
+        try:
+            async with self._locks[hash(subject) % _LOCKS]:
+                expected = self._last_by_subject.get(subject)
+                if expected is None:
+                    expected = await self._last_seq(js, subject)
+                for _ in range(20):
+                    headers = {_EXPECTED: str(expected), _PREV: str(expected)}
+                    try:
+                        ack = await js.publish(subject, payload.encode(), headers=headers)
+                        break
+                    except APIError as exc:
+                        if exc.err_code not in _WRONG_LAST_SEQUENCE:
+                            raise
+                        expected = await self._last_seq(js, subject)  # another server won
+                else:
+                    raise ConnectionError(f"could not publish on {subject}: too much contention")
+                self._remember(subject, int(ack.seq))
+        except (NatsError, OSError, TimeoutError) as exc:
+            raise self._unavailable(exc) from None
+        return Envelope(channel=channel, id=str(ack.seq), data=data, ts=wall_to_loop(wall))
+
+    async def read_after(self, channel: str, after_id: str, limit: int | None = None) -> ReadResult:
+        validate_channel(channel)
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        after = _seq(after_id)
+        js = self._js_or_raise()
+        subject = self._subject(channel)
+        try:
+            last = await self._last_seq(js, subject)
+            if after > last:
+                info = await js.stream_info(self.stream)
+                if after > int(info.state.last_seq):
+                    raise UnknownIdError(
+                        f"id {after_id!r} is unknown: the stream's latest sequence is"
+                        f" {info.state.last_seq}"
+                    )
+                return Messages(channel=channel, messages=(), last_id=after_id)
+            msgs: list[Envelope] = []
+            prev_of_first: int | None = None
+            seq = after + 1
+            while seq <= last and (limit is None or len(msgs) < limit):
+                try:
+                    raw = await js.get_msg(self.stream, seq=seq, subject=subject, next=True)
+                except NotFoundError:
+                    break
+                if prev_of_first is None:
+                    prev_of_first = int((raw.headers or {}).get(_PREV, "0"))
+                obj = json.loads(raw.data)
+                msgs.append(Envelope(channel, str(raw.seq), obj["d"], wall_to_loop(obj["t"])))
+                seq = int(raw.seq) + 1
+        except (NatsError, OSError, TimeoutError) as exc:
+            raise self._unavailable(exc) from None
+        more = bool(msgs) and int(msgs[-1].id) < last
+        last_id = msgs[-1].id if msgs else after_id
+        if prev_of_first is None or prev_of_first <= after:
+            return Messages(channel=channel, messages=tuple(msgs), last_id=last_id, more=more)
+        return Gap(
+            channel=channel,
+            after_id=after_id,
+            missed=1,  # at least the message Rtsim-Prev names; JetStream keeps no count
+            first_available_id=msgs[0].id,
+            messages=tuple(msgs),
+            last_id=last_id,
+            more=more,
+        )
+
+    async def latest_id(self, channel: str) -> str:
+        validate_channel(channel)
+        js = self._js_or_raise()
+        try:
+            return str(await self._last_seq(js, self._subject(channel)))
+        except (NatsError, OSError, TimeoutError) as exc:
+            raise self._unavailable(exc) from None
+
+    def order_key(self, message_id: str) -> tuple[int, ...]:
+        return (_seq(message_id),)

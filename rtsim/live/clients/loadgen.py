@@ -1,0 +1,436 @@
+"""An open-loop load generator: subscribers over one transport, a constant publish rate.
+
+    result = run_load(LoadParams(url="http://127.0.0.1:8765", transport="sse",
+                                 subscribers=500, channels=10, rate=200, duration_s=20))
+    result.summary.p99_ms, result.summary.lost
+
+Subscribers are spread over several worker processes (so the generator is not the
+bottleneck without saying so; its own CPU time is reported next to every result). The
+publisher sends on a fixed schedule — message *i* is due at ``t0 + i / rate`` — and each
+message carries its *scheduled* send time, so a slow server cannot slow the clock:
+latency is measured from when the message should have gone out, not from when the
+publisher managed to send it (no coordinated omission, as in wrk2). Latencies go into
+HdrHistogram; every subscriber counts the messages of its channel it received, so
+``lost`` and ``duplicates`` are exact (delivery is in order per channel, so a repeated or
+older sequence number is a duplicate).
+
+Message *i* goes to channel ``i % channels``; subscriber *k* listens to channel
+``k % channels``. Publishing uses one WebSocket connection (``publish`` frames), so the
+same generator drives rtsim's server and the minimal peer servers in ``benchmarks/peers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import resource
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing.connection import Connection
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import numpy as np
+import pandas as pd
+
+from rtsim.core.results import (
+    RunResult,
+    Summary,
+    decode_histogram,
+    encode_histogram,
+    new_latency_histogram,
+    record_latency_us,
+)
+from rtsim.core.transport import Transport, parse_transport
+
+from ..errors import require_server
+from ..process import process_cpu_s, process_rss_bytes
+from .transports import CLIENT_TRANSPORTS
+from .wire import LoadTarget, publish_frame, ws_url
+
+__all__ = ["LoadParams", "capacity_search", "run_load"]
+
+
+def _choices(names: Sequence[str]) -> str:
+    """``"a, b or c"``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    """One load run. ``url`` is the server's base URL (``http://host:port``)."""
+
+    url: str
+    transport: Transport = Transport.WEBSOCKET
+    subscribers: int = 100
+    channels: int = 1
+    rate: float = 100.0  # messages published per second, over all channels
+    duration_s: float = 10.0
+    payload_bytes: int = 100
+    token: str | None = None
+    processes: int = 0  # 0: one per core, at most one per 100 subscribers
+    settle_s: float = 2.0  # wait for stragglers after the last publish
+    ws_path: str = "/ws"
+    server_pid: int | None = None  # read RSS/CPU from /proc instead of /metrics
+    kill_before_publish: int = 0  # subscribers that disconnect before publishing starts
+    connect_timeout_s: float = 60.0
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transport", parse_transport(self.transport))
+        parts = urlsplit(self.url)
+        checks = [
+            (
+                parts.scheme in ("http", "https") and bool(parts.netloc),
+                f"url must be http(s)://host:port, got {self.url!r}",
+            ),
+            (
+                self.transport in CLIENT_TRANSPORTS,
+                "transport must be " + _choices([t.value for t in CLIENT_TRANSPORTS]),
+            ),
+            (self.subscribers >= 1, f"subscribers must be >= 1, got {self.subscribers}"),
+            (
+                1 <= self.channels <= self.subscribers,
+                f"channels must be between 1 and subscribers, got {self.channels}",
+            ),
+            (math.isfinite(self.rate) and self.rate > 0, f"rate must be > 0, got {self.rate}"),
+            (
+                math.isfinite(self.duration_s) and self.duration_s > 0,
+                f"duration must be > 0, got {self.duration_s}",
+            ),
+            (self.payload_bytes >= 0, f"payload_bytes must be >= 0, got {self.payload_bytes}"),
+            (self.processes >= 0, f"processes must be >= 0, got {self.processes}"),
+            (self.settle_s >= 0, f"settle_s must be >= 0, got {self.settle_s}"),
+            (
+                0 <= self.kill_before_publish <= self.subscribers,
+                "kill_before_publish must be between 0 and subscribers",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def messages(self) -> int:
+        return max(1, round(self.rate * self.duration_s))
+
+    def channel_name(self, k: int) -> str:
+        return f"load-{self.run_id}-{k % self.channels}"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["transport"] = self.transport.value
+        d.pop("token")
+        return d
+
+
+# --- subscribers (worker processes) -------------------------------------------------------
+@dataclass
+class _Sub:
+    channel: str
+    last: int = -1
+    unique: int = 0
+    dups: int = 0
+    cursor: str = "0"
+    alive: bool = True
+
+
+class _Worker:
+    def __init__(self, p: LoadParams, ks: Sequence[int]) -> None:
+        self.p = p
+        self.ks = list(ks)
+        self.subs = {k: _Sub(p.channel_name(k)) for k in self.ks}
+        self.hist = new_latency_histogram()
+        self.ready = 0
+        self.all_ready = asyncio.Event()
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.errors: list[str] = []
+
+    def _got(self, k: int, data: Any) -> None:
+        now = time.monotonic()
+        try:
+            seq, t = int(data["seq"]), float(data["t"])
+        except (TypeError, KeyError, ValueError):
+            return
+        s = self.subs[k]
+        if seq > s.last:
+            s.last = seq
+            s.unique += 1
+            record_latency_us(self.hist, int((now - t) * 1e6))
+        else:
+            s.dups += 1
+
+    def _mark_ready(self) -> None:
+        self.ready += 1
+        if self.ready == len(self.ks):
+            self.all_ready.set()
+
+    async def one(self, session: aiohttp.ClientSession, k: int) -> None:
+        subscribe = CLIENT_TRANSPORTS[self.p.transport].load
+        target = LoadTarget(self.p.url, self.p.token, self.p.ws_path)
+        try:
+            await subscribe(
+                session, target, self.subs[k].channel, lambda d: self._got(k, d), self._mark_ready
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # counted, not fatal: the others go on
+            self.errors.append(f"subscriber {k}: {type(exc).__name__}: {exc}")
+            if not self.all_ready.is_set():
+                self._mark_ready()
+
+    async def main(self, conn: Connection) -> None:
+        limit = aiohttp.TCPConnector(limit=0, force_close=False)
+        async with aiohttp.ClientSession(connector=limit) as session:
+            for k in self.ks:
+                self.tasks[k] = asyncio.create_task(self.one(session, k))
+            try:
+                await asyncio.wait_for(self.all_ready.wait(), self.p.connect_timeout_s)
+            except TimeoutError:
+                self.errors.append(f"only {self.ready} of {len(self.ks)} subscribers ready")
+            # Subscribers told to vanish before publishing: close their connections.
+            for k in self.ks:
+                if k < self.p.kill_before_publish:
+                    self.tasks[k].cancel()
+                    self.subs[k].alive = False
+            ru0 = resource.getrusage(resource.RUSAGE_SELF)
+            conn.send(("ready", len(self.errors)))
+            loop = asyncio.get_running_loop()
+            cmd = await loop.run_in_executor(None, conn.recv)
+            assert cmd == "stop"
+            await asyncio.sleep(self.p.settle_s)
+            ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            for t in self.tasks.values():
+                t.cancel()
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        conn.send(
+            (
+                "done",
+                {
+                    "hist": encode_histogram(self.hist),
+                    "subs": {k: (s.channel, s.unique, s.dups) for k, s in self.subs.items()},
+                    "errors": self.errors[:20],
+                    "n_errors": len(self.errors),
+                    "cpu_s": cpu,
+                },
+            )
+        )
+
+
+def _worker_entry(p: LoadParams, ks: list[int], conn: Connection) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_Worker(p, ks).main(conn))
+
+
+# --- the run ------------------------------------------------------------------------------
+def _server_stats(p: LoadParams) -> tuple[float | None, float | None]:
+    """(RSS bytes, CPU seconds) of the server: /proc when its pid is known, else /metrics."""
+    if p.server_pid is not None:
+        try:
+            return float(process_rss_bytes(p.server_pid)), process_cpu_s(p.server_pid)
+        except (OSError, RuntimeError):
+            return None, None
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{p.url}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None, None
+    rss: float | None = None
+    cpu: float | None = None
+    for line in text.splitlines():
+        if line.startswith("process_resident_memory_bytes "):
+            rss = float(line.split()[1])
+        elif line.startswith("process_cpu_seconds_total "):
+            cpu = float(line.split()[1])
+    return rss, cpu
+
+
+async def _publish(p: LoadParams, progress: bool) -> tuple[int, float]:
+    """Publish ``p.messages`` on schedule over one WebSocket; return (sent, late seconds max)."""
+    from tqdm.auto import tqdm
+
+    url = ws_url(p.url, p.ws_path, p.token)
+    pad = "x" * p.payload_bytes
+    worst_late = 0.0
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+
+        async def drain() -> None:
+            async for _ in ws:
+                pass
+
+        reader = asyncio.create_task(drain())
+        t0 = time.monotonic() + 0.2
+        n = p.messages
+        with tqdm(total=n, desc="publishing", disable=not progress, delay=1.0) as bar:
+            for i in range(n):
+                due = t0 + i / p.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    worst_late = max(worst_late, -delay)
+                data = {"seq": i // p.channels, "t": due, "pad": pad}
+                await ws.send_str(publish_frame(p.channel_name(i), data))
+                if i % 64 == 0:
+                    bar.update(min(64, n - bar.n))
+            bar.update(n - bar.n)
+        await asyncio.sleep(0.05)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    return n, worst_late
+
+
+def _run_blocking(coro: Any) -> Any:
+    """``asyncio.run(coro)``, also from a thread whose loop is running (e.g. a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def run_load(p: LoadParams, progress: bool = True) -> RunResult:
+    """Run one load test against a live server; the summary is measured, never simulated.
+
+    The server is probed first (``GET /healthz``, a few seconds at most): if nothing
+    answers at ``p.url``, :class:`~rtsim.live.errors.ServerUnreachableError` is raised
+    before any worker process starts.
+    """
+    require_server(p.url, hint="start one with `rtsim serve` or check --url")
+    n_proc = p.processes or min(os.cpu_count() or 1, max(1, p.subscribers // 100))
+    n_proc = max(1, min(n_proc, p.subscribers))
+    ctx = mp.get_context("spawn")
+    groups = [list(range(i, p.subscribers, n_proc)) for i in range(n_proc)]
+    procs, conns = [], []
+    for ks in groups:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_entry, args=(p, ks, child), daemon=True)
+        proc.start()
+        procs.append(proc)
+        conns.append(parent)
+    try:
+        setup_errors = 0
+        for c in conns:
+            try:
+                if not c.poll(p.connect_timeout_s + 30):
+                    raise RuntimeError("a load worker did not get its subscribers ready")
+                _tag, errs = c.recv()
+            except EOFError:
+                raise RuntimeError(
+                    "a load worker exited before its subscribers were ready"
+                ) from None
+            setup_errors += errs
+        time.sleep(0.3)  # let the last subscribe frames reach the server
+        rss0, cpu0 = _server_stats(p)
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        t_start = time.monotonic()
+        sent, late = _run_blocking(_publish(p, progress))
+        publish_wall = time.monotonic() - t_start
+        for c in conns:
+            c.send("stop")
+        results = []
+        for c in conns:
+            if not c.poll(p.settle_s + 120):
+                raise RuntimeError("a load worker did not report back")
+            results.append(c.recv()[1])
+        rss1, cpu1 = _server_stats(p)
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+
+    hist = new_latency_histogram()
+    per_channel_sent = np.bincount(np.arange(sent) % p.channels, minlength=p.channels)
+    expected = delivered = dups = 0
+    errors: list[str] = []
+    for r in results:
+        hist.add(decode_histogram(r["hist"]))
+        errors += r["errors"]
+        for k, (_ch, unique, d) in r["subs"].items():
+            expected += int(per_channel_sent[int(k) % p.channels])
+            delivered += unique
+            dups += d
+    gen_cpu = (
+        sum(r["cpu_s"] for r in results)
+        + (ru1.ru_utime - ru0.ru_utime)
+        + (ru1.ru_stime - ru0.ru_stime)
+    )
+    server_cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
+    extra = {
+        "expected": expected,
+        "delivered": delivered,
+        "duplicates": dups,
+        "published": sent,
+        "publisher_late_max_ms": late * 1000,
+        "publish_wall_s": publish_wall,
+        "server_rss_bytes": rss1,
+        "server_rss_connected_bytes": rss0,  # all subscribers connected, nothing published
+        "server_cpu_s": server_cpu,
+        "server_cpu_us_per_delivery": (server_cpu / delivered * 1e6)
+        if server_cpu is not None and delivered
+        else None,
+        "loadgen_cpu_s": gen_cpu,
+        "loadgen_processes": n_proc,
+        "errors": sum(r["n_errors"] for r in results) + setup_errors,
+        "error_samples": errors[:5],
+    }
+    summary = Summary.from_histogram(
+        hist,
+        duration_s=p.duration_s,
+        connections=p.subscribers - p.kill_before_publish,
+        server_memory_bytes=rss1 if rss1 is not None else math.nan,
+        lost=expected - delivered,
+        extra=extra,
+    )
+    return RunResult(
+        params=p.as_dict(), deliveries=pd.DataFrame(), summary=summary, source="measured"
+    )
+
+
+def capacity_search(
+    p: LoadParams,
+    rates: Sequence[float],
+    sla_p95_ms: float = 250.0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Step the publish rate until p95 exceeds ``sla_p95_ms``; one row per step."""
+    if not sla_p95_ms > 0:
+        raise ValueError(f"sla_p95_ms must be > 0, got {sla_p95_ms}")
+    rows = []
+    for rate in sorted(rates):
+        r = run_load(replace(p, rate=float(rate), run_id=uuid.uuid4().hex[:8]), progress)
+        s = r.summary
+        rows.append(
+            {
+                "rate": rate,
+                "deliveries_per_s": s.deliveries_per_s,
+                "p50_ms": s.p50_ms,
+                "p95_ms": s.p95_ms,
+                "p99_ms": s.p99_ms,
+                "lost": s.lost,
+                "within_sla": s.p95_ms <= sla_p95_ms and s.lost == 0,
+            }
+        )
+        if not rows[-1]["within_sla"]:
+            break
+    return pd.DataFrame(rows)

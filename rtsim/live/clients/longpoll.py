@@ -1,0 +1,96 @@
+"""The long-polling transport's client side: ``GET /poll`` in a loop, presence over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from rtsim.core.transport import LONG_POLL_HOLD_S, Transport
+
+from .wire import (
+    ClientTransport,
+    Connection,
+    LoadTarget,
+    Refused,
+    auth_headers,
+    channel_params,
+    cursor_of,
+)
+
+__all__ = ["CLIENT", "connect", "load_subscriber"]
+
+TRANSPORT = Transport.LONG_POLLING
+
+
+async def connect(c: Connection, on_open: Callable[[], None]) -> None:
+    """Poll for ``c`` until a request fails: the first answers at once with the start
+    position, the next ones wait up to ``c.poll_timeout_s`` seconds for news."""
+    first = True
+    beat: asyncio.Task[None] | None = None
+    try:
+        while True:
+            after = cursor_of(c.cursor, c.channels)
+            # Learn the start position at once; afterwards wait for news.
+            complete = after is not None and all(ch in c.cursor for ch in c.channels)
+            hold = c.poll_timeout_s if complete else 0
+            params = channel_params(c.channels, after=after, timeout=hold)
+            async with c.session.get(
+                c.url + "/poll",
+                params=params,
+                headers=auth_headers(c.token),
+                timeout=aiohttp.ClientTimeout(total=float(hold) + c.request_timeout_s),
+            ) as r:
+                body = await r.text()
+                if r.status != 200:
+                    raise Refused(r.status, body)
+            obj = json.loads(body)
+            if first:
+                first = False
+                on_open()
+                for ch, state in c.presence_state.items():
+                    await c.send_presence(ch, state)
+                beat = asyncio.get_running_loop().create_task(c.http_heartbeat())
+            for g in obj.get("gaps", []):
+                c.gap(g)
+            for m in obj["messages"]:
+                c.deliver(m, TRANSPORT)
+            c.merge_cursor(obj["cursor"])
+            c.mark_ready()
+    finally:
+        if beat is not None:
+            beat.cancel()
+
+
+async def load_subscriber(
+    session: aiohttp.ClientSession,
+    target: LoadTarget,
+    channel: str,
+    got: Callable[[Any], None],
+    ready: Callable[[], None],
+) -> None:
+    """The load generator's long-polling subscriber (see :data:`~.wire.LoadSubscriber`)."""
+    cursor = "0"
+    first = True
+    while True:
+        hold = 0 if first else LONG_POLL_HOLD_S
+        async with session.get(
+            f"{target.url}/poll",
+            params=channel_params([channel], after=cursor, timeout=hold),
+            headers=auth_headers(target.token),
+        ) as r:
+            if r.status != 200:
+                raise RuntimeError(f"poll answered {r.status}: {await r.text()}")
+            body = await r.json()
+        if first:
+            first = False
+            ready()
+        for m in body.get("messages", []):
+            got(m.get("data"))
+        cursor = body.get("cursor", cursor)
+
+
+CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

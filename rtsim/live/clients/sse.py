@@ -1,0 +1,83 @@
+"""The SSE transport's client side: ``GET /sse`` (``text/event-stream``), resumable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from rtsim.core.transport import Transport
+
+from .wire import (
+    ClientTransport,
+    Connection,
+    LoadTarget,
+    Refused,
+    auth_headers,
+    channel_params,
+    cursor_of,
+    sse_events,
+)
+
+__all__ = ["CLIENT", "connect", "load_subscriber"]
+
+TRANSPORT = Transport.SSE
+
+
+async def connect(c: Connection, on_open: Callable[[], None]) -> None:
+    """One event stream of ``c`` (``Last-Event-ID`` from ``c.cursor``); presence goes over
+    HTTP. Raises ``ConnectionResetError`` when the stream ends."""
+    headers = {"Accept": "text/event-stream"}
+    resume = cursor_of(c.cursor, c.channels)
+    if resume is not None:
+        headers["Last-Event-ID"] = resume
+    params = channel_params(c.channels, token=c.token)
+    async with c.session.get(c.url + "/sse", params=params, headers=headers) as r:
+        if r.status != 200:
+            raise Refused(r.status, await r.text())
+        on_open()
+        for ch, state in c.presence_state.items():
+            await c.send_presence(ch, state)
+        beat = asyncio.get_running_loop().create_task(c.http_heartbeat())
+        try:
+            async for events, last_id in sse_events(r):
+                for event, obj in events:
+                    if event == "message":
+                        c.deliver(obj, TRANSPORT)
+                    elif event == "gap":
+                        c.gap(obj)
+                    elif event == "presence":
+                        c.on_presence(obj)
+                if last_id:
+                    c.merge_cursor(last_id)
+                    c.mark_ready()
+        finally:
+            beat.cancel()
+    raise ConnectionResetError("the event stream ended")
+
+
+async def load_subscriber(
+    session: aiohttp.ClientSession,
+    target: LoadTarget,
+    channel: str,
+    got: Callable[[Any], None],
+    ready: Callable[[], None],
+) -> None:
+    """The load generator's SSE subscriber (see :data:`~.wire.LoadSubscriber`)."""
+    async with session.get(
+        f"{target.url}/sse",
+        params=channel_params([channel]),
+        headers=auth_headers(target.token),
+        timeout=aiohttp.ClientTimeout(),
+    ) as r:
+        if r.status != 200:
+            raise RuntimeError(f"SSE answered {r.status}: {await r.text()}")
+        ready()
+        async for events, _last_id in sse_events(r):
+            for _event, obj in events:
+                got(obj.get("data"))
+
+
+CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

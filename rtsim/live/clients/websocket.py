@@ -1,0 +1,102 @@
+"""The WebSocket transport's client side: ``GET /ws`` with JSON text frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from rtsim.core.transport import Transport
+
+from .wire import (
+    HEARTBEAT_FRAME,
+    ClientTransport,
+    Connection,
+    LoadTarget,
+    Refused,
+    presence_frame,
+    subscribe_frame,
+    ws_url,
+)
+
+__all__ = ["CLIENT", "connect", "load_subscriber"]
+
+TRANSPORT = Transport.WEBSOCKET
+
+
+async def connect(c: Connection, on_open: Callable[[], None]) -> None:
+    """One WebSocket connection of ``c``: subscribe (resuming from ``c.cursor``), send its
+    presence, then receive until the socket closes (``ConnectionResetError`` unless 1000)."""
+    params = {"token": c.token} if c.token else None
+    try:
+        ws = await c.session.ws_connect(ws_url(c.url), params=params, heartbeat=None)
+    except aiohttp.WSServerHandshakeError as exc:
+        raise Refused(exc.status, exc.message) from None
+    async with ws:
+        c.attach_ws(ws)
+        on_open()
+        waiting = set(c.channels)
+        for ch in c.channels:
+            await ws.send_str(subscribe_frame(ch, c.cursor.get(ch)))
+        for ch, state in c.presence_state.items():
+            await ws.send_str(presence_frame(ch, state))
+        beat = asyncio.get_running_loop().create_task(_heartbeat(ws, c.heartbeat_s))
+        try:
+            async for msg in ws:
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                obj = json.loads(msg.data)
+                kind = obj.get("type")
+                if kind == "message":
+                    c.deliver(obj, TRANSPORT)
+                elif kind == "subscribed":
+                    c.cursor.setdefault(obj["channel"], obj["since"])
+                    waiting.discard(obj["channel"])
+                    if not waiting:
+                        c.mark_ready()
+                elif kind == "gap":
+                    c.gap(obj)
+                elif kind == "presence":
+                    c.on_presence(obj)
+                elif kind == "ack":
+                    c.on_ack(obj)
+                elif kind == "error":
+                    c.on_error(obj)
+        finally:
+            beat.cancel()
+        if ws.close_code is not None and ws.close_code != 1000:
+            raise ConnectionResetError(f"closed with {ws.close_code}")
+
+
+async def _heartbeat(ws: aiohttp.ClientWebSocketResponse, every_s: float) -> None:
+    with contextlib.suppress(Exception):
+        while True:
+            await asyncio.sleep(every_s)
+            await ws.send_str(HEARTBEAT_FRAME)
+
+
+async def load_subscriber(
+    session: aiohttp.ClientSession,
+    target: LoadTarget,
+    channel: str,
+    got: Callable[[Any], None],
+    ready: Callable[[], None],
+) -> None:
+    """The load generator's WebSocket subscriber (see :data:`~.wire.LoadSubscriber`)."""
+    url = ws_url(target.url, target.ws_path, target.token)
+    async with session.ws_connect(url, max_msg_size=0, autoping=True) as ws:
+        await ws.send_str(subscribe_frame(channel))
+        ready()
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            obj = json.loads(msg.data)
+            if obj.get("type") == "message":
+                got(obj.get("data"))
+
+
+CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -1,0 +1,184 @@
+"""What the Python client and the load generator both put on and read off the wire.
+
+Request building (URLs, auth headers, query parameters), client frames (subscribe,
+publish, presence), SSE decoding into JSON events, and :class:`ClientTransport`, the
+shape of one transport's client side (a module in this package: :mod:`.websocket`,
+:mod:`.sse`, :mod:`.longpoll`; the table is
+:data:`rtsim.live.clients.transports.CLIENT_TRANSPORTS`).
+The protocol itself is documented in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+
+from rtsim.core.replaylog import encode_cursor
+from rtsim.core.transport import SseDecoder, Transport
+
+__all__ = [
+    "HEARTBEAT_FRAME",
+    "ClientTransport",
+    "Connection",
+    "LoadSubscriber",
+    "LoadTarget",
+    "Refused",
+    "auth_headers",
+    "channel_params",
+    "cursor_of",
+    "presence_frame",
+    "publish_frame",
+    "sse_events",
+    "subscribe_frame",
+    "ws_url",
+]
+
+
+class Refused(Exception):
+    """The server answered a connection attempt with an HTTP error ``status``."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+# --- requests -------------------------------------------------------------------------------
+def auth_headers(token: str | None) -> dict[str, str]:
+    """``Authorization: Bearer TOKEN`` (nothing in open mode)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def ws_url(base_url: str, path: str = "/ws", token: str | None = None) -> str:
+    """The WebSocket URL of ``path`` on the server at ``base_url`` (``http[s]://host:port``):
+    ``ws[s]://host:port/path[?token=T]``."""
+    u = urlsplit(base_url)
+    url = f"{'wss' if u.scheme == 'https' else 'ws'}://{u.netloc}{u.path.rstrip('/')}{path}"
+    return url + "?" + urlencode({"token": token}) if token else url
+
+
+def channel_params(
+    channels: Iterable[str], *, token: str | None = None, **extra: str | float | None
+) -> list[tuple[str, str]]:
+    """Query parameters ``channel=C…`` then ``extra`` (None values left out) and ``token``.
+    Floats are written as Python writes them (``timeout=25.0``)."""
+    params = [("channel", ch) for ch in channels]
+    params += [(k, str(v)) for k, v in extra.items() if v is not None]
+    if token:
+        params.append(("token", token))
+    return params
+
+
+def cursor_of(cursor: Mapping[str, str], channels: Iterable[str]) -> str | None:
+    """The cursor text ``"a=3,b=7"`` of ``channels`` that have an id (None: none has)."""
+    known = {ch: cursor[ch] for ch in channels if ch in cursor}
+    return encode_cursor(known) if known else None
+
+
+# --- frames ---------------------------------------------------------------------------------
+def subscribe_frame(channel: str, since: str | None = None) -> str:
+    frame: dict[str, Any] = {"type": "subscribe", "channel": channel}
+    if since is not None:
+        frame["since"] = since
+    return json.dumps(frame)
+
+
+def publish_frame(channel: str, data: Any, ref: int | None = None) -> str:
+    frame: dict[str, Any] = {"type": "publish", "channel": channel, "data": data}
+    if ref is not None:
+        frame["ref"] = ref
+    return json.dumps(frame, separators=(",", ":"))
+
+
+def presence_frame(channel: str, state: Mapping[str, Any] | None) -> str:
+    return json.dumps({"type": "presence", "channel": channel, "state": state})
+
+
+HEARTBEAT_FRAME = '{"type":"heartbeat"}'
+
+
+async def sse_events(
+    response: aiohttp.ClientResponse,
+) -> AsyncIterator[tuple[list[tuple[str, Any]], str]]:
+    """Per chunk read from an SSE response: its ``(event, JSON data)`` pairs and the last
+    event id seen so far (``""`` before any; id-only events move it without a pair)."""
+    decoder = SseDecoder()
+    async for chunk in response.content.iter_any():
+        events = [(ev.event, json.loads(ev.data)) for ev in decoder.feed(chunk)]
+        yield events, decoder.last_event_id
+
+
+# --- one transport's client side ------------------------------------------------------------
+class Connection(Protocol):
+    """What a transport's client side needs of :class:`~rtsim.live.clients.client.LiveClient`."""
+
+    url: str
+    token: str | None
+    channels: list[str]
+    cursor: dict[str, str]
+    poll_timeout_s: float
+    request_timeout_s: float
+    heartbeat_s: float
+
+    @property
+    def session(self) -> aiohttp.ClientSession: ...
+
+    @property
+    def presence_state(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+    def deliver(self, obj: Mapping[str, Any], transport: Transport) -> None: ...
+
+    def gap(self, obj: Mapping[str, Any]) -> None: ...
+
+    def on_presence(self, obj: Mapping[str, Any]) -> None: ...
+
+    def on_ack(self, obj: Mapping[str, Any]) -> None: ...
+
+    def on_error(self, obj: Mapping[str, Any]) -> None: ...
+
+    def merge_cursor(self, text: str) -> None: ...
+
+    def mark_ready(self) -> None: ...
+
+    def attach_ws(self, ws: aiohttp.ClientWebSocketResponse | None) -> None: ...
+
+    async def send_presence(self, channel: str, state: Mapping[str, Any] | None) -> None: ...
+
+    async def http_heartbeat(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """The server a load generator drives: base ``url``, ``token``, WebSocket ``ws_path``."""
+
+    url: str
+    token: str | None = None
+    ws_path: str = "/ws"
+
+
+#: A load-generator subscriber: ``(session, target, channel, got, ready)`` runs until
+#: cancelled or the connection ends, calling ``got(data)`` per message (the published
+#: ``data``) and ``ready()`` once subscribed; raises on a refusal.
+LoadSubscriber = Callable[
+    [aiohttp.ClientSession, LoadTarget, str, Callable[[Any], None], Callable[[], None]],
+    Awaitable[None],
+]
+
+
+@dataclass(frozen=True)
+class ClientTransport:
+    """One transport's client side.
+
+    ``connect(conn, on_open)`` runs one connection of a :class:`Connection` until it ends
+    (raises :class:`Refused` for an HTTP refusal, ``ConnectionError`` when it drops) and
+    calls ``on_open()`` once it is up; ``load`` is the load generator's minimal subscriber.
+    """
+
+    transport: Transport
+    connect: Callable[[Connection, Callable[[], None]], Awaitable[None]]
+    load: LoadSubscriber

@@ -1,0 +1,95 @@
+"""What ``rtsim serve`` can set: :class:`ServerConfig`, validated once when it is built."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass, field
+
+from rtsim.core.transport import LONG_POLL_HOLD_S, Transport, parse_transport
+
+from .auth import check_secret
+
+__all__ = ["ServerConfig"]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``rtsim serve`` can set. Invalid values raise ``ValueError``.
+
+    Defaults are the server's own (the CLI flags of ``rtsim serve`` repeat them); units
+    are in the names (``_s`` seconds, ``_ms`` milliseconds, ``_bytes``). ``transports``
+    names the enabled transports as :class:`~rtsim.core.transport.Transport` values
+    (strings are converted); ``None`` enables every one the server serves
+    (:data:`rtsim.live.server.app.SERVED`), and one the server does not serve is refused
+    with ``ValueError`` when the server is built.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    secret: str | None = None
+    backplane: str = "memory"
+    replay_len: int = 1000  # messages kept per channel for resume
+    replay_age_s: float | None = None
+    max_frame_bytes: int = 65536  # WebSocket frames and HTTP bodies
+    send_queue: int = 1024  # messages queued per connection before it counts as slow
+    max_subscriptions: int = 100  # channels per connection
+    max_connections: int = 10000  # WebSocket + SSE + Yjs + waiting long polls
+    max_errors: int = 20  # consecutive protocol errors before a WebSocket is closed
+    presence_timeout_s: float = 60.0  # C17: offline after 60 s without a heartbeat
+    keepalive_s: float = 15.0  # SSE comment keep-alive interval
+    retry_ms: int = 2000  # SSE retry: hint
+    poll_timeout_s: float = LONG_POLL_HOLD_S  # default long-poll hold
+    poll_timeout_max_s: float = 60.0
+    poll_batch: int = 1000  # messages per long-poll answer and channel
+    ws_ping_s: float | None = 30.0  # WebSocket ping interval (None: off)
+    close_grace_s: float = 2.0  # how long a close frame to a slow client may take
+    transports: tuple[Transport, ...] | None = None  # enabled transports (None: all served)
+    allow_open_remote: bool = field(default=False, repr=False)  # only for tests of the refusal
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.port <= 65535):
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.secret is not None:
+            check_secret(self.secret)
+        if self.secret is None and not _is_loopback(self.host) and not self.allow_open_remote:
+            raise ValueError(
+                f"refusing open mode (no --secret) on non-loopback address {self.host!r};"
+                " give --secret S or bind to 127.0.0.1"
+            )
+        for name in ("replay_len", "max_frame_bytes", "send_queue", "max_subscriptions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_connections", "max_errors", "poll_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("presence_timeout_s", "keepalive_s", "poll_timeout_max_s", "close_grace_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be > 0, got {v}")
+        if not (0 <= self.poll_timeout_s <= self.poll_timeout_max_s):
+            raise ValueError(
+                f"poll_timeout_s must be in 0..poll_timeout_max_s, got {self.poll_timeout_s}"
+            )
+        if self.retry_ms < 0:
+            raise ValueError(f"retry_ms must be >= 0, got {self.retry_ms}")
+        if self.transports is not None:
+            if isinstance(self.transports, str) or not self.transports:
+                raise ValueError(
+                    f"transports must be a non-empty tuple of transports, got {self.transports!r}"
+                )
+            parsed = tuple(dict.fromkeys(parse_transport(t) for t in self.transports))
+            object.__setattr__(self, "transports", parsed)
+
+    @property
+    def open_mode(self) -> bool:
+        return self.secret is None

@@ -1,0 +1,380 @@
+"""Fan-out: who is subscribed to what, and one bounded send queue per connection.
+
+The hot path is :meth:`Hub.on_message`: the backplane hands it an envelope, it wraps it in
+one :class:`Broadcast` (which encodes each wire form once, lazily, and shares the bytes
+between every connection) and appends that object to the queue of every subscriber of the
+channel. Nothing is awaited and no connection can slow the others: a connection whose
+queue is full is marked *slow* and closed by its own handler, and the message goes on to
+the rest.
+
+A subscription with a resume id (``since``) replays from the backplane first. While that
+read is in flight, live messages for the channel are held aside and appended after the
+replayed ones, skipping any the replay already covered, so the client gets every message
+once and in order (ids compare by the backplane's :meth:`~Backplane.order_key`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+from rtsim.core.envelope import Envelope, encode
+from rtsim.core.replaylog import Gap, encode_cursor
+from rtsim.core.transport import Transport, format_sse_event, ws_frame
+
+from ..backplanes.base import Backplane
+from ..protocol import message_frame
+from .metrics import Metrics
+
+__all__ = ["Broadcast", "Control", "Hub", "Replay", "Subscriber"]
+
+_EMPTY_KEY: tuple[int, ...] = ()
+
+
+class Broadcast:
+    """One published message and its wire forms, each encoded at most once."""
+
+    __slots__ = (
+        "_json",
+        "_sse_data",
+        "_sse_single",
+        "_sse_wire",
+        "_ws",
+        "_ws_wire",
+        "channel",
+        "env",
+        "key",
+    )
+
+    def __init__(self, env: Envelope, key: tuple[int, ...]) -> None:
+        self.env = env
+        self.channel = env.channel
+        self.key = key
+        self._json: bytes | None = None
+        self._ws: bytes | None = None
+        self._ws_wire: bytes | None = None
+        self._sse_wire: bytes | None = None
+        self._sse_data: bytes | None = None
+        self._sse_single: bytes | None = None
+
+    @property
+    def json(self) -> bytes:
+        """``{"channel","id","data","ts"}`` (the core envelope encoding)."""
+        if self._json is None:
+            self._json = encode(self.env)
+        return self._json
+
+    @property
+    def ws(self) -> bytes:
+        """The WebSocket ``message`` frame payload."""
+        if self._ws is None:
+            self._ws = message_frame(self.json)
+        return self._ws
+
+    @property
+    def ws_wire(self) -> bytes:
+        """The whole WebSocket frame on the wire (header + payload), for direct writes."""
+        if self._ws_wire is None:
+            self._ws_wire = ws_frame(self.ws)
+        return self._ws_wire
+
+    @property
+    def sse_data(self) -> bytes:
+        """The ``data:`` lines and blank line of an SSE event (no ``id:``)."""
+        if self._sse_data is None:
+            self._sse_data = format_sse_event(self.json.decode("utf-8"))
+        return self._sse_data
+
+    @property
+    def sse_single(self) -> bytes:
+        """The whole SSE event for a stream of this one channel (cursor ``channel=id``)."""
+        if self._sse_single is None:
+            cursor = encode_cursor({self.channel: self.env.id})
+            self._sse_single = format_sse_event(self.json.decode("utf-8"), id=cursor)
+        return self._sse_single
+
+    @property
+    def sse_wire(self) -> bytes:
+        """:attr:`sse_single` as one HTTP/1.1 chunk, for direct writes to a chunked stream."""
+        if self._sse_wire is None:
+            ev = self.sse_single
+            self._sse_wire = b"%x\r\n" % len(ev) + ev + b"\r\n"
+        return self._sse_wire
+
+
+class Replay:
+    """A message sent from the replay log (not counted in the delivery-latency histogram)."""
+
+    __slots__ = ("b",)
+
+    def __init__(self, b: Broadcast) -> None:
+        self.b = b
+
+
+class Control:
+    """A non-message frame: gap, presence, ack, error, subscribed.
+
+    ``obj`` is the frame as a dict (``type`` first); ``advance`` moves an SSE stream's
+    cursor (``(channel, id)``) when the frame is written, e.g. past a gap.
+    """
+
+    __slots__ = ("_text", "advance", "obj")
+
+    def __init__(self, obj: dict[str, Any], advance: tuple[str, str] | None = None) -> None:
+        self.obj = obj
+        self.advance = advance
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            import json
+
+            self._text = json.dumps(self.obj, separators=(",", ":"), ensure_ascii=False)
+        return self._text
+
+
+Item = Broadcast | Replay | Control
+
+
+class Subscriber:
+    """One streaming connection's subscriptions and its bounded send queue.
+
+    The transport handler owns a writer loop: ``while not closed: await wait(); drain
+    queue``. :attr:`closed` with :attr:`close_reason` ``"slow consumer"`` means the queue
+    overflowed; the handler then closes the connection.
+    """
+
+    def __init__(self, transport: Transport | None, max_queue: int) -> None:
+        self.transport = transport  # None: an in-process reader (a Yjs room's follower)
+        self.max_queue = max_queue
+        self.queue: deque[Item] = deque()
+        self.wake = asyncio.Event()
+        self.last: dict[str, tuple[int, ...]] = {}  # highest key queued, per channel
+        self.pending: dict[str, list[Broadcast]] = {}  # live messages held during replay
+        self.credit = 0  # replayed items still queued (not counted against max_queue)
+        self.closed = False
+        self.close_reason = ""
+        self.on_overflow: Callable[[Subscriber], None] | None = None
+        # The fast path: a WebSocket's raw transport. While nothing is queued and the
+        # socket's write buffer is below ``direct_limit``, a broadcast's pre-framed bytes
+        # are written straight to it — no queue, no task switch, no per-connection framing.
+        self.direct: Any = None  # asyncio.WriteTransport or uvloop's equivalent
+        self.direct_sse = False  # a single-channel, chunked SSE stream (else a WebSocket)
+        self.direct_limit = 64 * 1024
+
+    def offer(self, b: Broadcast) -> bool:
+        """Send or queue a live message (the hot path). True if it was written directly."""
+        if self.closed:
+            return False
+        if self.pending:
+            held = self.pending.get(b.channel)
+            if held is not None:
+                held.append(b)
+                return False
+        if b.key <= self.last.get(b.channel, _EMPTY_KEY):
+            return False  # already queued (replay overlap)
+        q = self.queue
+        t = self.direct
+        if t is not None and not q and t.get_write_buffer_size() < self.direct_limit:
+            if t.is_closing():
+                self.direct = None
+            else:
+                self.last[b.channel] = b.key
+                t.write(b.sse_wire if self.direct_sse else b.ws_wire)
+                return True
+        if len(q) - self.credit >= self.max_queue:
+            self.close("slow consumer")
+            if self.on_overflow is not None:
+                self.on_overflow(self)
+            return False
+        self.last[b.channel] = b.key
+        q.append(b)
+        self.wake.set()
+        return False
+
+    def send(self, item: Control) -> None:
+        """Queue a control frame (never dropped; these are few and small)."""
+        if not self.closed:
+            self.queue.append(item)
+            self.wake.set()
+
+    def pop(self) -> Item:
+        item = self.queue.popleft()
+        if self.credit and isinstance(item, Replay):
+            self.credit -= 1
+        return item
+
+    def close(self, reason: str) -> None:
+        self.direct = None
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            self.wake.set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until there is something to send or the subscriber closed (False: timeout)."""
+        if self.queue or self.closed:
+            return True
+        self.wake.clear()
+        if timeout is None:
+            await self.wake.wait()
+            return True
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class Hub:
+    """Subscriptions per channel, the fan-out, and long-poll waiters."""
+
+    def __init__(self, backplane: Backplane, metrics: Metrics, recent: int = 4096) -> None:
+        self.backplane = backplane
+        self.metrics = metrics
+        self.subs: dict[str, dict[Subscriber, None]] = {}
+        self.waiters: dict[str, dict[asyncio.Future[None], None]] = {}
+        self._recent: OrderedDict[tuple[str, str], Broadcast] = OrderedDict()
+        self._recent_max = recent
+        self._order_key = backplane.order_key
+        self._clock: Callable[[], float] = lambda: asyncio.get_running_loop().time()
+        ws, sse = Transport.WEBSOCKET, Transport.SSE
+        self._direct_ws = (metrics.deliveries_by.get(ws), metrics.latency_by.get(ws))
+        self._direct_sse = (metrics.deliveries_by.get(sse), metrics.latency_by.get(sse))
+
+    # --- the hot path ------------------------------------------------------------------
+    def on_message(self, env: Envelope) -> None:
+        b = Broadcast(env, self._order_key(env.id))
+        recent = self._recent
+        recent[(env.channel, env.id)] = b
+        if len(recent) > self._recent_max:
+            recent.popitem(last=False)
+        subs = self.subs.get(env.channel)
+        n = 0
+        if subs:
+            n = len(subs)
+            direct_ws = direct_sse = 0
+            for s in subs:
+                if s.offer(b):
+                    if s.direct_sse:
+                        direct_sse += 1
+                    else:
+                        direct_ws += 1
+            # Direct writes are counted here, once per broadcast: the latency observed is
+            # that of the last direct write of this fan-out (publish → written).
+            for (deliveries, latency), count in (
+                (self._direct_ws, direct_ws),
+                (self._direct_sse, direct_sse),
+            ):
+                if count and deliveries is not None and latency is not None:
+                    deliveries.inc(count)
+                    latency.observe(self._clock() - env.ts)
+        self.metrics.fanout.observe(n)
+        waiters = self.waiters.pop(env.channel, None)
+        if waiters:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def broadcast_for(self, env: Envelope) -> Broadcast:
+        """The shared :class:`Broadcast` of a stored envelope (cached for recent ones)."""
+        b = self._recent.get((env.channel, env.id))
+        return b if b is not None else Broadcast(env, self._order_key(env.id))
+
+    def send_control(self, channel: str, obj: dict[str, Any]) -> None:
+        """Send one control frame (e.g. a presence event) to every subscriber of ``channel``."""
+        subs = self.subs.get(channel)
+        if subs:
+            item = Control(obj)
+            for s in subs:
+                s.send(item)
+
+    # --- subscriptions -----------------------------------------------------------------
+    async def subscribe(self, sub: Subscriber, channel: str, since: str | None) -> str:
+        """Subscribe ``sub`` to ``channel``; with ``since``, queue the replay first.
+
+        Returns the id the subscription starts after (``since``, or the channel's latest
+        id). Raises ``ValueError`` (the replay log's errors) for an id that cannot be
+        placed; the subscription is then not made.
+        """
+        self.subs.setdefault(channel, {})[sub] = None
+        if since is None:
+            sub.last[channel] = _EMPTY_KEY
+            try:
+                return await self.backplane.latest_id(channel)
+            except BaseException:
+                self.unsubscribe(sub, channel)
+                raise
+        sub.pending[channel] = []
+        try:
+            result = await self.backplane.read_after(channel, since)
+        except BaseException:
+            sub.pending.pop(channel, None)
+            self.unsubscribe(sub, channel)
+            raise
+        if sub.transport is not None:
+            self.metrics.reconnections.labels(sub.transport.value).inc()
+        last = self._order_key(since)
+        if isinstance(result, Gap):
+            self.metrics.gaps.inc()
+            sub.send(
+                Control(
+                    {
+                        "type": "gap",
+                        "channel": channel,
+                        "since": since,
+                        "missed": result.missed,
+                        "first_available_id": result.first_available_id,
+                    },
+                    # With no message to follow, the gap itself moves an SSE cursor on.
+                    advance=None if result.messages else (channel, result.last_id),
+                )
+            )
+        q = sub.queue
+        for env in result.messages:
+            b = self.broadcast_for(env)
+            q.append(Replay(b))
+            last = b.key
+        sub.credit += len(result.messages)
+        self.metrics.replayed.inc(len(result.messages))
+        sub.last[channel] = last
+        held = sub.pending.pop(channel, [])
+        for b in held:
+            sub.offer(b)
+        sub.wake.set()
+        return since
+
+    def unsubscribe(self, sub: Subscriber, channel: str) -> None:
+        subs = self.subs.get(channel)
+        if subs is not None:
+            subs.pop(sub, None)
+            if not subs:
+                del self.subs[channel]
+        sub.last.pop(channel, None)
+        sub.pending.pop(channel, None)
+
+    def unsubscribe_all(self, sub: Subscriber) -> None:
+        for channel in list(sub.last) + list(sub.pending):
+            self.unsubscribe(sub, channel)
+
+    def subscriber_count(self, channel: str) -> int:
+        return len(self.subs.get(channel, ()))
+
+    # --- long polling --------------------------------------------------------------------
+    def add_waiter(self, channels: list[str]) -> asyncio.Future[None]:
+        """A future resolved at the next message on any of ``channels``."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for ch in channels:
+            self.waiters.setdefault(ch, {})[fut] = None
+        return fut
+
+    def remove_waiter(self, channels: list[str], fut: asyncio.Future[None]) -> None:
+        for ch in channels:
+            waiting = self.waiters.get(ch)
+            if waiting is not None:
+                waiting.pop(fut, None)
+                if not waiting:
+                    del self.waiters[ch]

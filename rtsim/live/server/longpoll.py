@@ -1,0 +1,112 @@
+"""Long polling at ``GET /poll?channel=C&after=CURSOR&timeout=S`` → ``{"messages", "cursor"}``.
+
+Without ``after`` the answer comes at once with the channels' latest ids as the cursor;
+with it, the request is held until a message arrives on one of the channels or
+``timeout`` seconds pass (default ``ServerConfig.poll_timeout_s``, the shared
+:data:`~rtsim.core.transport.LONG_POLL_HOLD_S`, at most ``poll_timeout_max_s``). A
+resume older than the replay log holds adds ``"gaps"``. A waiting poll counts as a
+connection (``max_connections``, ``rtsim_connections{transport="long-polling"}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from rtsim.core.replaylog import Gap, ReplayLogError, encode_cursor
+from rtsim.core.transport import Transport
+
+from ..protocol import ProtocolError, parse_channels, parse_resume, parse_timeout
+from .auth import AuthError
+from .state import ServerState
+
+__all__ = ["TRANSPORT", "LongPollHandler"]
+
+TRANSPORT = Transport.LONG_POLLING
+
+
+class LongPollHandler:
+    """The ``/poll`` endpoint of one server (``state``: the server's shared state)."""
+
+    transport: ClassVar[Transport] = TRANSPORT
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/poll", self.poll)]
+
+    async def close(self) -> None:
+        """Nothing of its own: waiting polls are answered when the server shuts down."""
+
+    async def poll(self, request: web.Request) -> web.Response:
+        st = self.state
+        cfg, gate, hub = st.config, st.gate, st.hub
+        try:
+            grant = gate.admit(request, TRANSPORT)
+            channels = parse_channels(request.query.getall("channel", []), cfg.max_subscriptions)
+            for ch in channels:
+                grant.check_subscribe(ch)
+            resume = parse_resume(request.query.get("after"), channels) or {}
+            timeout = parse_timeout(
+                request.query.get("timeout"), cfg.poll_timeout_s, cfg.poll_timeout_max_s
+            )
+            cursor = {
+                ch: resume[ch] if ch in resume else await st.backplane.latest_id(ch)
+                for ch in channels
+            }
+            fut = hub.add_waiter(channels)
+            try:
+                body = await self._collect(cursor)
+                if body is None and timeout > 0:
+                    gate.opened(TRANSPORT)
+                    try:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(fut, timeout)
+                    finally:
+                        gate.closed(TRANSPORT)
+                    body = await self._collect(cursor)
+            finally:
+                hub.remove_waiter(channels, fut)
+        except (AuthError, ProtocolError, ReplayLogError) as exc:
+            return gate.http_error(exc)
+        if body is None:
+            body = b'{"messages":[],"cursor":' + json.dumps(encode_cursor(cursor)).encode() + b"}"
+        return web.Response(body=body, content_type="application/json")
+
+    async def _collect(self, cursor: dict[str, str]) -> bytes | None:
+        """Read every channel after its cursor; the answer's bytes, or None if nothing new."""
+        st = self.state
+        loop = asyncio.get_running_loop()
+        latency = st.metrics.latency_by[TRANSPORT]
+        parts: list[bytes] = []
+        gaps: list[dict[str, Any]] = []
+        for ch, after in cursor.items():
+            result = await st.backplane.read_after(ch, after, st.config.poll_batch)
+            if isinstance(result, Gap):
+                st.metrics.gaps.inc()
+                gaps.append(
+                    {
+                        "channel": ch,
+                        "since": after,
+                        "missed": result.missed,
+                        "first_available_id": result.first_available_id,
+                    }
+                )
+            now = loop.time()
+            for env in result.messages:
+                parts.append(st.hub.broadcast_for(env).json)
+                latency.observe(now - env.ts)
+            cursor[ch] = result.last_id
+        if not parts and not gaps:
+            return None
+        st.metrics.deliveries_by[TRANSPORT].inc(len(parts))
+        out = b'{"messages":[' + b",".join(parts) + b'],"cursor":'
+        out += json.dumps(encode_cursor(cursor)).encode()
+        if gaps:
+            out += b',"gaps":' + json.dumps(gaps).encode()
+        return out + b"}"

@@ -1,0 +1,258 @@
+"""WebSocket at ``GET /ws``: JSON text frames — subscribe, unsubscribe, publish, heartbeat,
+presence (client → server); message, subscribed, unsubscribed, ack, gap, presence, error
+(server → client). See ``docs/protocol.md``.
+
+Close codes: 1008 after ``max_errors`` consecutive protocol errors, 1009 for a frame over
+``max_frame_bytes`` (aiohttp sends it), 1013 when the send queue overflowed (the client
+resumes with ``since``), 1001 when the server shuts down. Frames are uncompressed, so the
+hub may write a broadcast's pre-framed bytes straight to an idle socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, ClassVar
+
+from aiohttp import WSMsgType, web
+
+from rtsim.core.replaylog import ReplayLogError
+from rtsim.core.transport import Transport
+
+from ..protocol import (
+    ClientFrame,
+    Heartbeat,
+    PresenceSet,
+    ProtocolError,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    error_frame,
+    parse_client_frame,
+)
+from .auth import AuthError, Grant
+from .hub import Control, Replay, Subscriber
+from .state import CLOSE_GOING_AWAY, ServerState
+
+__all__ = ["CLOSE_POLICY", "CLOSE_SLOW", "CLOSE_TOO_BIG", "TRANSPORT", "WebSocketHandler"]
+
+TRANSPORT = Transport.WEBSOCKET
+
+#: WebSocket close codes used by the server.
+CLOSE_POLICY = 1008  # too many protocol errors
+CLOSE_TOO_BIG = 1009  # a frame over the size limit (aiohttp sends it)
+CLOSE_SLOW = 1013  # "try again later": the send queue overflowed; resume with since
+
+
+class WebSocketHandler:
+    """The ``/ws`` endpoint of one server (``state``: the server's shared state)."""
+
+    transport: ClassVar[Transport] = TRANSPORT
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self._seq = 0
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/ws", self.websocket)]
+
+    async def close(self) -> None:
+        """Nothing of its own: the app closes every socket in ``state.sockets``."""
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        st = self.state
+        cfg, gate, hub = st.config, st.gate, st.hub
+        try:
+            grant = gate.admit(request, TRANSPORT)
+        except (AuthError, ProtocolError) as exc:
+            return gate.http_error(exc)
+        transport = request.transport  # kept: after the upgrade the request may not expose it
+        ws = web.WebSocketResponse(
+            max_msg_size=cfg.max_frame_bytes,
+            heartbeat=cfg.ws_ping_s,
+            compress=False,
+            autoping=True,
+        )
+        try:
+            await ws.prepare(request)
+        except ConnectionError:
+            return ws  # the client left during the handshake
+        st.sockets.add(ws)
+        self._seq += 1
+        member = f"{grant.user}:ws{self._seq}"
+        sub = Subscriber(TRANSPORT, cfg.send_queue)
+        # Uncompressed, so whole frames may be written directly. (Duck-typed: uvloop's
+        # transports do not subclass asyncio.WriteTransport.)
+        if all(hasattr(transport, a) for a in ("write", "get_write_buffer_size", "is_closing")):
+            sub.direct = transport
+        presence_state: dict[str, dict[str, Any]] = {}
+        gate.opened(TRANSPORT)
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self._writer(sub, ws))
+
+        def overflow(s: Subscriber) -> None:
+            gate.slow_consumer(TRANSPORT)
+            st.spawn(self._kill(ws, writer, transport, CLOSE_SLOW, s.close_reason))
+
+        sub.on_overflow = overflow
+        errors = 0
+        try:
+            async for msg in ws:
+                if sub.closed:
+                    break
+                if msg.type is WSMsgType.TEXT:
+                    try:
+                        frame = parse_client_frame(msg.data, cfg.max_frame_bytes)
+                        await self._frame(frame, grant, sub, member, presence_state)
+                        errors = 0
+                    except (ProtocolError, AuthError, ReplayLogError) as exc:
+                        errors += 1
+                        self._error(sub, exc)
+                elif msg.type is WSMsgType.BINARY:
+                    errors += 1
+                    self._error(sub, ProtocolError("binary_frame", "send JSON text frames"))
+                else:  # ERROR: e.g. a frame over the size limit (aiohttp closes with 1009)
+                    st.metrics.errors.labels("too_big_or_invalid").inc()
+                    break
+                if errors >= cfg.max_errors:
+                    sub.close("too many errors")
+                    break
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            slow = sub.closed and sub.close_reason == "slow consumer"
+            if not sub.closed:
+                sub.close("client closed")
+            hub.unsubscribe_all(sub)
+            if st.presence is not None:
+                for ch in presence_state:
+                    st.presence.leave(ch, member)
+            gate.closed(TRANSPORT)
+            st.sockets.discard(ws)
+            if not slow:
+                if sub.close_reason == "too many errors":
+                    # Let the writer flush the error frames first.
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(writer), cfg.close_grace_s)
+                await self._kill(ws, writer, transport, CLOSE_POLICY, sub.close_reason)
+        return ws
+
+    async def _kill(
+        self,
+        ws: web.WebSocketResponse,
+        writer: asyncio.Task[None],
+        transport: asyncio.BaseTransport | None,
+        code: int,
+        reason: str,
+    ) -> None:
+        """Stop the writer and close the WebSocket (with ``code`` unless the client closed)."""
+        writer.cancel()
+        with contextlib.suppress(BaseException):
+            await writer
+        if not ws.closed:
+            if reason in ("slow consumer", "too many errors"):
+                closing = ws.close(code=code, message=reason.encode())
+            elif self.state.shutting_down:
+                closing = ws.close(code=CLOSE_GOING_AWAY, message=b"server shutdown")
+            else:
+                closing = ws.close()
+            # BaseException: a close that was waiting on the cancelled writer's drain raises
+            # CancelledError; the transport is dealt with below either way.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(closing, self.state.config.close_grace_s)
+        if code == CLOSE_SLOW and isinstance(transport, asyncio.WriteTransport):
+            transport.abort()  # whatever is still buffered for it is dropped
+
+    def _error(self, sub: Subscriber, exc: Exception) -> None:
+        if isinstance(exc, ProtocolError | AuthError):
+            code, message = exc.code, exc.message
+        else:
+            code, message = "bad_cursor", str(exc)
+        ref = exc.ref if isinstance(exc, ProtocolError) else None
+        self.state.metrics.errors.labels(code).inc()
+        sub.send(Control(json.loads(error_frame(code, message, ref))))
+
+    async def _frame(
+        self,
+        frame: ClientFrame,
+        grant: Grant,
+        sub: Subscriber,
+        member: str,
+        presence_state: dict[str, dict[str, Any]],
+    ) -> None:
+        st = self.state
+        presence, hub = st.presence, st.hub
+        if isinstance(frame, Subscribe):
+            grant.check_subscribe(frame.channel)
+            if frame.channel in sub.last or frame.channel in sub.pending:
+                hub.unsubscribe(sub, frame.channel)  # re-subscribe: start over
+            elif len(sub.last) + len(sub.pending) >= st.config.max_subscriptions:
+                raise ProtocolError(
+                    "too_many_subscriptions",
+                    f"at most {st.config.max_subscriptions} channels per connection",
+                )
+            start = await hub.subscribe(sub, frame.channel, frame.since)
+            if presence is not None:
+                sub.send(Control(presence.snapshot(frame.channel)))
+            sub.send(Control({"type": "subscribed", "channel": frame.channel, "since": start}))
+        elif isinstance(frame, Unsubscribe):
+            hub.unsubscribe(sub, frame.channel)
+            if presence is not None and presence_state.pop(frame.channel, None) is not None:
+                presence.leave(frame.channel, member)
+            sub.send(Control({"type": "unsubscribed", "channel": frame.channel}))
+        elif isinstance(frame, Publish):
+            try:
+                env = await st.gate.publish(grant, frame.channel, frame.data)
+            except (AuthError, ProtocolError) as exc:
+                if isinstance(exc, ProtocolError):
+                    exc.ref = frame.ref
+                    raise
+                raise ProtocolError(exc.code, exc.message, ref=frame.ref) from None
+            sub.send(
+                Control({"type": "ack", "ref": frame.ref, "channel": env.channel, "id": env.id})
+            )
+        elif isinstance(frame, Heartbeat):
+            if presence is not None:
+                for ch, state in presence_state.items():
+                    presence.heartbeat(ch, member, state)
+        elif isinstance(frame, PresenceSet):
+            grant.check_subscribe(frame.channel)
+            assert presence is not None
+            if frame.channel not in presence_state and len(presence_state) >= (
+                st.config.max_subscriptions
+            ):
+                raise ProtocolError("too_many_subscriptions", "too many presence channels")
+            presence_state[frame.channel] = frame.state
+            presence.set(frame.channel, member, frame.state)
+
+    async def _writer(self, sub: Subscriber, ws: web.WebSocketResponse) -> None:
+        loop = asyncio.get_running_loop()
+        latency = self.state.metrics.latency_by[TRANSPORT]
+        deliveries = self.state.metrics.deliveries_by[TRANSPORT]
+        text = WSMsgType.TEXT
+        try:
+            while True:
+                await sub.wait()
+                if sub.closed and sub.close_reason != "too many errors":
+                    return
+                if not sub.queue:
+                    if sub.closed:
+                        return
+                    continue
+                now = loop.time()
+                n = 0
+                while sub.queue:
+                    item = sub.pop()
+                    if isinstance(item, Control):
+                        await ws.send_frame(item.text.encode(), text)
+                        continue
+                    if isinstance(item, Replay):
+                        await ws.send_frame(item.b.ws, text)
+                    else:
+                        await ws.send_frame(item.ws, text)
+                        latency.observe(now - item.env.ts)
+                    n += 1
+                deliveries.inc(n)
+        except (ConnectionError, RuntimeError):
+            sub.close("send failed")
