@@ -1,0 +1,1 @@
+"""The ``rtsim`` command line, one module per family of commands (``rtsim.cli`` is the entry)."""
