@@ -33,8 +33,12 @@ from .commands.common import (
     print_result,
 )
 from .commands.simulate import MODEL_COMMANDS, SIMULATIONS
+from .core.transport import Transport
 
 __all__ = ["build_parser", "main", "print_json", "print_result"]
+
+#: The transports the live server and clients speak (interval polling is modelled only).
+_LIVE_TRANSPORTS = [t.value for t in Transport if t is not Transport.POLLING]
 
 
 # --- serve and token ---------------------------------------------------------------------
@@ -111,7 +115,7 @@ def _add_load(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " WebSocket; latency from each message's scheduled send time into HdrHistogram.",
     )
     p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8765")
-    p.add_argument("--transport", required=True, choices=["websocket", "sse", "long-polling"])
+    p.add_argument("--transport", required=True, choices=_LIVE_TRANSPORTS)
     p.add_argument("--subscribers", type=_positive_int, default=100)
     p.add_argument("--channels", type=_positive_int, default=1)
     p.add_argument("--rate", type=_positive_float, default=100.0, help="messages/s published")

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from rtsim.core.backoff import Backoff
+from rtsim.core.transport import Transport
 from rtsim.live.background import BackgroundServer, serve_in_background
 from rtsim.live.clients.client import GapNotice, LiveClient, Message
 from rtsim.live.errors import ServerUnreachableError, require_server
@@ -102,7 +103,9 @@ async def _drop_and_resume(
 
 
 def drop_and_resume(
-    url: str, transports: Sequence[str] = ("websocket", "sse", "long-polling"), during: int = 5
+    url: str,
+    transports: Sequence[str] = (Transport.WEBSOCKET, Transport.SSE, Transport.LONG_POLLING),
+    during: int = 5,
 ) -> pd.DataFrame:
     """Per transport: publish 3, kill the connection, publish ``during`` more; what arrived.
 
@@ -138,7 +141,7 @@ def resume_from(url: str, channel: str, since: str, transport: str = "websocket"
 
 
 async def _publish_many(url: str, channel: str, n: int) -> str:
-    async with LiveClient(url, [channel], transports=["long-polling"]) as c:
+    async with LiveClient(url, [channel], transports=[Transport.LONG_POLLING]) as c:
         last = ""
         for i in range(n):
             last = await c.publish(channel, i)
@@ -164,13 +167,18 @@ def fallback_demo(url: str) -> dict[str, Any]:
     return run_sync(_fallback(url))
 
 
-_METRICS = (
+_LIVE = (Transport.WEBSOCKET, Transport.SSE, Transport.LONG_POLLING)
+_PERSISTENT = (Transport.WEBSOCKET, Transport.SSE)
+_METRICS: tuple[tuple[str, str, dict[str, str] | None], ...] = (
     ("published", "rtsim_published_total", None),
-    ("deliveries websocket", "rtsim_deliveries_total", {"transport": "websocket"}),
-    ("deliveries sse", "rtsim_deliveries_total", {"transport": "sse"}),
-    ("deliveries long-polling", "rtsim_deliveries_total", {"transport": "long-polling"}),
-    ("reconnections websocket", "rtsim_reconnections_total", {"transport": "websocket"}),
-    ("reconnections sse", "rtsim_reconnections_total", {"transport": "sse"}),
+    *(
+        (f"{kind} {t}", name, {"transport": t.value})
+        for kind, name, ts in (
+            ("deliveries", "rtsim_deliveries_total", _LIVE),
+            ("reconnections", "rtsim_reconnections_total", _PERSISTENT),
+        )
+        for t in ts
+    ),
     ("replayed", "rtsim_replayed_total", None),
     ("replay gaps", "rtsim_replay_gaps_total", None),
 )
@@ -201,7 +209,7 @@ async def _two_instances(url_a: str, url_b: str, before: int, during: int) -> di
             live_b = [await on_b.next(10) for _ in range(before)]
             seen_a = [await on_a.next(10) for _ in range(before)]
         # The client on A goes away; more is published (on A) while it is gone ...
-        async with LiveClient(url_a, [ch], transports=["long-polling"]) as pub:
+        async with LiveClient(url_a, [ch], transports=[Transport.LONG_POLLING]) as pub:
             ids += [await pub.publish(ch, i) for i in range(before, before + during)]
         # ... and it comes back on instance B, resuming from the last id it saw on A.
         last = seen_a[-1].id if isinstance(seen_a[-1], Message) else "0"
