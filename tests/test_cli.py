@@ -147,8 +147,9 @@ def test_help_still_shows_usage() -> None:
         ["simulate", "architecture", "--clients", "500", "--duration", "30"],
         ["simulate", "editing", "--strategy", "lww", "--duration", "2"],
         ["validate", "--reps", "2", "--workers", "1"],
+        ["replay-trace", "automerge-paper", "--strategy", "string", "--limit", "50"],
     ],
-    ids=["transports", "presence", "architecture", "editing", "validate"],
+    ids=["transports", "presence", "architecture", "editing", "validate", "replay-trace"],
 )
 def test_json_output_is_strict(args: list[str]) -> None:
     proc = _run(*args, "--json", timeout=300)

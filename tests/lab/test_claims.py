@@ -219,7 +219,7 @@ def seed0_json() -> dict[str, list[dict[str, str]]]:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(["claims", "--json", "--seed", "0"]) == 0
-    result: dict[str, list[dict[str, str]]] = json.loads(buf.getvalue())
+    result: dict[str, list[dict[str, str]]] = json.loads(buf.getvalue(), parse_constant=_refuse)
     return result
 
 
@@ -268,3 +268,8 @@ def test_claims_cli_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "error:" in err
+
+
+def _refuse(constant: str) -> object:
+    """Strict RFC 8259: NaN and Infinity are not JSON."""
+    raise ValueError(f"non-standard JSON constant {constant}")

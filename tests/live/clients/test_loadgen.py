@@ -126,7 +126,7 @@ def test_cli_json(server: tuple[str, int]) -> None:
         timeout=120,
         check=True,
     )
-    d = json.loads(out.stdout)
+    d = json.loads(out.stdout, parse_constant=_refuse)
     for key in (
         "expected",
         "delivered",
@@ -168,3 +168,8 @@ def test_cli_bad_parameter_exits_2() -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "url must be http" in proc.stderr
+
+
+def _refuse(constant: str) -> object:
+    """Strict RFC 8259: NaN and Infinity are not JSON."""
+    raise ValueError(f"non-standard JSON constant {constant}")
