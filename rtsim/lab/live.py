@@ -30,6 +30,7 @@ __all__ = [
     "CALL_TIMEOUT_S",
     "ServerUnreachableError",
     "drop_and_resume",
+    "drop_and_resume_explorer",
     "fallback_demo",
     "metrics_table",
     "publish_many",
@@ -114,6 +115,25 @@ def drop_and_resume(
     _require(url)
     rows = [run_sync(_drop_and_resume(url, t, f"demo-{t}", 3, during)) for t in transports]
     return pd.DataFrame(rows)
+
+
+def drop_and_resume_explorer(srv: BackgroundServer, transport: str = Transport.WEBSOCKET) -> Any:
+    """A slider (messages published while the connection is down) over :func:`drop_and_resume`.
+
+    Returns an ``ipywidgets.interactive``. When the server has been stopped, moving the
+    slider prints one line (":data:`_STOPPED`") within a few seconds instead of a traceback
+    or a hang.
+    """
+    import ipywidgets as w
+
+    def show(during: int) -> pd.DataFrame | None:
+        try:
+            return drop_and_resume(srv.url, transports=(transport,), during=during)
+        except ServerUnreachableError as exc:
+            print(exc)
+            return None
+
+    return w.interactive(show, during=w.IntSlider(value=5, min=0, max=40, step=5))
 
 
 async def _resume_from(url: str, channel: str, since: str, transport: str) -> list[Any]:
