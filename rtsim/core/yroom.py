@@ -27,6 +27,8 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
+from .envelope import EnvelopeError, check_sendable
+
 __all__ = [
     "MAX_FRAME_BYTES",
     "Decoder",
@@ -161,9 +163,12 @@ def decode_awareness(payload: bytes) -> list[tuple[int, int, Any]]:
             client = dec.read_var_uint()
             clock = dec.read_var_uint()
             state = json.loads(dec.read_var_string())
+            check_sendable(state, "awareness state")  # e.g. a lone surrogate: never stored
             out.append((client, clock, state))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise YProtocolError(f"awareness state is not JSON: {exc}") from exc
+    except EnvelopeError as exc:
+        raise YProtocolError(str(exc)) from exc
     if dec.remaining:
         raise YProtocolError(f"awareness update has {dec.remaining} trailing bytes")
     return out
