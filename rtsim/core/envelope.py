@@ -19,6 +19,7 @@ __all__ = [
     "MAX_CHANNEL_LENGTH",
     "Envelope",
     "EnvelopeError",
+    "check_sendable",
     "decode",
     "encode",
     "validate_channel",
@@ -46,6 +47,36 @@ def validate_channel(channel: object) -> str:
     if not CHANNEL_PATTERN.match(channel):
         raise EnvelopeError(f"channel {channel!r} has characters outside letters, digits and _-:.@")
     return channel
+
+
+def _dumps_utf8(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
+
+
+def check_sendable(value: Any, what: str = "data") -> None:
+    """Raise :class:`EnvelopeError` unless ``value`` can be sent as strict UTF-8 JSON.
+
+    This is the one check every input passes before it is stored or shown to others
+    (message data, presence state, whole client frames and request bodies): JSON values only
+    (no NaN/Infinity, no other types), not nested too deeply, and every string — object
+    keys too — encodable as UTF-8. A lone UTF-16 surrogate such as ``"\\ud800"`` is a
+    valid JSON escape that ``json.loads`` accepts, but it has no UTF-8 form, so a message
+    holding one could be stored and then never sent. ``what`` names the value in the message.
+    """
+    try:
+        _dumps_utf8(value)
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
+        code = f" (U+{ord(bad[0]):04X})" if bad else ""
+        raise EnvelopeError(
+            f"{what} holds a lone UTF-16 surrogate{code}, which cannot be encoded as UTF-8"
+        ) from None
+    except RecursionError:
+        raise EnvelopeError(f"{what} is nested too deeply") from None
+    except (TypeError, ValueError) as exc:
+        raise EnvelopeError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +109,9 @@ class Envelope:
 def encode(envelope: Envelope) -> bytes:
     """Compact UTF-8 JSON for ``envelope``; raises :class:`EnvelopeError` if data is not JSON."""
     try:
-        text = json.dumps(
-            envelope.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except (TypeError, ValueError) as exc:
-        raise EnvelopeError(f"data is not JSON-serialisable: {exc}") from exc
-    return text.encode("utf-8")
+        return _dumps_utf8(envelope.to_dict())
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EnvelopeError(f"data is not JSON-serialisable as UTF-8: {exc}") from exc
 
 
 def decode(raw: bytes | str) -> Envelope:

@@ -27,14 +27,18 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
+from .envelope import EnvelopeError, check_sendable
+
 __all__ = [
     "MAX_FRAME_BYTES",
     "Decoder",
     "Encoder",
+    "FrameTooBig",
     "RoomOutput",
     "YProtocolError",
     "YRoom",
     "decode_awareness",
+    "decode_state_vector",
     "encode_awareness",
     "encode_frame",
     "sync_frame",
@@ -48,12 +52,18 @@ SYNC_STEP1 = 0
 SYNC_STEP2 = 1
 SYNC_UPDATE = 2
 
-#: Frames larger than this are refused (a whole document fits many times over).
+#: Frames larger than this (4 MiB) are refused — a document update included — and so is
+#: every later connection that still holds the refused update (see :meth:`YRoom.refuse`).
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 
 class YProtocolError(ValueError):
     """A frame that is not valid y-websocket protocol."""
+
+
+class FrameTooBig(YProtocolError):
+    """A frame over :data:`MAX_FRAME_BYTES`, or a connection whose state vector shows it holds
+    an update the room refused as too big. Final for that content: resending it is refused."""
 
 
 class Encoder:
@@ -161,11 +171,26 @@ def decode_awareness(payload: bytes) -> list[tuple[int, int, Any]]:
             client = dec.read_var_uint()
             clock = dec.read_var_uint()
             state = json.loads(dec.read_var_string())
+            check_sendable(state, "awareness state")  # e.g. a lone surrogate: never stored
             out.append((client, clock, state))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise YProtocolError(f"awareness state is not JSON: {exc}") from exc
+    except EnvelopeError as exc:
+        raise YProtocolError(str(exc)) from exc
     if dec.remaining:
         raise YProtocolError(f"awareness update has {dec.remaining} trailing bytes")
+    return out
+
+
+def decode_state_vector(sv: bytes) -> dict[int, int]:
+    """A Yjs state vector (``varuint n`` × (``varuint client``, ``varuint clock``)) as a dict."""
+    dec = Decoder(sv)
+    out = {}
+    for _ in range(dec.read_var_uint()):
+        client = dec.read_var_uint()
+        out[client] = dec.read_var_uint()
+    if dec.remaining:
+        raise YProtocolError(f"state vector has {dec.remaining} trailing bytes")
     return out
 
 
@@ -197,11 +222,21 @@ class YRoom:
         self._owner: dict[int, Hashable] = {}  # awareness client id -> connection
         self.connections: set[Hashable] = set()
         self.updates_applied = 0
+        # Yjs client ids each connection may write for (its awareness ids, ids its updates
+        # moved, ids its state vector holds beyond the room's), and the refused ones:
+        # client id -> the room's clock for it when an update from it was refused.
+        self._seen: dict[Hashable, set[int]] = {}
+        self.refused: dict[int, int] = {}
 
     # --- connection life cycle ----------------------------------------------------------
     def connect(self, conn: Hashable) -> list[bytes]:
-        """A connection joined: the frames to send it (our sync step 1, known awareness)."""
+        """A connection joined: the frames to send it (:meth:`greeting`)."""
         self.connections.add(conn)
+        self._seen[conn] = set()
+        return self.greeting()
+
+    def greeting(self) -> list[bytes]:
+        """What a newcomer is sent: our sync step 1 (so it sends what we lack), awareness."""
         frames = [encode_frame(MSG_SYNC, SYNC_STEP1, self.doc.get_state())]
         if self.awareness:
             frames.append(self._awareness_frame(list(self.awareness)))
@@ -210,6 +245,7 @@ class YRoom:
     def disconnect(self, conn: Hashable) -> list[bytes]:
         """A connection left: frames to broadcast (its awareness states removed)."""
         self.connections.discard(conn)
+        self._seen.pop(conn, None)
         gone = [c for c, owner in self._owner.items() if owner == conn]
         entries = []
         for c in gone:
@@ -224,7 +260,7 @@ class YRoom:
         if not isinstance(frame, bytes | bytearray):
             raise YProtocolError(f"a frame must be bytes, got {type(frame).__name__}")
         if len(frame) > MAX_FRAME_BYTES:
-            raise YProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
+            raise FrameTooBig(self.refuse(conn, len(frame)))
         frame = bytes(frame)
         dec = Decoder(frame)
         msg_type = dec.read_var_uint()
@@ -242,6 +278,7 @@ class YRoom:
         out = RoomOutput()
         if msg_type == MSG_SYNC:
             if step == SYNC_STEP1:
+                self._check_refused(conn, payload)
                 try:
                     diff = self.doc.get_update(payload)
                 except Exception as exc:  # pycrdt raises its own error types
@@ -249,7 +286,7 @@ class YRoom:
                 out.reply.append(encode_frame(MSG_SYNC, SYNC_STEP2, diff))
             elif step in (SYNC_STEP2, SYNC_UPDATE):
                 if payload != b"\x00\x00":
-                    self._apply(payload)
+                    self._apply(payload, conn)
                     out.update = payload
                     out.broadcast.append(encode_frame(MSG_SYNC, SYNC_UPDATE, payload))
             else:
@@ -259,20 +296,39 @@ class YRoom:
             changed = []
             for client, clock, state in entries:
                 old = self.awareness.get(client)
-                if old is not None and clock < old[0]:
-                    continue  # stale
+                # y-protocols' rule: a state moves on only with a higher clock (a removal
+                # also at the same clock). Stock clients re-send others' states at the same
+                # clock; that must not hand the client id to the re-sender, else the wrong
+                # ids are removed when a connection drops.
+                if old is not None and not (clock > old[0] or (clock == old[0] and state is None)):
+                    continue  # stale or a re-send
                 if state is None:
                     self.awareness.pop(client, None)
                     self._owner.pop(client, None)
                 else:
                     self.awareness[client] = (clock, state)
                     self._owner[client] = conn
+                    self._seen.setdefault(conn, set()).add(client)
                 changed.append(client)
             if changed:
                 out.broadcast.append(frame)
         elif msg_type == MSG_QUERY_AWARENESS and self.awareness:
             out.reply.append(self._awareness_frame(list(self.awareness)))
         return out
+
+    def refuse(self, conn: Hashable, size: int | None = None) -> str:
+        """Refuse ``conn``'s update as too big, for good: the reason to close it with.
+
+        The Yjs client ids ``conn`` showed are remembered with the room's clock for each;
+        a later connection whose sync step 1 shows one of them beyond that clock still
+        holds the refused update (Yjs would resend it) and is refused at once
+        (:class:`FrameTooBig`), before the room asks it for its updates.
+        """
+        room_sv = decode_state_vector(self.doc.get_state())
+        for client in self._seen.get(conn, ()):
+            self.refused[client] = room_sv.get(client, 0)
+        what = f"update of {size} B" if size is not None else "update"
+        return f"{what} over the {MAX_FRAME_BYTES >> 20} MiB Yjs frame limit: refused for this room"
 
     def apply_update(self, update: bytes) -> list[bytes]:
         """An update from elsewhere (a backplane, a Python replica): frames to broadcast."""
@@ -289,14 +345,38 @@ class YRoom:
         return self.doc.get_update()
 
     # --- internals ----------------------------------------------------------------------
-    def _apply(self, update: bytes) -> None:
+    def _apply(self, update: bytes, conn: Hashable = None) -> None:
         before = self.doc.get_state()
         try:
             self.doc.apply_update(update)
         except Exception as exc:  # pycrdt raises its own error types
             raise YProtocolError(f"not a valid Yjs update: {exc}") from exc
-        if self.doc.get_state() != before:
+        after = self.doc.get_state()
+        if after != before:
             self.updates_applied += 1
+            seen = self._seen.get(conn) if conn is not None else None
+            if seen is not None:  # the client ids whose clocks this connection moved
+                old = decode_state_vector(before)
+                seen.update(c for c, k in decode_state_vector(after).items() if k > old.get(c, 0))
+
+    def _check_refused(self, conn: Hashable, sv: bytes) -> None:
+        """Note the client ids of ``conn``'s state vector; raise :class:`FrameTooBig` if it
+        still holds an update this room refused."""
+        try:
+            theirs = decode_state_vector(sv)
+        except YProtocolError as exc:
+            raise YProtocolError(f"bad state vector: {exc}") from exc
+        ours = decode_state_vector(self.doc.get_state())
+        # Only what it holds and the room lacks can be what was refused.
+        self._seen.setdefault(conn, set()).update(
+            c for c, k in theirs.items() if k > ours.get(c, 0)
+        )
+        for client, clock in theirs.items():
+            if client in self.refused and clock > max(self.refused[client], ours.get(client, 0)):
+                raise FrameTooBig(
+                    f"holds client {client}'s update refused earlier (over the"
+                    f" {MAX_FRAME_BYTES >> 20} MiB Yjs frame limit): refused for this room"
+                )
 
     def _awareness_frame(self, clients: list[int]) -> bytes:
         entries = [(c, self.awareness[c][0], self.awareness[c][1]) for c in clients]

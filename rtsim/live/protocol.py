@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rtsim.core.envelope import EnvelopeError, validate_channel
+from rtsim.core.envelope import EnvelopeError, check_sendable, validate_channel
 from rtsim.core.positions import MalformedPositionError, parse_position
 from rtsim.core.replaylog import CursorError, decode_cursor
 
@@ -31,11 +31,13 @@ __all__ = [
     "Publish",
     "Subscribe",
     "Unsubscribe",
+    "check_json",
     "error_frame",
     "gap_frame",
     "message_frame",
     "parse_channels",
     "parse_client_frame",
+    "parse_json",
     "parse_resume",
     "parse_timeout",
 ]
@@ -109,6 +111,35 @@ def _id(value: object, what: str) -> str:
     return value
 
 
+def check_json(value: Any, what: str = "data") -> None:
+    """Raise ``ProtocolError("bad_json")`` unless ``value`` can be sent on as UTF-8 JSON
+    (:func:`rtsim.core.envelope.check_sendable`: no NaN/Infinity, no lone surrogates in
+    strings or keys, not nested too deeply)."""
+    try:
+        check_sendable(value, what)
+    except EnvelopeError as exc:
+        raise ProtocolError("bad_json", str(exc)) from None
+
+
+def _bad_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: str | bytes, what: str = "frame") -> Any:
+    """Parse client JSON (a WebSocket frame, an HTTP body) and :func:`check_json` all of it.
+
+    The one entry check of the server: whatever passes can be stored and sent to anyone.
+    Raises ``ProtocolError("bad_json")`` for text that is not JSON, NaN/Infinity, nesting
+    too deep for the parser, and strings (keys too) with no UTF-8 form.
+    """
+    try:
+        obj = json.loads(raw, parse_constant=_bad_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 bytes too
+        raise ProtocolError("bad_json", f"{what} is not valid JSON: {exc}") from None
+    check_json(obj, what)
+    return obj
+
+
 def parse_client_frame(text: str | bytes, max_bytes: int = 65536) -> ClientFrame:
     """Parse one client WebSocket frame; raise :class:`ProtocolError` if it is not valid."""
     if isinstance(text, bytes | bytearray):
@@ -118,13 +149,23 @@ def parse_client_frame(text: str | bytes, max_bytes: int = 65536) -> ClientFrame
     if len(text) > max_bytes:  # characters <= bytes, so this is a cheap first check
         raise ProtocolError("too_big", f"frame is larger than {max_bytes} bytes")
     try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        obj = json.loads(text, parse_constant=_bad_constant)
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
+    ref = obj.get("ref") if isinstance(obj, dict) else None
+    ref = ref if isinstance(ref, str | int) and not isinstance(ref, bool) else None
+    try:
+        check_json(obj, "frame")  # the whole frame: data, state, ref, keys (see parse_json)
+    except ProtocolError as exc:
+        try:
+            check_sendable(ref)
+        except EnvelopeError:
+            ref = None
+        exc.ref = ref
+        raise
     if not isinstance(obj, dict):
         raise ProtocolError("bad_frame", f"a frame must be a JSON object, got {type(obj).__name__}")
     kind = obj.get("type")
-    ref = obj.get("ref") if isinstance(obj.get("ref"), str | int) else None
     if not isinstance(kind, str) or kind not in _FIELDS:
         choices = ", ".join(_FIELDS)
         raise ProtocolError(

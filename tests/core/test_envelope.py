@@ -81,3 +81,33 @@ def test_channel_length_limit() -> None:
     assert validate_channel("a" * 200) == "a" * 200
     with pytest.raises(EnvelopeError, match="at most 200"):
         validate_channel("a" * 201)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        json.loads('"\\ud800"'),
+        {"a": [1, {"b": json.loads('"x\\udfff"')}]},
+        {json.loads('"\\ud83d"'): 1},  # a key: half an emoji
+        [float("nan")],
+        {"x": object()},
+    ],
+)
+def test_check_sendable_refuses_what_cannot_be_sent(value: object) -> None:
+    from rtsim.core.envelope import check_sendable
+
+    with pytest.raises(EnvelopeError):
+        check_sendable(value)
+
+
+def test_check_sendable_names_the_surrogate_and_accepts_real_text() -> None:
+    from rtsim.core.envelope import check_sendable
+
+    with pytest.raises(EnvelopeError, match=r"U\+D800"):
+        check_sendable({"k": json.loads('"\\ud800"')}, "state")
+    check_sendable({"name": "Zoë 😀", "n": [1, 2.5, None, True]})  # a full pair is fine
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(EnvelopeError, match="deeply"):
+        check_sendable(deep)

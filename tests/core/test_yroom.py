@@ -165,3 +165,77 @@ def test_encoder_decoder_varuint() -> None:
     assert [dec.read_var_uint() for _ in range(6)] == [0, 1, 127, 128, 300, 2**40]
     with pytest.raises(ValueError, match="varuint must be >= 0"):
         Encoder().write_var_uint(-1)
+
+
+def _aw(*entries: tuple[int, int, object]) -> bytes:
+    return encode_frame(MSG_AWARENESS, encode_awareness(list(entries)))
+
+
+def _removed(frames: list[bytes]) -> dict[int, int]:
+    """client id -> clock of every removal (null state) in awareness ``frames``."""
+    out = {}
+    for f in frames:
+        dec = Decoder(f)
+        assert dec.read_var_uint() == MSG_AWARENESS
+        for client, clock, state in decode_awareness(dec.read_var_bytes()):
+            if state is None:
+                out[client] = clock
+    return out
+
+
+def test_a_resend_at_the_same_clock_does_not_move_ownership() -> None:
+    room = YRoom("r")
+    room.connect("A")
+    room.connect("B")
+    room.receive("A", _aw((1, 3, {"user": "A"})))
+    room.receive("B", _aw((2, 5, {"user": "B"})))
+    # Stock clients re-send every state they know, at the clock they know.
+    assert room.receive("B", _aw((1, 3, {"user": "A"}), (2, 5, {"user": "B"}))).broadcast == []
+    assert room.receive("A", _aw((1, 3, {"user": "A"}), (2, 5, {"user": "B"}))).broadcast == []
+    # A's socket drops: A's own id is removed at once (clock + 1), B's is kept.
+    assert _removed(room.disconnect("A")) == {1: 4}
+    assert room.awareness == {2: (5, {"user": "B"})}
+    # A higher clock does move ownership (a client that really took over an id).
+    room.connect("C")
+    room.receive("C", _aw((2, 6, {"user": "B2"})))
+    assert room.disconnect("B") == []
+    assert _removed(room.disconnect("C")) == {2: 7}
+    assert room.awareness == {}
+
+
+def test_awareness_state_with_a_lone_surrogate_is_refused() -> None:
+    room = YRoom("r")
+    room.connect("A")
+    frame = encode_frame(MSG_AWARENESS, b"\x01\x01\x01\x0e" + b'{"n":"\\ud800"}')
+    with pytest.raises(YProtocolError, match="surrogate"):
+        room.receive("A", frame)
+    assert room.awareness == {}
+
+
+def test_an_update_over_the_limit_is_refused_for_good_but_the_room_serves_others() -> None:
+    from rtsim.core.yroom import MAX_FRAME_BYTES, FrameTooBig
+
+    room = YRoom("r")
+    big, other = Replica(room, "big"), Replica(room, "other")
+    big.text.insert(0, "hi")
+    big.pump([other])
+    other.pump([big])
+    assert room.text() == "hi"
+    big.text.insert(2, "x" * MAX_FRAME_BYTES)  # one update over the limit
+    frame = sync_frame(SYNC_UPDATE, big.updates[-1])
+    with pytest.raises(FrameTooBig, match="4 MiB") as refused:
+        room.receive("big", frame)
+    assert str(len(frame)) in str(refused.value)
+    room.disconnect("big")
+    assert room.text() == "hi"
+    # The client reconnects: its sync step 1 shows it still holds the refused update.
+    room.connect("big2")
+    with pytest.raises(FrameTooBig, match="refused earlier"):
+        room.receive("big2", sync_frame(SYNC_STEP1, big.doc.get_state()))
+    room.disconnect("big2")
+    # Everyone else carries on, and a fresh client (another id) is served.
+    other.edit([], lambda t: t.insert(2, "!"))
+    fresh = Replica(room, "fresh")
+    fresh.send(sync_frame(SYNC_STEP1, fresh.doc.get_state()), [fresh])
+    settle([fresh])
+    assert room.text() == "hi!" and str(fresh.text) == "hi!"

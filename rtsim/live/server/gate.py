@@ -29,7 +29,7 @@ from rtsim.core.replaylog import ReplayLogError
 from rtsim.core.transport import Transport
 
 from ..backplanes.base import Backplane
-from ..protocol import ProtocolError
+from ..protocol import ProtocolError, check_json, parse_json
 from .auth import Authenticator, AuthError, Grant
 from .metrics import Metrics
 
@@ -54,12 +54,9 @@ def json_response(obj: Any, status: int = 200) -> web.Response:
 
 
 def loads(raw: str | bytes) -> Any:
-    """``json.loads`` that rejects NaN/Infinity (they cannot be sent on as JSON)."""
-
-    def bad_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
-    return json.loads(raw, parse_constant=bad_constant)
+    """Client JSON, checked so it can be sent on: :func:`rtsim.live.protocol.parse_json`
+    (raises ``ProtocolError("bad_json")``)."""
+    return parse_json(raw, "body")
 
 
 def check_channel(value: object) -> str:
@@ -151,10 +148,7 @@ class Gate:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ProtocolError("too_big", f"body is larger than {limit} B") from None
-        try:
-            obj = loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise ProtocolError("bad_json", f"body is not valid JSON: {exc}") from None
+        obj = parse_json(raw, "body")  # not storable = not sendable: refused here (bad_json)
         if not isinstance(obj, dict):
             raise ProtocolError("bad_json", "body must be a JSON object")
         return obj
@@ -163,15 +157,12 @@ class Gate:
         """Publish ``data`` on ``channel`` for ``grant``: the stored envelope (its id).
 
         Raises :class:`~rtsim.live.server.auth.AuthError` (may not publish),
-        ``ProtocolError("bad_json")`` for data that is not JSON, and the backplane's
-        :class:`~rtsim.live.backplanes.base.BackplaneUnavailable` (503) when its broker is
-        down.
+        ``ProtocolError("bad_json")`` for data that cannot be sent as UTF-8 JSON, and the
+        backplane's :class:`~rtsim.live.backplanes.base.BackplaneUnavailable` (503) when its
+        broker is down.
         """
         grant.check_publish(channel)
-        try:
-            json.dumps(data, allow_nan=False)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise ProtocolError("bad_json", f"data cannot be sent as JSON: {exc}") from None
+        check_json(data)  # before storing: what is stored must be sendable to everyone
         env = await self.backplane.publish(channel, data)
         self.metrics.published.inc()
         return env

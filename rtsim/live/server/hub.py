@@ -158,6 +158,9 @@ class Subscriber:
         self.closed = False
         self.close_reason = ""
         self.on_overflow: Callable[[Subscriber], None] | None = None
+        # Called once when a send to this connection raised (see :meth:`fail`): the
+        # handler closes the connection; other subscribers never see the error.
+        self.on_fail: Callable[[Subscriber], None] | None = None
         # The fast path: a WebSocket's raw transport. While nothing is queued and the
         # socket's write buffer is below ``direct_limit``, a broadcast's pre-framed bytes
         # are written straight to it — no queue, no task switch, no per-connection framing.
@@ -214,6 +217,14 @@ class Subscriber:
             self.close_reason = reason
             self.wake.set()
 
+    def fail(self, reason: str = "send failed") -> None:
+        """A send to this connection raised: close it and tell its handler (``on_fail``)."""
+        if self.closed:
+            return
+        self.close(reason)
+        if self.on_fail is not None:
+            self.on_fail(self)
+
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until there is something to send or the subscriber closed (False: timeout)."""
         if self.queue or self.closed:
@@ -257,8 +268,13 @@ class Hub:
         if subs:
             n = len(subs)
             direct_ws = direct_sse = 0
-            for s in subs:
-                if s.offer(b):
+            for s in subs:  # a failing one only drops itself (on_fail spawns its close)
+                try:
+                    direct = s.offer(b)
+                except Exception:  # one connection's failure must not stop the fan-out
+                    self.send_failed(s)
+                    continue
+                if direct:
                     if s.direct_sse:
                         direct_sse += 1
                     else:
@@ -278,6 +294,12 @@ class Hub:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+    def send_failed(self, sub: Subscriber) -> None:
+        """Drop ``sub`` after a send to it raised, counted in ``rtsim_send_failures_total``."""
+        label = sub.transport.value if sub.transport is not None else "internal"
+        self.metrics.send_failures.labels(label).inc()
+        sub.fail()
 
     def broadcast_for(self, env: Envelope) -> Broadcast:
         """The shared :class:`Broadcast` of a stored envelope (cached for recent ones)."""

@@ -89,6 +89,12 @@ class Metrics:
             ["transport"],
             registry=r,
         )
+        self.send_failures = Counter(
+            "rtsim_send_failures",
+            "Connections dropped because a send to them raised (the others are unaffected)",
+            ["transport"],
+            registry=r,
+        )
         self.errors = Counter(
             "rtsim_protocol_errors", "Error answers to clients, by code", ["code"], registry=r
         )
@@ -106,6 +112,7 @@ class Metrics:
             self.connections_opened.labels(t.value)
             self.reconnections.labels(t.value)
             self.slow_drops.labels(t.value)
+            self.send_failures.labels(t.value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

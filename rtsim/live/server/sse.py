@@ -97,6 +97,8 @@ class SseHandler:
             await self._writer(sub, resp, cursor)
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except Exception:  # e.g. an event that cannot be encoded: end this stream only
+            hub.send_failed(sub)
         finally:
             sub.close("stream ended")
             hub.unsubscribe_all(sub)

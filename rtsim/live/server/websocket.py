@@ -4,7 +4,8 @@ presence (client → server); message, subscribed, unsubscribed, ack, gap, prese
 
 Close codes: 1008 after ``max_errors`` consecutive protocol errors, 1009 for a frame over
 ``max_frame_bytes`` (aiohttp sends it), 1013 when the send queue overflowed (the client
-resumes with ``since``), 1001 when the server shuts down. Frames are uncompressed, so the
+resumes with ``since``), 1011 when a send to it raised (``rtsim_send_failures_total``; the
+other connections are unaffected), 1001 when the server shuts down. Frames are uncompressed, so the
 hub may write a broadcast's pre-framed bytes straight to an idle socket.
 """
 
@@ -35,7 +36,14 @@ from .auth import AuthError, Grant
 from .hub import Control, Replay, Subscriber
 from .state import CLOSE_GOING_AWAY, ServerState
 
-__all__ = ["CLOSE_POLICY", "CLOSE_SLOW", "CLOSE_TOO_BIG", "TRANSPORT", "WebSocketHandler"]
+__all__ = [
+    "CLOSE_INTERNAL",
+    "CLOSE_POLICY",
+    "CLOSE_SLOW",
+    "CLOSE_TOO_BIG",
+    "TRANSPORT",
+    "WebSocketHandler",
+]
 
 TRANSPORT = Transport.WEBSOCKET
 
@@ -43,6 +51,7 @@ TRANSPORT = Transport.WEBSOCKET
 CLOSE_POLICY = 1008  # too many protocol errors
 CLOSE_TOO_BIG = 1009  # a frame over the size limit (aiohttp sends it)
 CLOSE_SLOW = 1013  # "try again later": the send queue overflowed; resume with since
+CLOSE_INTERNAL = 1011  # a send to this connection raised (only this one is dropped)
 
 
 class WebSocketHandler:
@@ -96,6 +105,9 @@ class WebSocketHandler:
             st.spawn(self._kill(ws, writer, transport, CLOSE_SLOW, s.close_reason))
 
         sub.on_overflow = overflow
+        sub.on_fail = lambda s: st.spawn(
+            self._kill(ws, writer, transport, CLOSE_INTERNAL, s.close_reason)
+        )
         errors = 0
         try:
             async for msg in ws:
@@ -151,7 +163,7 @@ class WebSocketHandler:
         with contextlib.suppress(BaseException):
             await writer
         if not ws.closed:
-            if reason in ("slow consumer", "too many errors"):
+            if reason in ("slow consumer", "too many errors", "send failed"):
                 closing = ws.close(code=code, message=reason.encode())
             elif self.state.shutting_down:
                 closing = ws.close(code=CLOSE_GOING_AWAY, message=b"server shutdown")
@@ -256,3 +268,5 @@ class WebSocketHandler:
                 deliveries.inc(n)
         except (ConnectionError, RuntimeError):
             sub.close("send failed")
+        except Exception:  # e.g. a frame that cannot be encoded: drop this connection only
+            self.state.hub.send_failed(sub)

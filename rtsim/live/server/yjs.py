@@ -23,6 +23,14 @@ carries its answers: replies to the sender, broadcasts to the room's other conne
   server is full, counted in ``rtsim_connections{transport="websocket"}``).
 * **Malformed frames** close that connection with 1003 (a text frame) or 1007 (a binary
   frame that is not y-websocket) and a reason; the room and the server carry on.
+* **Frame limit**: a frame over :data:`~rtsim.core.yroom.MAX_FRAME_BYTES` (4 MiB) closes
+  the connection with 1009 and a reason naming the limit. The refusal is final for that
+  content: a reconnect whose sync step 1 shows it still holds the refused update (a stock
+  client resends it) is closed with 1009 at once, before the room asks for its updates —
+  so a client cannot loop uploading it. Awareness states and every other room keep going.
+* **Awareness**: a client id belongs to the connection that last set it with a higher
+  clock (stock clients re-send others' states at the same clock); when a connection drops,
+  its own ids are removed at once (null state, clock + 1) for everyone else.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from rtsim.core.yroom import (
     SYNC_STEP2,
     SYNC_UPDATE,
     Decoder,
+    FrameTooBig,
     YProtocolError,
     YRoom,
 )
@@ -63,7 +72,17 @@ TRANSPORT = Transport.WEBSOCKET
 CLOSE_UNSUPPORTED = 1003  # a text frame
 CLOSE_INVALID = 1007  # a binary frame that is not y-websocket protocol
 CLOSE_POLICY = 1008  # forbidden
+CLOSE_TOO_BIG = 1009  # an update over MAX_FRAME_BYTES (4 MiB), or one refused before
 CLOSE_SLOW = 1013
+
+#: aiohttp reads frames up to this size, so the room can refuse those over
+#: :data:`~rtsim.core.yroom.MAX_FRAME_BYTES` with a reason; larger ones aiohttp closes
+#: with a bare 1009 (and the room still refuses their resend with the reason).
+READ_LIMIT_BYTES = 4 * MAX_FRAME_BYTES
+#: A newcomer gets the room's sync step 1 after its own first frame (a stock client sends
+#: its step 1 at once), so one that holds a refused update is closed before it is asked for
+#: it; a client that waits for the server is greeted after this many seconds.
+GREETING_WAIT_S = 0.5
 
 #: Publish the whole document after this many local updates (a trimmed log stays complete).
 SNAPSHOT_EVERY = 100
@@ -237,7 +256,7 @@ class YjsService:
             return gate.http_error(exc)
         may_write = grant.may_publish(channel)
         ws = web.WebSocketResponse(
-            max_msg_size=MAX_FRAME_BYTES, heartbeat=server.config.ws_ping_s, compress=False
+            max_msg_size=READ_LIMIT_BYTES, heartbeat=server.config.ws_ping_s, compress=False
         )
         try:
             await ws.prepare(request)
@@ -254,9 +273,19 @@ class YjsService:
         conn = _Conn(ws)
         r.conns[cid] = conn
         gate.opened(TRANSPORT)
-        writer = asyncio.get_running_loop().create_task(conn.writer())
-        for f in r.room.connect(cid):
-            conn.send(f)
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(conn.writer())
+        r.room.connect(cid)
+        greeted = False
+
+        def greet() -> None:
+            nonlocal greeted
+            if not greeted and cid in r.conns:
+                greeted = True
+                for f in r.room.greeting():
+                    conn.send(f)
+
+        greeting_timer = loop.call_later(GREETING_WAIT_S, greet)
         close: tuple[int, str] | None = None
         try:
             async for msg in ws:
@@ -267,9 +296,13 @@ class YjsService:
                         break
                     try:
                         out = r.room.receive(cid, data)
+                    except FrameTooBig as exc:
+                        close = (CLOSE_TOO_BIG, str(exc))
+                        break
                     except YProtocolError as exc:
                         close = (CLOSE_INVALID, f"malformed y-websocket frame: {exc}")
                         break
+                    greet()
                     for f in out.reply:
                         conn.send(f)
                     r.broadcast(out.broadcast, but=cid)
@@ -279,16 +312,21 @@ class YjsService:
                     close = (CLOSE_UNSUPPORTED, "y-websocket speaks binary frames")
                     break
                 else:
+                    if ws.close_code == CLOSE_TOO_BIG:  # over READ_LIMIT_BYTES: aiohttp closed
+                        r.room.refuse(cid)  # its resend is refused, with the reason
+                        server.metrics.errors.labels("yjs_too_big").inc()
                     break
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            greeting_timer.cancel()
             del r.conns[cid]
             gate.closed(TRANSPORT)
             server.sockets.discard(ws)
             r.broadcast(r.room.disconnect(cid))
             if close is not None:
-                server.metrics.errors.labels("yjs_bad_frame").inc()
+                label = "yjs_too_big" if close[0] == CLOSE_TOO_BIG else "yjs_bad_frame"
+                server.metrics.errors.labels(label).inc()
                 writer.cancel()
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(
