@@ -18,7 +18,7 @@ at one position by site id. Three scenarios from the literature:
 * :func:`compose_vs_stepwise` — with ot.js operations, transforming past two operations
   one after the other is not the same as transforming past their composition (docs/facts.md).
 
-A central server that orders everything (:class:`rtsim.core.ot.Server`, Jupiter / Wave)
+A central server that orders everything (:class:`rtsim.core.ot_protocol.Server`, Jupiter / Wave)
 avoids the first two: every site transforms along the server's single path, so only TP1
 is needed.
 """

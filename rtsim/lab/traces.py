@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.crdt import CrdtReplica
-from ..core.ot import Client, JupiterMessage, JupiterSite, Server, TextOperation
+from ..core.ot import TextOperation
+from ..core.ot_protocol import Client, JupiterMessage, JupiterSite, Server
 
 __all__ = [
     "TRACE_NAMES",

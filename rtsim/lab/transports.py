@@ -1,4 +1,9 @@
-"""Notebook helpers for ``01-transports``: runs, plots, the explorer and the verdicts."""
+"""Notebook helpers for ``01-transports``: runs, plots and the explorer.
+
+The claims registry (:mod:`rtsim.lab.claims`) reads :func:`c3_runs`, :func:`tabs_table`
+and :func:`storm_table` for C3, C5 and C21; this module does not import the registry, so
+dependencies point one way (claims → lab helpers → sim, core).
+"""
 
 from __future__ import annotations
 
@@ -39,7 +44,6 @@ __all__ = [
     "tabs_table",
     "three_transits",
     "transition_table",
-    "verdicts",
 ]
 
 COLORS = {
@@ -313,7 +317,7 @@ def c3_runs(seed: int = 0) -> pd.DataFrame:
     """WebSocket vs long polling over RTT 20–300 ms × 0.5/20 msg/s (50 clients, 60 s).
 
     One row per (rtt_ms, rate): both p50s and p99s, the extra p50 of long polling and its
-    bytes per message over WebSocket's. :func:`verdicts` and the claims ledger read it.
+    bytes per message over WebSocket's. The claims registry reads it (C3, C19).
     """
     rows = []
     for rtt in (20.0, 100.0, 300.0):
@@ -334,19 +338,3 @@ def c3_runs(seed: int = 0) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
-
-
-def verdicts(
-    seed: int = 0, tabs: pd.DataFrame | None = None, storm: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """Verdicts on C3, C5, C20 and C21 from the claims registry (seeded simulations, no
-    live runs), indexed by claim id: claim, simulated, measured, verdict.
-
-    ``tabs`` (from :func:`tabs_table`, with 4 and 8 tabs) and ``storm`` (from
-    :func:`storm_table`) may be passed in to reuse runs the notebook already made.
-    Raises ``ValueError`` for a seed that is not an integer >= 0.
-    """
-    from .claims import Context, verdict_table
-
-    ctx = Context(quick=True, seed=seed, live=False, tabs=tabs, storm=storm)
-    return verdict_table(("C3", "C5", "C20", "C21"), ctx=ctx)

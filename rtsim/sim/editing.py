@@ -14,7 +14,7 @@ What is modelled
   ``delete_fraction``) a backspace of a random character. Every inserted character is
   unique (drawn from CJK code points, so positions are exercised with non-ASCII text),
   which lets the model check exactly which edits survived.
-* **ot** — the ot.js client/server (:mod:`rtsim.core.ot`): one op in flight per client,
+* **ot** — the ot.js client/server (:mod:`rtsim.core.ot_protocol`): one op in flight per client,
   later ones buffered and composed; the server transforms and broadcasts.
 * **crdt** — pycrdt replicas (:mod:`rtsim.core.crdt`): every edit's update bytes go to the
   server at once, which integrates and relays them.
@@ -46,7 +46,8 @@ import simpy
 
 from ..core.crdt import CrdtReplica
 from ..core.lww import HybridTimestamp, LwwMap, Overwritten, Write
-from ..core.ot import Client, ClientState, Send, Server, TextOperation
+from ..core.ot import TextOperation
+from ..core.ot_protocol import Client, ClientState, Send, Server
 from ..core.params import param, sources, validate
 from ..core.results import RunResult, Summary, percentiles_ms
 from .network import Link

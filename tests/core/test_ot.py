@@ -4,15 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtsim.core.ot import (
-    Client,
-    ClientState,
-    JupiterSite,
-    Server,
-    TextOperation,
-    text_length,
-    transform,
-)
+from rtsim.core.ot import TextOperation, text_length, transform
+from rtsim.core.ot_protocol import Client, ClientState, JupiterSite, Server
 
 from .strategies_ot import doc_and_op, doc_and_two_ops, op_on
 

@@ -32,6 +32,7 @@ from rtsim.lab.claims import (
     sse,
     transports,
     verdict_form,
+    verdict_table,
 )
 
 IDS = [f"C{i}" for i in range(1, 22)]
@@ -252,9 +253,9 @@ def test_claims_json_rows_are_complete(seed0_json: dict[str, list[dict[str, str]
 
 @pytest.mark.slow
 def test_notebook_01_verdicts_are_the_registry_s() -> None:
-    from rtsim.lab.transports import verdicts
-
-    v = verdicts(seed=0)
+    """Notebook 01's call: the registry with a seeded, live-off context."""
+    ctx = Context(seed=0, live=False)
+    v = verdict_table(["C3", "C5", "C20", "C21"], ctx=ctx)
     pinned = {b["id"]: b["verdict"] for b in BASELINE["claims"] if "verdict" in b}
     assert list(v.index) == ["C3", "C5", "C20", "C21"]
     for cid, text in v["verdict"].items():

@@ -22,8 +22,8 @@ HAND_TYPED = re.compile(
     r"\*holds|holds\*|\bsupported\b|\bpartly\b|\bdepends\b\.|\*met\*|does not hold",
     re.IGNORECASE,
 )
-#: Calls that show registry verdicts (lab.verdicts is notebook 01's, read from the registry).
-VERDICT_CALL = re.compile(r"verdict_table\(|\bverdicts\(|\bledger\(")
+#: Calls that show registry verdicts.
+VERDICT_CALL = re.compile(r"verdict_table\(|\bledger\(")
 
 
 def _cells(path: Path) -> list[dict[str, Any]]:
@@ -60,8 +60,6 @@ def test_each_claim_s_verdict_is_shown_by_its_notebook(c: Any) -> None:
     calls = [_src(x) for x in _cells(_notebook(c.notebook)) if x["cell_type"] == "code"]
     calls = [s for s in calls if VERDICT_CALL.search(s)]
     shown = any(f'"{c.id}"' in s or "ledger(" in s for s in calls)
-    if c.id in ("C3", "C5", "C20", "C21"):  # notebook 01: lab.verdicts reads the registry
-        shown = shown or any("lab.verdicts(" in s for s in calls)
     assert shown, f"notebook {c.notebook} shows no registry verdict for {c.id}"
 
 

@@ -94,7 +94,7 @@ def c13(ctx: Context) -> Evidence:
     sim = f"server-ordered OT converged in {conv}/{len(seeds)} seeded runs"
     measured = f"{diverged}/{len(puzzles)} classic broken transforms diverge (dOPT, TP2, "
     measured += "compose vs step), run now"
-    cond = "rtsim.core.ot (Jupiter/Wave: a central server orders operations)"
+    cond = "rtsim.core.ot_protocol (Jupiter/Wave: a central server orders operations)"
     if conv == len(seeds) and diverged > 0:
         v = Verdict.holds("OT with a central server converges; hand-rolled transforms diverge")
     elif conv == len(seeds):

@@ -1,8 +1,9 @@
 """Claims on transports (C3, C5, C20, C21): seeded transport, tab and reconnect models,
 with small live checks where a server can run here.
 
-:func:`rtsim.lab.transports.verdicts` (notebook 01) reads these same functions through
-the registry, so the notebook and ``rtsim claims`` cannot disagree.
+Notebook 01 shows them with :func:`~rtsim.lab.claims.verdict_table`, passing a
+:class:`~rtsim.lab.claims.Context` that reuses its own tab and storm runs, so the notebook
+and ``rtsim claims`` cannot disagree.
 """
 
 from __future__ import annotations
