@@ -23,7 +23,9 @@ def test_a_clock_that_goes_back_adds_nothing() -> None:
     assert not b.take(5.0)
 
 
-@pytest.mark.parametrize(("rate", "burst"), [(0, 1), (float("inf"), 1), (1, 0.5), (1, float("nan"))])
+@pytest.mark.parametrize(
+    ("rate", "burst"), [(0, 1), (float("inf"), 1), (1, 0.5), (1, float("nan"))]
+)
 def test_bad_buckets_are_refused(rate: float, burst: float) -> None:
     with pytest.raises(ValueError):
         TokenBucket(rate, burst)

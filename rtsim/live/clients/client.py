@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import inspect
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field

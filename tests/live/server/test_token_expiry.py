@@ -48,7 +48,9 @@ def test_a_grant_carries_its_tokens_exp_plus_leeway() -> None:
 async def test_websocket_closes_at_exp_with_4001_token_expired(serve: Serve, http) -> None:
     srv = serve(secret=S)
     token, exp = short_token()
-    async with http.ws_connect(srv.url.replace("http", "ws") + "/ws", params={"token": token}) as ws:
+    async with http.ws_connect(
+        srv.url.replace("http", "ws") + "/ws", params={"token": token}
+    ) as ws:
         await subscribe(ws, "c")
         await publish(http, srv.url, "c", {"n": 1}, headers=long_token())
         assert (await ws_until(ws, "message"))["data"] == {"n": 1}  # open before exp
