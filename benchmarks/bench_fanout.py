@@ -46,6 +46,7 @@ def start(kind: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     py = sys.executable
     serve = ["serve", "--port", str(port), "--max-connections", "50000"]
+    serve += ["--max-connections-per-ip", "50000"]  # every subscriber is on 127.0.0.1
     if kind == "rtsim":
         cmd = [py, "-m", "rtsim.cli", *serve]
     elif kind == "rtsim+uvloop":

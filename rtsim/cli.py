@@ -33,6 +33,7 @@ from .commands.common import (
     print_result,
 )
 from .commands.simulate import MODEL_COMMANDS, SIMULATIONS
+from .core.params import Spec
 from .core.transport import Transport
 
 __all__ = ["build_parser", "main", "print_json", "print_result"]
@@ -61,6 +62,22 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--replay", type=_positive_int, default=1000, help="messages kept per channel")
     p.add_argument("--send-queue", type=_positive_int, default=1024, help="per connection")
     p.add_argument("--max-connections", type=_positive_int, default=10000)
+    p.add_argument(
+        "--max-connections-per-ip",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="open connections from one client address, loopback included (default 1000, see"
+        " ServerConfig; raise it for load runs of more subscribers from one host)",
+    )
+    p.add_argument(
+        "--publish-rate-per-ip",
+        type=_typed(Spec(kind="float", lo=1)),
+        default=None,
+        metavar="R",
+        help="publishes per second from one client address, bursts of one second's worth"
+        " (default 1000, see ServerConfig)",
+    )
     p.add_argument("--presence-timeout", type=_positive_float, default=60.0, help="seconds")
     p.add_argument(
         "--disable",
@@ -91,6 +108,14 @@ def _run_serve(a: argparse.Namespace) -> int:
         max_connections=a.max_connections,
         presence_timeout_s=a.presence_timeout,
         transports=tuple(t for t in SERVED if t.value not in off),
+        **{
+            name: value
+            for name, value in (
+                ("max_connections_per_ip", a.max_connections_per_ip),
+                ("publish_rate_per_ip", a.publish_rate_per_ip),
+            )
+            if value is not None
+        },
     )
 
     def ready(url: str) -> None:

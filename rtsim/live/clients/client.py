@@ -13,15 +13,22 @@ fallback WebSocket → SSE → long polling are decided by the core
 this module only carries out its actions. Messages are de-duplicated by id, so the
 application sees each message of its channels once and in order (``duplicates`` counts
 any the network delivered twice).
+
+Tokens that expire: give ``token`` as a function (``lambda: issue_token()``, sync or
+async). It is called before every connection attempt, so when the server ends a
+connection at its token's ``exp`` (WebSocket close 4001, SSE ``error`` event, long poll
+401 ``token_expired``) the client reconnects with a fresh token and resumes from its last
+ids: nothing is lost or repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -53,6 +60,13 @@ __all__ = ["GapNotice", "LiveClient", "LiveClientError", "Message", "ServerUnrea
 
 #: Every transport this client speaks, best first (the client's transport table's order).
 DEFAULT_TRANSPORTS: tuple[Transport, ...] = tuple(CLIENT_TRANSPORTS)
+
+#: A token, or a function giving a fresh one (called before every connection attempt).
+TokenSource = str | Callable[[], str | Awaitable[str]]
+
+
+class _TokenUnavailable(Exception):
+    """The token function raised or gave something that is not a token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +116,13 @@ class LiveClient:
     Args:
         url: the server's base URL, e.g. ``"http://127.0.0.1:8765"``.
         channels: the channels to receive.
-        token: a token from ``rtsim token`` (None in open mode).
+        token: a token from ``rtsim token`` (None in open mode), or a function returning
+            one (sync or async), called before every connection attempt and again when an
+            HTTP publish is refused with 401. With a function, a connection ended because
+            its token expired reconnects with a new token; a function that raises counts
+            as a failed attempt (retried with backoff); two 401 refusals in a row without
+            an open connection between them are final (:class:`LiveClientError`). A plain
+            string that expires is final at once.
         transports: the fallback cascade, best first (default WebSocket, SSE, long polling).
         since: ``{channel: last id}`` to start after (default: from now on).
         backoff: the reconnect delays (default 0.05 s doubling to 2 s, full jitter).
@@ -130,7 +150,7 @@ class LiveClient:
         url: str,
         channels: Iterable[str],
         *,
-        token: str | None = None,
+        token: TokenSource | None = None,
         transports: Iterable[str | Transport] = DEFAULT_TRANSPORTS,
         since: Mapping[str, str] | None = None,
         backoff: Backoff | None = None,
@@ -153,7 +173,11 @@ class LiveClient:
         self.channels = list(dict.fromkeys(channels))
         if not self.channels:
             raise ValueError("give at least one channel")
-        self.token = token
+        self._token_source = token
+        #: The token in use now (a function's latest answer; None before the first one).
+        self.token: str | None = token if isinstance(token, str) or token is None else None
+        self.token_refreshes = 0  # times the token function was called
+        self._auth_refusals = 0  # 401s in a row without an open connection between them
         self.policy = ReconnectPolicy(
             rng=np.random.default_rng(seed),
             cascade=tuple(parse_transport(t) for t in transports),
@@ -287,19 +311,27 @@ class LiveClient:
         or does not answer within ``request_timeout_s``.
         """
         assert self._session is not None, "start the client first"
-        try:
-            async with self._session.post(
-                self.url + "/publish",
-                json={"channel": channel, "data": data},
-                headers=self._auth(),
-                timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
-            ) as r:
-                body = await r.text()
-        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, TimeoutError):
-                reason = f"no answer within {self.request_timeout_s:g} s"
-            raise ServerUnreachableError(self.url, reason) from None
+        refreshable = callable(self._token_source)
+        if refreshable and self.token is None:
+            await self._refresh_token()
+        for attempt in range(2):
+            try:
+                async with self._session.post(
+                    self.url + "/publish",
+                    json={"channel": channel, "data": data},
+                    headers=self._auth(),
+                    timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
+                ) as r:
+                    body = await r.text()
+            except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+                reason = str(exc) or type(exc).__name__
+                if isinstance(exc, TimeoutError):
+                    reason = f"no answer within {self.request_timeout_s:g} s"
+                raise ServerUnreachableError(self.url, reason) from None
+            if r.status == 401 and refreshable and attempt == 0:
+                await self._refresh_token()  # e.g. token_expired: once more with a new one
+                continue
+            break
         if r.status != 200:
             raise LiveClientError(r.status, body)
         return str(json.loads(body)["id"])
@@ -327,6 +359,7 @@ class LiveClient:
                     nonlocal opened
                     opened = True
                     self.connected = True
+                    self._auth_refusals = 0
                     self.policy.handle(Opened(), loop.time())
                     self.transport = name
                     counts = self.stats.connects
@@ -344,9 +377,19 @@ class LiveClient:
                     reason = "dropped"
                 except Refused as exc:
                     if exc.status in (401, 403):
-                        self._fatal = LiveClientError(exc.status, exc.body)
-                        self._ready.set()
-                        return
+                        self._auth_refusals += 1
+                        # A function may give a fresh token (e.g. the old one expired):
+                        # one more try; a second 401 in a row is final.
+                        if not (
+                            exc.status == 401
+                            and callable(self._token_source)
+                            and self._auth_refusals < 2
+                        ):
+                            self._fatal = LiveClientError(exc.status, exc.body)
+                            self._ready.set()
+                            return
+                    reason = str(exc)
+                except _TokenUnavailable as exc:
                     reason = str(exc)
                 except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
@@ -374,7 +417,27 @@ class LiveClient:
     def _auth(self) -> dict[str, str]:
         return auth_headers(self.token)
 
+    async def _refresh_token(self) -> None:
+        """Ask the token function for a new token (a plain token stays as it is).
+
+        Raises :class:`_TokenUnavailable` if the function raises or gives no string.
+        """
+        source = self._token_source
+        if not callable(source):
+            return
+        self.token_refreshes += 1
+        try:
+            value = source()
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            raise _TokenUnavailable(f"the token function failed: {exc!r}") from exc
+        if not isinstance(value, str) or not value:
+            raise _TokenUnavailable(f"the token function gave {value!r}, not a token")
+        self.token = value
+
     async def _connect(self, transport: Transport, on_open: Any) -> None:
+        await self._refresh_token()  # a function's token is fresh for every attempt
         await client_transport(transport).connect(self, on_open)
 
     # --- receiving ---------------------------------------------------------------------

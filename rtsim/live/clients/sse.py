@@ -50,6 +50,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                         c.gap(obj)
                     elif event == "presence":
                         c.on_presence(obj)
+                    elif event == "error":  # e.g. token_expired: the stream ends next
+                        c.on_error(obj)
                 if last_id:
                     c.merge_cursor(last_id)
                     c.mark_ready()

@@ -26,6 +26,8 @@ from .wire import (
 __all__ = ["CLIENT", "connect", "load_subscriber"]
 
 TRANSPORT = Transport.WEBSOCKET
+#: The server's close code for a connection whose token expired (docs/protocol.md).
+CLOSE_TOKEN_EXPIRED = 4001
 
 
 async def connect(c: Connection, on_open: Callable[[], None]) -> None:
@@ -69,7 +71,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
         finally:
             beat.cancel()
         if ws.close_code is not None and ws.close_code != 1000:
-            raise ConnectionResetError(f"closed with {ws.close_code}")
+            why = " (token_expired)" if ws.close_code == CLOSE_TOKEN_EXPIRED else ""
+            raise ConnectionResetError(f"closed with {ws.close_code}{why}")
 
 
 async def _heartbeat(ws: aiohttp.ClientWebSocketResponse, every_s: float) -> None:

@@ -169,7 +169,7 @@ class LiveServer(ServerState):
             if "data" not in body:
                 raise ProtocolError("bad_frame", "give 'data'")
             channel = check_channel(body.get("channel"))
-            env = await gate.publish(grant, channel, body["data"])
+            env = await gate.publish(grant, channel, body["data"], peer=gate.peer(request))
         except (AuthError, ProtocolError) as exc:
             return gate.http_error(exc)
         return json_response({"id": env.id})

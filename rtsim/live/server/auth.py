@@ -97,12 +97,18 @@ def compile_patterns(patterns: Iterable[str]) -> re.Pattern[str] | None:
 
 @dataclass(frozen=True)
 class Grant:
-    """What one authenticated client may do."""
+    """What one authenticated client may do, and until when.
+
+    ``expires_at``: when the token runs out, UNIX seconds (its ``exp`` plus the
+    authenticator's leeway); None in open mode. A connection opened with this grant is
+    ended then (see ``docs/protocol.md``, "Token expiry").
+    """
 
     user: str
     subscribe: tuple[str, ...]
     publish: tuple[str, ...]
     open_mode: bool = False
+    expires_at: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_sub_re", compile_patterns(self.subscribe))
@@ -195,6 +201,7 @@ class Authenticator:
                 user=user,
                 subscribe=parse_patterns(_strings(claims.get("subscribe", []))),
                 publish=parse_patterns(_strings(claims.get("publish", []))),
+                expires_at=float(claims["exp"]) + self.leeway_s,
             )
         except ValueError as exc:
             raise AuthError("invalid_token", f"the token's claims are not valid: {exc}") from None

@@ -32,6 +32,22 @@ class ServerConfig:
     (strings are converted); ``None`` enables every one the server serves
     (:data:`rtsim.live.server.app.SERVED`), and one the server does not serve is refused
     with ``ValueError`` when the server is built.
+
+    Per-address limits (``request.remote``, the TCP peer; loopback clients count too, and
+    ``X-Forwarded-For`` is not trusted, so behind a proxy every client shares its address):
+
+    * ``max_connections_per_ip`` (default 1000): open connections (WebSocket, SSE, Yjs,
+      waiting long polls) from one address; the next one gets 429
+      ``too_many_connections_per_ip``. A tenth of ``max_connections``, so one address
+      cannot take the whole server, yet far above what one person's browser opens and
+      room for an office behind one NAT and for the load generator's usual runs from
+      127.0.0.1 (``rtsim load`` defaults to 100 subscribers, ``rtsim compare`` to 200).
+      Runs with more connections from one host raise it (``--max-connections-per-ip``).
+    * ``publish_rate_per_ip`` (default 1000 messages/s, bursts of one second's worth):
+      publishes (``POST /publish`` and WebSocket ``publish`` frames) from one address; the
+      next one gets 429 ``too_many_publishes_per_ip``. Chat lines and cursor moves come at
+      tens per second per person; 1000/s leaves room for a NAT and ten times the load
+      generator's default rate (100/s) while one address cannot flood the backplane.
     """
 
     host: str = "127.0.0.1"
@@ -44,6 +60,8 @@ class ServerConfig:
     send_queue: int = 1024  # messages queued per connection before it counts as slow
     max_subscriptions: int = 100  # channels per connection
     max_connections: int = 10000  # WebSocket + SSE + Yjs + waiting long polls
+    max_connections_per_ip: int = 1000  # see the class docstring for the reasons
+    publish_rate_per_ip: float = 1000.0  # messages/s per address, burst of one second's worth
     max_errors: int = 20  # consecutive protocol errors before a WebSocket is closed
     presence_timeout_s: float = 60.0  # C17: offline after 60 s without a heartbeat
     keepalive_s: float = 15.0  # SSE comment keep-alive interval
@@ -69,7 +87,7 @@ class ServerConfig:
         for name in ("replay_len", "max_frame_bytes", "send_queue", "max_subscriptions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_connections", "max_errors", "poll_batch"):
+        for name in ("max_connections", "max_connections_per_ip", "max_errors", "poll_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("presence_timeout_s", "keepalive_s", "poll_timeout_max_s", "close_grace_s"):
@@ -80,6 +98,8 @@ class ServerConfig:
             raise ValueError(
                 f"poll_timeout_s must be in 0..poll_timeout_max_s, got {self.poll_timeout_s}"
             )
+        if not (math.isfinite(self.publish_rate_per_ip) and self.publish_rate_per_ip >= 1):
+            raise ValueError(f"publish_rate_per_ip must be >= 1, got {self.publish_rate_per_ip}")
         if self.retry_ms < 0:
             raise ValueError(f"retry_ms must be >= 0, got {self.retry_ms}")
         if self.transports is not None:

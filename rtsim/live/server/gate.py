@@ -6,25 +6,37 @@ for all of them:
 
 * :meth:`Gate.admit` → the caller's :class:`~rtsim.live.server.auth.Grant` after checking
   that the transport is enabled (else ``transport_disabled``, 404), that the server is
-  below ``max_connections`` (else ``too_many_connections``, 503, counted in
-  ``rtsim_rejected_total``) and the token (401/403);
+  below ``max_connections`` (else ``too_many_connections``, 503), that the client's
+  address (:meth:`Gate.peer`) is below ``max_connections_per_ip`` (else
+  ``too_many_connections_per_ip``, 429) — both refusals counted in
+  ``rtsim_rejected_total{reason}`` — and the token (401/403);
 * :meth:`Gate.opened` / :meth:`Gate.closed` count a connection (``rtsim_connections``,
-  ``rtsim_connections_opened_total`` and :attr:`Gate.active`, the figure the limit uses);
+  ``rtsim_connections_opened_total``, :attr:`Gate.active` and :attr:`Gate.per_ip`, the
+  figures the limits use);
+* :meth:`Gate.on_expiry` schedules the one timer per connection that ends it when its
+  token's ``exp`` passes (counted in ``rtsim_token_expired_total{transport}``); each
+  handler decides how its transport says so (WebSocket close 4001 ``token_expired``, SSE
+  ``error`` event, long poll 401);
 * :meth:`Gate.publish` is the single publish path (HTTP ``POST /publish`` and WebSocket
-  ``publish`` frames): permission, JSON check, backplane, ``rtsim_published_total``;
+  ``publish`` frames): permission, the per-address rate (``publish_rate_per_ip``, else
+  ``too_many_publishes_per_ip``, 429, counted in ``rtsim_rejected_total``), JSON check,
+  backplane, ``rtsim_published_total``;
 * :meth:`Gate.http_error` turns any refusal into ``{"error": {"code", "message"}}`` with
   its HTTP status, counted in ``rtsim_protocol_errors_total`` by code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiohttp import web
 
 from rtsim.core.envelope import Envelope, EnvelopeError, validate_channel
+from rtsim.core.limits import KeyedRateLimiter, seconds_until
 from rtsim.core.replaylog import ReplayLogError
 from rtsim.core.transport import Transport
 
@@ -33,12 +45,30 @@ from ..protocol import ProtocolError, check_json, parse_json
 from .auth import Authenticator, AuthError, Grant
 from .metrics import Metrics
 
-__all__ = ["ERROR_STATUS", "Gate", "check_channel", "json_response", "loads"]
+__all__ = [
+    "CLOSE_TOKEN_EXPIRED",
+    "ERROR_STATUS",
+    "TOKEN_EXPIRED",
+    "Gate",
+    "check_channel",
+    "json_response",
+    "loads",
+]
+
+#: Why a connection whose token ran out is ended: the WebSocket close reason, the ``code``
+#: of the SSE ``error`` event and of a held long poll's 401 answer.
+TOKEN_EXPIRED = "token_expired"
+#: WebSocket close code for it (``/ws`` and ``/yjs``). A private-use code (4000-4999,
+#: RFC 6455 §7.4.2) rather than 1008, so a client can tell "get a new token and reconnect"
+#: from "a policy violation, do not retry" — as a 401 does for the HTTP transports.
+CLOSE_TOKEN_EXPIRED = 4001
 
 #: HTTP status of each refusal code that is not a plain 400.
 ERROR_STATUS: dict[str, int] = {
     "transport_disabled": 404,
     "too_many_connections": 503,
+    "too_many_connections_per_ip": 429,
+    "too_many_publishes_per_ip": 429,
     "backplane_unavailable": 503,
     "too_big": 413,
 }
@@ -77,6 +107,10 @@ class Gate:
         enabled: the transports this server accepts.
         max_connections: open connections (WebSocket, SSE, Yjs) plus waiting long polls.
         max_frame_bytes: the largest HTTP body :meth:`json_body` reads, bytes.
+        max_connections_per_ip: the same count per client address (default and its
+            reason: :class:`~rtsim.live.server.config.ServerConfig`).
+        publish_rate_per_ip: publishes per second per client address, in bursts of up
+            to one second's worth (default and reason: ``ServerConfig``).
     """
 
     def __init__(
@@ -87,6 +121,8 @@ class Gate:
         enabled: Collection[Transport],
         max_connections: int,
         max_frame_bytes: int,
+        max_connections_per_ip: int = 1000,
+        publish_rate_per_ip: float = 1000.0,
     ) -> None:
         self.auth = auth
         self.backplane = backplane
@@ -94,7 +130,10 @@ class Gate:
         self.enabled = tuple(enabled)
         self.max_connections = max_connections
         self.max_frame_bytes = max_frame_bytes
+        self.max_connections_per_ip = max_connections_per_ip
         self.active = 0  # streaming connections + waiting long polls
+        self.per_ip: dict[str, int] = {}  # the same, per client address (no zero entries)
+        self.publishes = KeyedRateLimiter(publish_rate_per_ip, burst=publish_rate_per_ip)
 
     # --- who may come in ----------------------------------------------------------------
     def grant(self, request: web.Request) -> Grant:
@@ -105,8 +144,15 @@ class Gate:
         )
         return self.auth.grant(token)
 
-    def check_capacity(self, transport: Transport) -> None:
-        """Raise ``ProtocolError`` if ``transport`` is disabled or the server is full."""
+    @staticmethod
+    def peer(request: web.Request) -> str:
+        """The client's address as the limits see it: the TCP peer (``request.remote``;
+        ``X-Forwarded-For`` is not trusted), ``"unknown"`` if the socket has none."""
+        return request.remote or "unknown"
+
+    def check_capacity(self, transport: Transport, peer: str | None = None) -> None:
+        """Raise ``ProtocolError`` if ``transport`` is disabled, the server is full or
+        ``peer`` (a client address; None: not checked) holds its maximum."""
         if transport not in self.enabled:
             raise ProtocolError(
                 "transport_disabled", f"{transport.value} is disabled on this server"
@@ -117,21 +163,58 @@ class Gate:
                 "too_many_connections",
                 f"the server holds its maximum of {self.max_connections} connections",
             )
+        if peer is not None and self.per_ip.get(peer, 0) >= self.max_connections_per_ip:
+            self.metrics.rejected.labels("too_many_connections_per_ip").inc()
+            raise ProtocolError(
+                "too_many_connections_per_ip",
+                f"{peer} holds the maximum of {self.max_connections_per_ip} connections"
+                " per address (--max-connections-per-ip)",
+            )
 
     def admit(self, request: web.Request, transport: Transport) -> Grant:
-        """:meth:`check_capacity`, then :meth:`grant`: the grant of an admitted request."""
-        self.check_capacity(transport)
+        """:meth:`check_capacity` (with the request's :meth:`peer`), then :meth:`grant`:
+        the grant of an admitted request."""
+        self.check_capacity(transport, self.peer(request))
         return self.grant(request)
 
-    def opened(self, transport: Transport) -> None:
-        """Count a connection of ``transport`` as open (call :meth:`closed` once after)."""
+    def opened(self, transport: Transport, peer: str | None = None) -> None:
+        """Count a connection of ``transport`` from ``peer`` as open (call :meth:`closed`
+        once after, with the same arguments)."""
         self.active += 1
+        if peer is not None:
+            self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
         self.metrics.connections_by[transport].inc()
         self.metrics.connections_opened.labels(transport.value).inc()
 
-    def closed(self, transport: Transport) -> None:
+    def closed(self, transport: Transport, peer: str | None = None) -> None:
         self.active -= 1
+        if peer is not None:
+            left = self.per_ip.get(peer, 0) - 1
+            if left > 0:
+                self.per_ip[peer] = left
+            else:
+                self.per_ip.pop(peer, None)
         self.metrics.connections_by[transport].dec()
+
+    def on_expiry(
+        self, grant: Grant, transport: Transport, end: Callable[[], None]
+    ) -> asyncio.TimerHandle | None:
+        """Call ``end()`` on the running loop when ``grant``'s token expires (at once if it
+        already has), counting it in ``rtsim_token_expired_total{transport}``.
+
+        The one timer of a connection: the caller cancels the handle when the connection
+        ends first. None for a grant without expiry (open mode).
+        """
+        delay = seconds_until(grant.expires_at, time.time())
+        if delay is None:
+            return None
+        counter = self.metrics.token_expired.labels(transport.value)
+
+        def fire() -> None:
+            counter.inc()
+            end()
+
+        return asyncio.get_running_loop().call_later(delay, fire)
 
     def slow_consumer(self, transport: Transport) -> None:
         """Count a connection closed because its send queue overflowed."""
@@ -153,15 +236,29 @@ class Gate:
             raise ProtocolError("bad_json", "body must be a JSON object")
         return obj
 
-    async def publish(self, grant: Grant, channel: str, data: Any) -> Envelope:
-        """Publish ``data`` on ``channel`` for ``grant``: the stored envelope (its id).
+    async def publish(
+        self, grant: Grant, channel: str, data: Any, *, peer: str | None = None
+    ) -> Envelope:
+        """Publish ``data`` on ``channel`` for ``grant`` from client address ``peer``
+        (None: no per-address limit): the stored envelope (its id).
 
         Raises :class:`~rtsim.live.server.auth.AuthError` (may not publish),
+        ``ProtocolError("too_many_publishes_per_ip")`` (429) past ``publish_rate_per_ip``,
         ``ProtocolError("bad_json")`` for data that cannot be sent as UTF-8 JSON, and the
         backplane's :class:`~rtsim.live.backplanes.base.BackplaneUnavailable` (503) when its
         broker is down.
         """
         grant.check_publish(channel)
+        if peer is not None:
+            now = time.monotonic()
+            if not self.publishes.take(peer, now):
+                self.metrics.rejected.labels("too_many_publishes_per_ip").inc()
+                wait = self.publishes.retry_after(peer, now)
+                raise ProtocolError(
+                    "too_many_publishes_per_ip",
+                    f"{peer} publishes more than {self.publishes.rate:g} messages/s"
+                    f" (--publish-rate-per-ip); retry in {wait:.3f} s",
+                )
         check_json(data)  # before storing: what is stored must be sendable to everyone
         env = await self.backplane.publish(channel, data)
         self.metrics.published.inc()

@@ -5,7 +5,10 @@ with it, the request is held until a message arrives on one of the channels or
 ``timeout`` seconds pass (default ``ServerConfig.poll_timeout_s``, the shared
 :data:`~rtsim.core.transport.LONG_POLL_HOLD_S`, at most ``poll_timeout_max_s``). A
 resume older than the replay log holds adds ``"gaps"``. A waiting poll counts as a
-connection (``max_connections``, ``rtsim_connections{transport="long-polling"}``).
+connection (``max_connections``, ``max_connections_per_ip``,
+``rtsim_connections{transport="long-polling"}``). A poll held when its token expires is
+answered at once with 401 ``token_expired`` (the client polls again with a fresh token
+from the same ``after``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rtsim.core.transport import Transport
 
 from ..protocol import ProtocolError, parse_channels, parse_resume, parse_timeout
 from .auth import AuthError
+from .gate import TOKEN_EXPIRED
 from .state import ServerState
 
 __all__ = ["TRANSPORT", "LongPollHandler"]
@@ -46,6 +50,7 @@ class LongPollHandler:
     async def poll(self, request: web.Request) -> web.Response:
         st = self.state
         cfg, gate, hub = st.config, st.gate, st.hub
+        peer = gate.peer(request)
         try:
             grant = gate.admit(request, TRANSPORT)
             channels = parse_channels(request.query.getall("channel", []), cfg.max_subscriptions)
@@ -63,12 +68,25 @@ class LongPollHandler:
             try:
                 body = await self._collect(cursor)
                 if body is None and timeout > 0:
-                    gate.opened(TRANSPORT)
+                    expired = False
+
+                    def expire() -> None:
+                        nonlocal expired
+                        expired = True
+                        if not fut.done():
+                            fut.set_result(None)
+
+                    gate.opened(TRANSPORT, peer)
+                    expiry = gate.on_expiry(grant, TRANSPORT, expire)
                     try:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(fut, timeout)
                     finally:
-                        gate.closed(TRANSPORT)
+                        if expiry is not None:
+                            expiry.cancel()
+                        gate.closed(TRANSPORT, peer)
+                    if expired:
+                        raise AuthError(TOKEN_EXPIRED, "the token has expired; get a new one")
                     body = await self._collect(cursor)
             finally:
                 hub.remove_waiter(channels, fut)

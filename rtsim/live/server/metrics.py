@@ -54,6 +54,12 @@ class Metrics:
         self.rejected = Counter(
             "rtsim_rejected", "Requests or connections refused, by reason", ["reason"], registry=r
         )
+        self.token_expired = Counter(
+            "rtsim_token_expired",
+            "Connections ended because their token expired",
+            ["transport"],
+            registry=r,
+        )
         self.latency = Histogram(
             "rtsim_delivery_latency_seconds",
             "Publish to send (handed to the socket), per delivery",
@@ -113,6 +119,7 @@ class Metrics:
             self.reconnections.labels(t.value)
             self.slow_drops.labels(t.value)
             self.send_failures.labels(t.value)
+            self.token_expired.labels(t.value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,6 +6,10 @@ one presence snapshot per channel, then messages (``id:`` is the cursor of every
 ``Last-Event-ID`` (or ``?last_event_id=``). A single-channel chunked stream takes the
 hub's direct-write fast path: while nothing is queued for it, a broadcast's pre-framed
 event bytes go straight to the socket.
+
+When the connection's token expires the stream ends with an ``error`` event
+``{"type": "error", "code": "token_expired", "message"}``; the client reconnects with a
+fresh token and its ``Last-Event-ID``.
 """
 
 from __future__ import annotations
@@ -18,14 +22,22 @@ from aiohttp import web
 from rtsim.core.replaylog import ReplayLogError, encode_cursor
 from rtsim.core.transport import Transport
 
-from ..protocol import ProtocolError, parse_channels, parse_resume
+from ..protocol import ProtocolError, error_frame, parse_channels, parse_resume
 from .auth import AuthError
+from .gate import TOKEN_EXPIRED
 from .hub import Broadcast, Control, Replay, Subscriber
 from .state import ServerState
 
-__all__ = ["TRANSPORT", "SseHandler"]
+__all__ = ["EXPIRED_EVENT", "TRANSPORT", "SseHandler"]
 
 TRANSPORT = Transport.SSE
+
+#: The last event of a stream whose token expired.
+EXPIRED_EVENT = (
+    b"event: error\ndata: "
+    + error_frame(TOKEN_EXPIRED, "the token has expired; reconnect with a new one").encode()
+    + b"\n\n"
+)
 
 
 class SseHandler:
@@ -46,6 +58,7 @@ class SseHandler:
         st = self.state
         cfg, gate, hub = st.config, st.gate, st.hub
         sub = Subscriber(TRANSPORT, cfg.send_queue)
+        peer = gate.peer(request)
 
         def overflow(s: Subscriber) -> None:
             gate.slow_consumer(TRANSPORT)
@@ -73,7 +86,9 @@ class SseHandler:
                 "X-Accel-Buffering": "no",
             }
         )
-        gate.opened(TRANSPORT)
+        gate.opened(TRANSPORT, peer)
+        # At the token's exp the writer sends EXPIRED_EVENT and the stream ends.
+        expiry = gate.on_expiry(grant, TRANSPORT, lambda: sub.close(TOKEN_EXPIRED))
         try:
             await resp.prepare(request)
             # An id-only event: the stream's start cursor, so that a client that
@@ -100,9 +115,11 @@ class SseHandler:
         except Exception:  # e.g. an event that cannot be encoded: end this stream only
             hub.send_failed(sub)
         finally:
+            if expiry is not None:
+                expiry.cancel()
             sub.close("stream ended")
             hub.unsubscribe_all(sub)
-            gate.closed(TRANSPORT)
+            gate.closed(TRANSPORT, peer)
         return resp
 
     async def _writer(
@@ -118,6 +135,8 @@ class SseHandler:
                 await resp.write(b": keep-alive\n\n")
                 continue
             if sub.closed:
+                if sub.close_reason == TOKEN_EXPIRED:
+                    await resp.write(EXPIRED_EVENT)
                 return
             chunks: list[bytes] = []
             now = loop.time()

@@ -81,6 +81,8 @@ class ServerState:
             self.transports,
             config.max_connections,
             config.max_frame_bytes,
+            config.max_connections_per_ip,
+            config.publish_rate_per_ip,
         )
         self.presence: PresenceService | None = None  # started with the app
         self.sockets: set[web.WebSocketResponse] = set()  # open /ws and /yjs connections

@@ -5,7 +5,9 @@ presence (client → server); message, subscribed, unsubscribed, ack, gap, prese
 Close codes: 1008 after ``max_errors`` consecutive protocol errors, 1009 for a frame over
 ``max_frame_bytes`` (aiohttp sends it), 1013 when the send queue overflowed (the client
 resumes with ``since``), 1011 when a send to it raised (``rtsim_send_failures_total``; the
-other connections are unaffected), 1001 when the server shuts down. Frames are uncompressed, so the
+other connections are unaffected), 4001 with reason ``token_expired`` when the connection's
+token expires (the client reconnects with a fresh token and resumes with ``since``), 1001
+when the server shuts down. Frames are uncompressed, so the
 hub may write a broadcast's pre-framed bytes straight to an idle socket.
 """
 
@@ -33,6 +35,7 @@ from ..protocol import (
     parse_client_frame,
 )
 from .auth import AuthError, Grant
+from .gate import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED
 from .hub import Control, Replay, Subscriber
 from .state import CLOSE_GOING_AWAY, ServerState
 
@@ -40,7 +43,9 @@ __all__ = [
     "CLOSE_INTERNAL",
     "CLOSE_POLICY",
     "CLOSE_SLOW",
+    "CLOSE_TOKEN_EXPIRED",
     "CLOSE_TOO_BIG",
+    "TOKEN_EXPIRED",
     "TRANSPORT",
     "WebSocketHandler",
 ]
@@ -77,6 +82,7 @@ class WebSocketHandler:
         except (AuthError, ProtocolError) as exc:
             return gate.http_error(exc)
         transport = request.transport  # kept: after the upgrade the request may not expose it
+        peer = gate.peer(request)
         ws = web.WebSocketResponse(
             max_msg_size=cfg.max_frame_bytes,
             heartbeat=cfg.ws_ping_s,
@@ -96,7 +102,7 @@ class WebSocketHandler:
         if all(hasattr(transport, a) for a in ("write", "get_write_buffer_size", "is_closing")):
             sub.direct = transport
         presence_state: dict[str, dict[str, Any]] = {}
-        gate.opened(TRANSPORT)
+        gate.opened(TRANSPORT, peer)
         loop = asyncio.get_running_loop()
         writer = loop.create_task(self._writer(sub, ws))
 
@@ -104,10 +110,15 @@ class WebSocketHandler:
             gate.slow_consumer(TRANSPORT)
             st.spawn(self._kill(ws, writer, transport, CLOSE_SLOW, s.close_reason))
 
+        def expired() -> None:
+            sub.close(TOKEN_EXPIRED)  # nothing more is sent to it
+            st.spawn(self._kill(ws, writer, transport, CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED))
+
         sub.on_overflow = overflow
         sub.on_fail = lambda s: st.spawn(
             self._kill(ws, writer, transport, CLOSE_INTERNAL, s.close_reason)
         )
+        expiry = gate.on_expiry(grant, TRANSPORT, expired)
         errors = 0
         try:
             async for msg in ws:
@@ -116,7 +127,7 @@ class WebSocketHandler:
                 if msg.type is WSMsgType.TEXT:
                     try:
                         frame = parse_client_frame(msg.data, cfg.max_frame_bytes)
-                        await self._frame(frame, grant, sub, member, presence_state)
+                        await self._frame(frame, grant, sub, member, presence_state, peer)
                         errors = 0
                     except (ProtocolError, AuthError, ReplayLogError) as exc:
                         errors += 1
@@ -133,6 +144,8 @@ class WebSocketHandler:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            if expiry is not None:
+                expiry.cancel()
             slow = sub.closed and sub.close_reason == "slow consumer"
             if not sub.closed:
                 sub.close("client closed")
@@ -140,14 +153,15 @@ class WebSocketHandler:
             if st.presence is not None:
                 for ch in presence_state:
                     st.presence.leave(ch, member)
-            gate.closed(TRANSPORT)
+            gate.closed(TRANSPORT, peer)
             st.sockets.discard(ws)
             if not slow:
                 if sub.close_reason == "too many errors":
                     # Let the writer flush the error frames first.
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(asyncio.shield(writer), cfg.close_grace_s)
-                await self._kill(ws, writer, transport, CLOSE_POLICY, sub.close_reason)
+                code = CLOSE_TOKEN_EXPIRED if sub.close_reason == TOKEN_EXPIRED else CLOSE_POLICY
+                await self._kill(ws, writer, transport, code, sub.close_reason)
         return ws
 
     async def _kill(
@@ -163,7 +177,7 @@ class WebSocketHandler:
         with contextlib.suppress(BaseException):
             await writer
         if not ws.closed:
-            if reason in ("slow consumer", "too many errors", "send failed"):
+            if reason in ("slow consumer", "too many errors", "send failed", TOKEN_EXPIRED):
                 closing = ws.close(code=code, message=reason.encode())
             elif self.state.shutting_down:
                 closing = ws.close(code=CLOSE_GOING_AWAY, message=b"server shutdown")
@@ -192,6 +206,7 @@ class WebSocketHandler:
         sub: Subscriber,
         member: str,
         presence_state: dict[str, dict[str, Any]],
+        peer: str,
     ) -> None:
         st = self.state
         presence, hub = st.presence, st.hub
@@ -215,7 +230,7 @@ class WebSocketHandler:
             sub.send(Control({"type": "unsubscribed", "channel": frame.channel}))
         elif isinstance(frame, Publish):
             try:
-                env = await st.gate.publish(grant, frame.channel, frame.data)
+                env = await st.gate.publish(grant, frame.channel, frame.data, peer=peer)
             except (AuthError, ProtocolError) as exc:
                 if isinstance(exc, ProtocolError):
                     exc.ref = frame.ref

@@ -21,6 +21,8 @@ carries its answers: replies to the sender, broadcasts to the room's other conne
 * **Admission**: through the server's :class:`~rtsim.live.server.gate.Gate`, like every
   transport: a room connection is a WebSocket (refused when WebSocket is disabled or the
   server is full, counted in ``rtsim_connections{transport="websocket"}``).
+* **Token expiry**: a room connection whose token expires is closed with 4001
+  ``token_expired`` (:data:`~rtsim.live.server.gate.CLOSE_TOKEN_EXPIRED`), like ``/ws``.
 * **Malformed frames** close that connection with 1003 (a text frame) or 1007 (a binary
   frame that is not y-websocket) and a reason; the room and the server carry on.
 * **Frame limit**: a frame over :data:`~rtsim.core.yroom.MAX_FRAME_BYTES` (4 MiB) closes
@@ -60,7 +62,7 @@ from rtsim.core.yroom import (
 
 from ..protocol import ProtocolError
 from .auth import AuthError
-from .gate import check_channel
+from .gate import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED, check_channel
 from .hub import Broadcast, Replay, Subscriber
 from .state import ServerState
 
@@ -247,9 +249,10 @@ class YjsService:
         server = self.server
         gate = server.gate
         name = request.match_info["room"]
+        peer = gate.peer(request)
         try:
             channel = check_channel(f"yjs:{name}")
-            gate.check_capacity(TRANSPORT)
+            gate.check_capacity(TRANSPORT, peer)
             grant = gate.grant(request)
             grant.check_subscribe(channel)
         except (AuthError, ProtocolError) as exc:
@@ -272,7 +275,7 @@ class YjsService:
         cid = self._seq
         conn = _Conn(ws)
         r.conns[cid] = conn
-        gate.opened(TRANSPORT)
+        gate.opened(TRANSPORT, peer)
         loop = asyncio.get_running_loop()
         writer = loop.create_task(conn.writer())
         r.room.connect(cid)
@@ -286,6 +289,15 @@ class YjsService:
                     conn.send(f)
 
         greeting_timer = loop.call_later(GREETING_WAIT_S, greet)
+
+        async def close_expired() -> None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(
+                    ws.close(code=CLOSE_TOKEN_EXPIRED, message=TOKEN_EXPIRED.encode()),
+                    server.config.close_grace_s,
+                )
+
+        expiry = gate.on_expiry(grant, TRANSPORT, lambda: server.spawn(close_expired()))
         close: tuple[int, str] | None = None
         try:
             async for msg in ws:
@@ -320,8 +332,10 @@ class YjsService:
             pass
         finally:
             greeting_timer.cancel()
+            if expiry is not None:
+                expiry.cancel()
             del r.conns[cid]
-            gate.closed(TRANSPORT)
+            gate.closed(TRANSPORT, peer)
             server.sockets.discard(ws)
             r.broadcast(r.room.disconnect(cid))
             if close is not None:

@@ -55,6 +55,10 @@ async function boot() {
     // Not a transient fault: say so and stop (the transport does not retry).
     rt.state = "refused";
     rt.refused = r;
+    if (r.code === "token_expired") {
+      $("#expired").hidden = false; // the link ran out: ask for a new one
+      return;
+    }
     const box = $("#refused");
     box.querySelector(".why").textContent = `${r.status} ${r.code}: ${r.message}`;
     box.hidden = false;

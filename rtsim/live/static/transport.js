@@ -18,10 +18,14 @@
 //   /poll after a WebSocket or EventSource failed to open — browsers hide their status), or
 //   an unauthorized `error` frame, stops the transport and calls `onrefused({status, code,
 //   message})`; it does not retry.
+// * An expired token ends the connection at its `exp` (WebSocket close 4001
+//   `token_expired`, an SSE `error` event, a long poll's 401): the same `onrefused` with
+//   code `token_expired`, at once and without a retry loop (the page asks for a new link).
 "use strict";
 
 const ORDER = ["websocket", "sse", "long-polling"];
 const AUTH_CODES = new Set(["no_token", "invalid_token", "token_expired", "forbidden"]);
+const CLOSE_TOKEN_EXPIRED = 4001; // the server's close code when the token runs out
 
 function cursorString(ids) {
   return Object.keys(ids).sort().map((ch) => `${ch}=${ids[ch]}`).join(",");
@@ -205,6 +209,7 @@ class RtTransport {
 
   // --- WebSocket ---------------------------------------------------------------------
   _open_websocket(onOpen, onDown) {
+    const gen = this._gen; // this connection's generation (see _connect)
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const base = this.base || `${proto}//${location.host}`;
     const url = base.replace(/^http/, "ws") + "/ws?" + this._q().toString();
@@ -245,7 +250,15 @@ class RtTransport {
         } else this.onerror(f);
       } else if (f.type === "gap") this.onerror(f);
     };
-    ws.onclose = (ev) => onDown(`websocket closed ${ev.code}`);
+    ws.onclose = (ev) => {
+      if (ev.code === CLOSE_TOKEN_EXPIRED) {
+        if (gen !== this._gen) return;
+        this._gen++;
+        this._conn = null;
+        this._ws = null;
+        this._refuse({ status: 401, code: "token_expired", message: "the token has expired" });
+      } else onDown(`websocket closed ${ev.code}`);
+    };
     ws.onerror = () => {}; // onclose follows
     this._conn = () => {
       ws.onclose = ws.onmessage = null;
@@ -256,6 +269,7 @@ class RtTransport {
 
   // --- Server-Sent Events ------------------------------------------------------------
   _open_sse(onOpen, onDown) {
+    const gen = this._gen; // this connection's generation (see _connect)
     const p = this._q();
     for (const ch of this.channels) p.append("channel", ch);
     const cursor = cursorString(this._resumeIds());
@@ -286,7 +300,18 @@ class RtTransport {
     });
     // We own reconnection (backoff + jitter + fallback), so the EventSource's own retry is
     // turned off by closing it on the first error.
-    es.onerror = () => onDown(open ? "sse stream ended" : "sse refused");
+    // The server's own `event: error` (e.g. token_expired before the stream ends) arrives
+    // here too, as a MessageEvent with data.
+    es.onerror = (ev) => {
+      const f = ev.data ? JSON.parse(ev.data) : null;
+      if (f && AUTH_CODES.has(f.code)) {
+        if (gen !== this._gen) return;
+        this._gen++;
+        es.close();
+        this._conn = null;
+        this._refuse({ status: 401, code: f.code, message: f.message });
+      } else onDown(open ? "sse stream ended" : "sse refused");
+    };
     this._conn = () => es.close();
   }
 
