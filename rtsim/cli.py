@@ -570,7 +570,12 @@ def _run_load(a: argparse.Namespace) -> int:
         return 1
     summary = result.summary.to_dict()
     summary.pop("error_samples", None) if a.json else None
+    stages = summary.pop("stages", {}) if not a.json else {}
     print_result(summary, a.json, f"rtsim load — {a.transport}, {a.subscribers} subscribers")
+    if stages:
+        print("\nstages of the traced deliveries (ms; they add up to end_to_end)")
+        rows = [{"stage": k, **v} for k, v in stages.items()]
+        print(_table(rows, ["stage", "p50_ms", "p99_ms", "mean_ms", "n"]))
     return 0
 
 

@@ -99,6 +99,7 @@ class LiveServer(ServerState):
         self.yjs = YjsService(self)
         self.handlers: list[Handler] = [cls(self) for cls in TRANSPORT_HANDLERS]
         self.handlers.append(self.yjs)
+        self.handlers.append(self.hub.stages)  # GET /debug/stages (traced messages)
 
     # --- life cycle ----------------------------------------------------------------------
     async def on_startup(self, app: web.Application) -> None:

@@ -32,6 +32,7 @@ from ..backplanes.base import Backplane
 from ..protocol import ProtocolError
 from .auth import Authenticator, AuthError, Grant
 from .metrics import Metrics
+from .stages import StageRecorder, monotonic, trace_of
 
 __all__ = ["ERROR_STATUS", "Gate", "check_channel", "json_response", "loads"]
 
@@ -98,6 +99,7 @@ class Gate:
         self.max_connections = max_connections
         self.max_frame_bytes = max_frame_bytes
         self.active = 0  # streaming connections + waiting long polls
+        self.stages: StageRecorder | None = None  # traced messages' receive times (.stages)
 
     # --- who may come in ----------------------------------------------------------------
     def grant(self, request: web.Request) -> Grant:
@@ -167,6 +169,9 @@ class Gate:
         :class:`~rtsim.live.backplanes.base.BackplaneUnavailable` (503) when its broker is
         down.
         """
+        trace = trace_of(data)
+        if trace is not None and self.stages is not None:
+            self.stages.received(trace, monotonic())
         grant.check_publish(channel)
         try:
             json.dumps(data, allow_nan=False)

@@ -82,6 +82,7 @@ class ServerState:
             config.max_connections,
             config.max_frame_bytes,
         )
+        self.gate.stages = self.hub.stages  # traced publishes: receive time
         self.presence: PresenceService | None = None  # started with the app
         self.sockets: set[web.WebSocketResponse] = set()  # open /ws and /yjs connections
         self.shutting_down = False
