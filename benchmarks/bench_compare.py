@@ -1,90 +1,117 @@
-"""Simulation vs measurement, per transport, from 10% to 90% of the calibrated capacity.
+"""Simulation vs measurement: the stage model, calibrated once, against held-out runs.
 
-Starts `rtsim serve` as its own process, calibrates the transport model on it, then for
-each load level runs the SimPy model and the live load test with the same parameters.
-Writes benchmarks/results/compare.md and compare.json (read by notebook 07).
+Starts `rtsim serve` as its own process, calibrates the stage model (rtsim.sim.stages) on
+ONE configuration (WebSocket, 200 subscribers, 50% load; every message traced), then for
+each transport × subscriber count × load runs the model and `--repeats` live load tests,
+and reports the measured mean with its 95% CI beside the simulated value, the relative
+error, whether the point passes (|error| ≤ 10% p50 / 20% p99, or simulated inside the CI)
+and the 1-minute load average before the point (other work on the machine).
+Writes benchmarks/results/compare_stages.md and .json (compare.json keeps the round-1
+sweep of the mean-cost model, which notebook 07 and the claims read until they move over).
 
-    .venv/bin/python benchmarks/bench_compare.py [--quick]
+    .venv/bin/python benchmarks/bench_compare.py            # the full held-out sweep
+    .venv/bin/python benchmarks/bench_compare.py --transports websocket --loads 0.2,0.5 \
+        --subscribers 50 --repeats 3 --duration 2           # a smaller one
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
-
-import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _machine import machine  # noqa: E402
 
-from rtsim.lab.compare import calibrate, start_server, sweep_compare  # noqa: E402
+from rtsim.core import strictjson  # noqa: E402
+from rtsim.lab.compare import (  # noqa: E402
+    calibrate_stage_model,
+    compare_stage_model,
+    start_server,
+)
 
-RESULTS_MD = HERE / "results" / "compare.md"
-RESULTS_JSON = HERE / "results" / "compare.json"
+RESULTS_MD = HERE / "results" / "compare_stages.md"
+RESULTS_JSON = HERE / "results" / "compare_stages.json"
+FULL_LOADS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--transports", default="websocket,sse,long-polling")
+    ap.add_argument("--loads", default=FULL_LOADS)
+    ap.add_argument("--subscribers", default="50,2000")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=4.0)
+    ap.add_argument("--note", default="", help="a line for the results file")
     a = ap.parse_args()
-    subscribers = 100 if a.quick else 200
-    duration = 2.0 if a.quick else 5.0
-    fractions = (0.1, 0.5) if a.quick else (0.1, 0.3, 0.5, 0.7, 0.9)
-    frames, cals = [], []
+    loads = _floats(a.loads)
+    subs = [int(x) for x in a.subscribers.split(",")]
+    transports = [t for t in a.transports.split(",") if t]
+    rows, stages = [], {}
     with start_server() as (url, pid):
-        ws = calibrate(url, pid, "websocket")
-        for t in ("websocket", "sse", "long-polling"):
-            cal = (
-                ws
-                if t == "websocket"
-                else calibrate(
-                    url, pid, t, ws_server_cpu_per_delivery_us=ws.server_cpu_per_delivery_us
-                )
-            )
-            cals.append(
-                cal.as_dict() | {"capacity_deliveries_per_s": cal.capacity_deliveries_per_s()}
-            )
-            df = sweep_compare(url, pid, cal, subscribers, fractions, duration)
-            frames.append(df)
-            print(df.round(3).to_string(index=False), flush=True)
-    out = pd.concat(frames, ignore_index=True)
+        scal, info = calibrate_stage_model(url, pid, duration_s=a.duration)
+        print(json.dumps(info), flush=True)
+        for t in transports:
+            for n in subs:
+                r, st = compare_stage_model(url, pid, scal, t, loads, n, a.repeats, a.duration)
+                rows += r
+                stages.update(st)
+                for x in r:
+                    print(
+                        f"{t} {n} {x['load']:.0%} {x['metric']} sim {x['simulated']:.2f}"
+                        f" meas {x['measured']:.2f} err {x['rel_error']:+.0%}"
+                        f" pass {x['passes']} load1m {x['loadavg_1m']:.2f}",
+                        flush=True,
+                    )
     RESULTS_JSON.write_text(
-        json.dumps({"calibration": cals, "comparison": out.to_dict("records")}, indent=1)
+        strictjson.dumps(
+            {"calibration": {**info, "model": scal.as_dict()}, "rows": rows, "stages": stages}
+        )
     )
-    cmd = "`.venv/bin/python benchmarks/bench_compare.py" + (" --quick`" if a.quick else "`")
-    lines = [
-        "# Simulation vs measurement",
-        "",
-        f"Command: {cmd}",
-        "",
-        machine(),
-        "## Calibration",
-        "",
-        "| transport | server µs/delivery | server µs/request | load-gen µs/delivery "
-        "| capacity deliveries/s |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for c in cals:
-        lines.append(
-            f"| {c['transport']} | {c['server_cpu_per_delivery_us']:.1f} "
-            f"| {c['server_cpu_per_request_us']:.1f} | {c['client_cpu_per_delivery_us']:.1f} "
-            f"| {c['capacity_deliveries_per_s']:,.0f} |"
-        )
+    cmd = "`.venv/bin/python benchmarks/bench_compare.py " + " ".join(sys.argv[1:]) + "`"
+    lines = ["# Simulation (stage model) vs measurement", "", f"Command: {cmd}", "", machine()]
+    if a.note:
+        lines += [f"**Note:** {a.note}", ""]
     lines += [
+        "## Calibration (the only configuration the model was fitted on)",
         "",
-        "## Comparison (relative error = (simulated − measured) / measured)",
+        f"`{info['command']}` — 1-minute load average {info['loadavg_1m']:.2f}, measured"
+        f" p50 {info['measured_p50_ms']:.2f} ms, p99 {info['measured_p99_ms']:.2f} ms.",
         "",
-        "| transport | load | msgs/s | metric | simulated | measured | rel. error | lost |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "## Comparison (rel. error = (simulated − measured) / measured; measured = mean of"
+        f" {a.repeats} runs with its 95% CI)",
+        "",
+        "| transport | subs | load | msgs/s | metric | simulated | measured | 95% CI "
+        "| rel. error | pass | load avg 1m |",
+        "|---|---:|---:|---:|---|---:|---:|---|---:|---|---:|",
     ]
-    for r in out.to_dict("records"):
+
+    def f(v: float) -> str:
+        return f"{v:.2f}" if math.isfinite(v) else "—"
+
+    for r in rows:
+        err = f"{r['rel_error']:+.0%}" if math.isfinite(r["rel_error"]) else "—"
         lines.append(
-            f"| {r['transport']} | {r['load_fraction']:.0%} | {r['rate']:g} | {r['metric']} "
-            f"| {r['simulated']:.2f} | {r['measured']:.2f} | {r['rel_error']:+.0%} | {r['lost']} |"
+            f"| {r['transport']} | {r['subscribers']} | {r['load']:.0%} | {r['rate']:g} "
+            f"| {r['metric']} | {f(r['simulated'])} | {f(r['measured'])} "
+            f"| {f(r['measured_ci_low'])}–{f(r['measured_ci_high'])} | {err} "
+            f"| {'yes' if r['passes'] else 'no'} | {r['loadavg_1m']:.2f} |"
         )
+    lines += ["", "## Stages (p50 ms, simulated / measured)", ""]
+    names = list(next(iter(stages.values()))["simulated"]) if stages else []
+    lines += ["| point | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for key, st in stages.items():
+        cells = [
+            f"{st['simulated'][s]['p50_ms']:.2f} / {st['measured'][s]['p50_ms']:.2f}" for s in names
+        ]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     RESULTS_MD.write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS_MD}")
 

@@ -23,6 +23,7 @@ from .commands.common import (
     Sub,
     _add_seed_json,
     _nonneg_int,
+    _num,
     _Parser,
     _positive_float,
     _positive_int,
@@ -199,7 +200,12 @@ def _run_load(a: argparse.Namespace) -> int:
         return 1
     summary = result.summary.to_dict()
     summary.pop("error_samples", None) if a.json else None
+    stages = summary.pop("stages", {}) if not a.json else {}
     print_result(summary, a.json, f"rtsim load — {a.transport}, {a.subscribers} subscribers")
+    if stages:
+        print("\nstages of the traced deliveries (ms; they add up to end_to_end)")
+        rows = [{"stage": k, **v} for k, v in stages.items()]
+        print(_table(rows, ["stage", "p50_ms", "p99_ms", "mean_ms", "n"]))
     return 0
 
 
@@ -238,13 +244,77 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--subscribers", type=_positive_int, default=200)
     p.add_argument("--rate", type=_positive_float, default=20.0, help="messages/s published")
     p.add_argument("--duration", type=_positive_float, default=5.0, help="seconds")
+    p.add_argument(
+        "--loads",
+        type=_loads,
+        default=None,
+        help="comma-separated fractions of capacity, e.g. 0.2,0.5,0.8: compare the stage"
+        " model (calibrated once on websocket, 200 subscribers, 50%% load) instead of --rate",
+    )
+    p.add_argument(
+        "--repeats", type=_positive_int, default=3, help="live runs per load (default 3)"
+    )
     _add_seed_json(p)
     p.set_defaults(handler=_run_compare)
+
+
+def _loads(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects numbers like 0.2,0.5, got {text!r}") from None
+    if not values or not all(0 < v < 1.5 for v in values):
+        raise argparse.ArgumentTypeError(f"must be fractions in (0, 1.5), got {text!r}")
+    return values
+
+
+def _run_compare_stages(a: argparse.Namespace) -> int:
+    from .lab.compare import calibrate_stage_model, compare_stage_model, start_server
+
+    with start_server() as (url, pid):
+        scal, info = calibrate_stage_model(url, pid, duration_s=a.duration)
+        rows, stages = compare_stage_model(
+            url, pid, scal, a.transport, a.loads, a.subscribers, a.repeats, a.duration, a.seed
+        )
+    if a.json:
+        print_json(
+            {"calibration": {**info, "model": scal.as_dict()}, "rows": rows, "stages": stages}
+        )
+        return 0
+    print(f"rtsim compare — {a.transport}, {a.subscribers} subscribers, stage model")
+    print(f"\ncalibrated once: {info['command']} (load average {info['loadavg_1m']:.2f})")
+    print("\nsimulated vs measured (mean of repeats, 95% CI; error = simulated / measured - 1)")
+    shown = [
+        r
+        | {
+            "ci": f"{_num(r['measured_ci_low'])}–{_num(r['measured_ci_high'])}",
+            "error": f"{r['rel_error']:+.0%}" if math.isfinite(r["rel_error"]) else "—",
+            "pass": "yes" if r["passes"] else "no",
+        }
+        for r in rows
+    ]
+    print(_table(shown, ["load", "metric", "simulated", "measured", "ci", "error", "pass"]))
+    for key, st in stages.items():
+        print(f"\nstages {key} (p50 ms simulated / measured)")
+        srows = [
+            {
+                "stage": k,
+                "sim_p50": st["simulated"][k]["p50_ms"],
+                "meas_p50": st["measured"][k]["p50_ms"],
+                "sim_p99": st["simulated"][k]["p99_ms"],
+                "meas_p99": st["measured"][k]["p99_ms"],
+            }
+            for k in st["simulated"]
+        ]
+        print(_table(srows, ["stage", "sim_p50", "meas_p50", "sim_p99", "meas_p99"]))
+    return 0
 
 
 def _run_compare(a: argparse.Namespace) -> int:
     from .lab.compare import calibrate, compare, start_server
 
+    if a.loads is not None:
+        return _run_compare_stages(a)
     with start_server() as (url, pid):
         ws_cost = None
         if a.transport == "long-polling":

@@ -277,3 +277,203 @@ def error_summary(data: dict[str, Any], max_fraction: float = 0.8) -> pd.DataFra
     out["p50_within_20%"] = out["p50_ms"] <= 0.20
     out["p99_within_30%"] = out["p99_ms"] <= 0.30
     return out
+
+
+# --- the stage model: calibrate once, predict held-out configurations -------------------------
+#: The calibration configuration (the only one the stage model is fitted on).
+CALIBRATION_CONFIG: dict[str, Any] = {"transport": "websocket", "subscribers": 200, "load": 0.5}
+_METRICS_STAGE = ("p50_ms", "p95_ms", "p99_ms", "deliveries_per_s")
+
+
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return math.nan
+
+
+def stage_capacity(scal: Any, transport: Transport | str) -> float:
+    """Deliveries/s at which the server's core is full, from the calibrated mean costs
+    (plus the per-request cost for long polling)."""
+    import numpy as np
+
+    c = float(np.mean(scal.per_delivery_us))
+    if parse_transport(transport) is Transport.LONG_POLLING:
+        c += scal.per_request_us
+    return 1e6 / c
+
+
+def calibrate_stage_model(
+    url: str, pid: int, duration_s: float = 4.0, processes: int = 2
+) -> tuple[Any, dict[str, Any]]:
+    """Fit the stage model (:mod:`rtsim.sim.stages`) on :data:`CALIBRATION_CONFIG`.
+
+    A short CPU calibration (:func:`calibrate`) estimates the capacity; one traced run at
+    half of it (every message traced) gives the stage distributions. Returns the
+    :class:`~rtsim.sim.stages.StageCalibration` and a dict describing the run.
+    """
+    from ..sim.stages import calibrate_stages
+
+    cfg = CALIBRATION_CONFIG
+    cpu = calibrate(url, pid, "websocket", processes=processes)
+    subs = int(cfg["subscribers"])
+    rate = round(float(cfg["load"]) * cpu.capacity_deliveries_per_s() / subs, 2)
+    p = LoadParams(
+        url=url,
+        transport=Transport.WEBSOCKET,
+        subscribers=subs,
+        rate=rate,
+        duration_s=duration_s,
+        server_pid=pid,
+        processes=processes,
+        settle_s=1.0,
+        traced=max(1, round(rate * duration_s)),
+    )
+    load = _loadavg()
+    r = run_load(p, progress=False)
+    s = r.summary
+    command = (
+        f"rtsim load --transport websocket --subscribers {subs} --rate {rate:g}"
+        f" --duration {duration_s:g} --processes {processes} --json (every message traced)"
+    )
+    scal = calibrate_stages(
+        r.deliveries,
+        s.extra["loadgen_cpu_s"],
+        s.deliveries,
+        rate,
+        os.cpu_count() or 1,
+        processes,
+        command=command,
+    )
+    info = {
+        **cfg,
+        "rate": rate,
+        "duration_s": duration_s,
+        "command": command,
+        "loadavg_1m": load,
+        "measured_p50_ms": s.p50_ms,
+        "measured_p99_ms": s.p99_ms,
+        "cpu_capacity_deliveries_per_s": cpu.capacity_deliveries_per_s(),
+        "stage_capacity_deliveries_per_s": stage_capacity(scal, "websocket"),
+    }
+    return scal, info
+
+
+def _ci95(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and its 95% Student-t confidence interval (NaN bounds with one value)."""
+    import numpy as np
+    from scipy import stats
+
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def passes(metric: str, simulated: float, low: float, high: float, measured: float) -> bool:
+    """The issue's criterion: |error| ≤ 10% (p50) / 20% (p95, p99, throughput), or the
+    simulated value inside the measured 95% CI."""
+    if not (math.isfinite(simulated) and math.isfinite(measured) and measured):
+        return False
+    tol = 0.10 if metric == "p50_ms" else 0.20
+    inside = math.isfinite(low) and low <= simulated <= high
+    return abs(simulated - measured) / measured <= tol or inside
+
+
+def compare_stage_model(
+    url: str,
+    pid: int,
+    scal: Any,
+    transport: Transport | str,
+    loads: Sequence[float],
+    subscribers: int = 200,
+    repeats: int = 3,
+    duration_s: float = 4.0,
+    seed: int = 0,
+    processes: int = 2,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Simulated (stage model) vs measured (``repeats`` live runs, 95% CI) per load.
+
+    ``loads`` are fractions of the stage model's capacity for ``transport``
+    (:func:`stage_capacity`). Returns (rows, stages): rows with ``transport``,
+    ``subscribers``, ``load``, ``rate``, ``metric``, ``simulated``, ``measured`` (mean of
+    the repeats), ``measured_ci_low``/``high``, ``rel_error``, ``passes``, ``loadavg_1m``
+    (1-minute load average before the runs), ``lost``; stages: per load, per stage p50/p99
+    simulated and measured (pooled over the repeats). Raises ``ValueError`` for a load
+    outside (0, 1.5) or ``repeats`` < 1.
+    """
+    from ..core.results import Summary
+    from ..core.stages import stage_summary
+    from ..sim.stages import simulate_stages
+
+    t = parse_transport(transport)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    cap = stage_capacity(scal, t)
+    rows: list[dict[str, Any]] = []
+    stages: dict[str, Any] = {}
+    for f in loads:
+        if not 0 < f < 1.5:
+            raise ValueError(f"loads must be in (0, 1.5), got {f}")
+        rate = round(max(0.5, f * cap / subscribers), 2)
+        sim = simulate_stages(scal, t, subscribers, rate, duration_s, seed=seed)
+        s_sum = Summary.from_latencies(
+            sim["end_to_end"].to_numpy(),
+            duration_s=duration_s,
+            wire_bytes=math.nan,
+            requests=0,
+            connections=subscribers,
+            server_memory_bytes=math.nan,
+        )
+        load = _loadavg()
+        measured: dict[str, list[float]] = {m: [] for m in _METRICS_STAGE}
+        frames = []
+        lost = 0
+        for _ in range(repeats):
+            r = run_load(
+                LoadParams(
+                    url=url,
+                    transport=t,
+                    subscribers=subscribers,
+                    rate=rate,
+                    duration_s=duration_s,
+                    server_pid=pid,
+                    processes=processes,
+                    settle_s=1.5,
+                ),
+                progress=False,
+            )
+            for m in _METRICS_STAGE:
+                measured[m].append(float(getattr(r.summary, m)))
+            frames.append(r.deliveries)
+            lost += r.summary.lost
+        for m in _METRICS_STAGE:
+            mean, low, high = _ci95(measured[m])
+            sv = float(getattr(s_sum, m))
+            rows.append(
+                {
+                    "transport": t.value,
+                    "subscribers": subscribers,
+                    "load": f,
+                    "rate": rate,
+                    "metric": m,
+                    "simulated": sv,
+                    "measured": mean,
+                    "measured_ci_low": low,
+                    "measured_ci_high": high,
+                    "rel_error": (sv - mean) / mean if mean else math.nan,
+                    "passes": passes(m, sv, low, high, mean),
+                    "loadavg_1m": load,
+                    "lost": lost,
+                }
+            )
+        pooled = pd.concat(frames, ignore_index=True)
+        stages[f"{t.value}/{subscribers}/{f:g}"] = {
+            "simulated": stage_summary(sim),
+            "measured": stage_summary(pooled),
+        }
+    return rows, stages

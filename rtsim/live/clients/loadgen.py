@@ -17,6 +17,14 @@ older sequence number is a duplicate).
 Message *i* goes to channel ``i % channels``; subscriber *k* listens to channel
 ``k % channels``. Publishing uses one WebSocket connection (``publish`` frames), so the
 same generator drives rtsim's server and the minimal peer servers in ``benchmarks/peers``.
+
+Stage timestamps: ``traced`` messages (spread evenly; default 200) carry a ``trace`` key
+and their send time; the server records when it received each, fanned it out and wrote it
+to every subscriber (:mod:`rtsim.live.server.stages`, ``GET /debug/stages``), the
+subscribers when they read and handled it. ``summary.extra["stages"]`` holds p50/p99 per
+stage (:data:`rtsim.core.stages.STAGES`) and ``RunResult.deliveries`` the per-delivery
+stage frame (:func:`rtsim.core.stages.stage_frame`). Against a server without the
+endpoint (a peer server) the stages are empty (``n`` 0).
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from rtsim.core.results import (
     new_latency_histogram,
     record_latency_us,
 )
+from rtsim.core.stages import stage_frame, stage_summary
 from rtsim.core.transport import Transport, parse_transport
 
 from ..errors import require_server
@@ -80,6 +89,7 @@ class LoadParams:
     server_pid: int | None = None  # read RSS/CPU from /proc instead of /metrics
     kill_before_publish: int = 0  # subscribers that disconnect before publishing starts
     connect_timeout_s: float = 60.0
+    traced: int = 200  # messages (spread evenly) that carry a trace key: stage timestamps
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def __post_init__(self) -> None:
@@ -106,6 +116,7 @@ class LoadParams:
             ),
             (self.payload_bytes >= 0, f"payload_bytes must be >= 0, got {self.payload_bytes}"),
             (self.processes >= 0, f"processes must be >= 0, got {self.processes}"),
+            (self.traced >= 0, f"traced must be >= 0, got {self.traced}"),
             (self.settle_s >= 0, f"settle_s must be >= 0, got {self.settle_s}"),
             (
                 0 <= self.kill_before_publish <= self.subscribers,
@@ -119,6 +130,13 @@ class LoadParams:
     @property
     def messages(self) -> int:
         return max(1, round(self.rate * self.duration_s))
+
+    @property
+    def trace_every(self) -> int:
+        """Every how many messages one is traced (0: none)."""
+        if self.traced == 0:
+            return 0
+        return max(1, self.messages // self.traced)
 
     def channel_name(self, k: int) -> str:
         return f"load-{self.run_id}-{k % self.channels}"
@@ -151,8 +169,10 @@ class _Worker:
         self.all_ready = asyncio.Event()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.errors: list[str] = []
+        # Traced deliveries: (trace, port, scheduled, sent, read, handled), CLOCK_MONOTONIC s.
+        self.traced: list[tuple[str, int, float, float, float, float]] = []
 
-    def _got(self, k: int, data: Any) -> None:
+    def _got(self, k: int, data: Any, read_at: float, port: int) -> None:
         now = time.monotonic()
         try:
             seq, t = int(data["seq"]), float(data["t"])
@@ -163,6 +183,11 @@ class _Worker:
             s.last = seq
             s.unique += 1
             record_latency_us(self.hist, int((now - t) * 1e6))
+            trace = data.get("trace")
+            if trace is not None:
+                sent = data.get("sent")
+                sent_f = float(sent) if isinstance(sent, int | float) else math.nan
+                self.traced.append((str(trace), port, t, sent_f, read_at, now))
         else:
             s.dups += 1
 
@@ -176,7 +201,11 @@ class _Worker:
         target = LoadTarget(self.p.url, self.p.token, self.p.ws_path)
         try:
             await subscribe(
-                session, target, self.subs[k].channel, lambda d: self._got(k, d), self._mark_ready
+                session,
+                target,
+                self.subs[k].channel,
+                lambda d, r, port: self._got(k, d, r, port),
+                self._mark_ready,
             )
         except asyncio.CancelledError:
             raise
@@ -219,6 +248,7 @@ class _Worker:
                     "errors": self.errors[:20],
                     "n_errors": len(self.errors),
                     "cpu_s": cpu,
+                    "traced": self.traced,
                 },
             )
         )
@@ -259,6 +289,22 @@ def _server_stats(p: LoadParams) -> tuple[float | None, float | None]:
     return rss, cpu
 
 
+def _server_stages(p: LoadParams) -> dict[str, Any]:
+    """The server's stage records of this run (``GET /debug/stages``); {} if unavailable."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"{p.url}/debug/stages?prefix={p.run_id}:")
+    if p.token:
+        req.add_header("Authorization", f"Bearer {p.token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            records: dict[str, Any] = json.loads(r.read())["records"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return records
+
+
 async def _publish(p: LoadParams, progress: bool) -> tuple[int, float]:
     """Publish ``p.messages`` on schedule over one WebSocket; return (sent, late seconds max)."""
     from tqdm.auto import tqdm
@@ -275,6 +321,7 @@ async def _publish(p: LoadParams, progress: bool) -> tuple[int, float]:
         reader = asyncio.create_task(drain())
         t0 = time.monotonic() + 0.2
         n = p.messages
+        every = p.trace_every
         with tqdm(total=n, desc="publishing", disable=not progress, delay=1.0) as bar:
             for i in range(n):
                 due = t0 + i / p.rate
@@ -283,7 +330,10 @@ async def _publish(p: LoadParams, progress: bool) -> tuple[int, float]:
                     await asyncio.sleep(delay)
                 else:
                     worst_late = max(worst_late, -delay)
-                data = {"seq": i // p.channels, "t": due, "pad": pad}
+                data: dict[str, Any] = {"seq": i // p.channels, "t": due, "pad": pad}
+                if every and i % every == 0:
+                    data["trace"] = f"{p.run_id}:{i}"
+                    data["sent"] = time.monotonic()
                 await ws.send_str(publish_frame(p.channel_name(i), data))
                 if i % 64 == 0:
                     bar.update(min(64, n - bar.n))
@@ -370,6 +420,8 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
             expected += int(per_channel_sent[int(k) % p.channels])
             delivered += unique
             dups += d
+    traced = [tuple(t) for r in results for t in r["traced"]]
+    stages = stage_frame(traced, _server_stages(p)) if traced else stage_frame([], {})
     gen_cpu = (
         sum(r["cpu_s"] for r in results)
         + (ru1.ru_utime - ru0.ru_utime)
@@ -393,6 +445,8 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         "loadgen_processes": n_proc,
         "errors": sum(r["n_errors"] for r in results) + setup_errors,
         "error_samples": errors[:5],
+        "traced_deliveries": len(traced),
+        "stages": stage_summary(stages),  # p50/p99 per stage of the traced deliveries
     }
     summary = Summary.from_histogram(
         hist,
@@ -402,9 +456,8 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         lost=expected - delivered,
         extra=extra,
     )
-    return RunResult(
-        params=p.as_dict(), deliveries=pd.DataFrame(), summary=summary, source="measured"
-    )
+    # The per-delivery frame holds the traced deliveries' stages (ms), one row each.
+    return RunResult(params=p.as_dict(), deliveries=stages, summary=summary, source="measured")
 
 
 def capacity_search(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from .wire import (
     auth_headers,
     channel_params,
     cursor_of,
+    response_port,
 )
 
 __all__ = ["CLIENT", "connect", "load_subscriber"]
@@ -69,7 +71,7 @@ async def load_subscriber(
     session: aiohttp.ClientSession,
     target: LoadTarget,
     channel: str,
-    got: Callable[[Any], None],
+    got: Callable[[Any, float, int], None],
     ready: Callable[[], None],
 ) -> None:
     """The load generator's long-polling subscriber (see :data:`~.wire.LoadSubscriber`)."""
@@ -82,14 +84,17 @@ async def load_subscriber(
             params=channel_params([channel], after=cursor, timeout=hold),
             headers=auth_headers(target.token),
         ) as r:
+            port = response_port(r)
             if r.status != 200:
                 raise RuntimeError(f"poll answered {r.status}: {await r.text()}")
-            body = await r.json()
+            raw = await r.read()
+            read_at = time.monotonic()
+            body = json.loads(raw)
         if first:
             first = False
             ready()
         for m in body.get("messages", []):
-            got(m.get("data"))
+            got(m.get("data"), read_at, port)
         cursor = body.get("cursor", cursor)
 
 

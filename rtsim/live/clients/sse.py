@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from .wire import (
     auth_headers,
     channel_params,
     cursor_of,
+    response_port,
     sse_events,
 )
 
@@ -64,7 +66,7 @@ async def load_subscriber(
     session: aiohttp.ClientSession,
     target: LoadTarget,
     channel: str,
-    got: Callable[[Any], None],
+    got: Callable[[Any, float, int], None],
     ready: Callable[[], None],
 ) -> None:
     """The load generator's SSE subscriber (see :data:`~.wire.LoadSubscriber`)."""
@@ -76,10 +78,12 @@ async def load_subscriber(
     ) as r:
         if r.status != 200:
             raise RuntimeError(f"SSE answered {r.status}: {await r.text()}")
+        port = response_port(r)
         ready()
         async for events, _last_id in sse_events(r):
+            read_at = time.monotonic()
             for _event, obj in events:
-                got(obj.get("data"))
+                got(obj.get("data"), read_at, port)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

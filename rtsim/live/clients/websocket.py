@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from .wire import (
     Connection,
     LoadTarget,
     Refused,
+    local_port,
     presence_frame,
     subscribe_frame,
     ws_url,
@@ -86,20 +88,22 @@ async def load_subscriber(
     session: aiohttp.ClientSession,
     target: LoadTarget,
     channel: str,
-    got: Callable[[Any], None],
+    got: Callable[[Any, float, int], None],
     ready: Callable[[], None],
 ) -> None:
     """The load generator's WebSocket subscriber (see :data:`~.wire.LoadSubscriber`)."""
     url = ws_url(target.url, target.ws_path, target.token)
     async with session.ws_connect(url, max_msg_size=0, autoping=True) as ws:
+        port = local_port(ws.get_extra_info("sockname"))
         await ws.send_str(subscribe_frame(channel))
         ready()
         async for msg in ws:
+            read_at = time.monotonic()
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             obj = json.loads(msg.data)
             if obj.get("type") == "message":
-                got(obj.get("data"))
+                got(obj.get("data"), read_at, port)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -31,8 +31,10 @@ __all__ = [
     "auth_headers",
     "channel_params",
     "cursor_of",
+    "local_port",
     "presence_frame",
     "publish_frame",
+    "response_port",
     "sse_events",
     "subscribe_frame",
     "ws_url",
@@ -162,12 +164,40 @@ class LoadTarget:
 
 
 #: A load-generator subscriber: ``(session, target, channel, got, ready)`` runs until
-#: cancelled or the connection ends, calling ``got(data)`` per message (the published
-#: ``data``) and ``ready()`` once subscribed; raises on a refusal.
+#: cancelled or the connection ends, calling ``got(data, read_at, port)`` per message (the
+#: published ``data``; ``read_at``: ``time.monotonic()`` when its bytes were read off the
+#: socket, before JSON decoding; ``port``: the connection's local TCP port, -1 if unknown,
+#: which the server's stage records name it by) and ``ready()`` once subscribed; raises on
+#: a refusal.
 LoadSubscriber = Callable[
-    [aiohttp.ClientSession, LoadTarget, str, Callable[[Any], None], Callable[[], None]],
+    [
+        aiohttp.ClientSession,
+        LoadTarget,
+        str,
+        Callable[[Any, float, int], None],
+        Callable[[], None],
+    ],
     Awaitable[None],
 ]
+
+
+def local_port(sockname: Any) -> int:
+    """The port of a socket name ``(host, port, …)`` (-1 for anything else)."""
+    try:
+        return int(sockname[1])
+    except (TypeError, IndexError, ValueError):
+        return -1
+
+
+def response_port(r: aiohttp.ClientResponse) -> int:
+    """The local TCP port of the connection ``r`` came on (-1 if unknown). Read from the
+    response's protocol, which outlives ``r.connection`` (released once a short body is
+    read, e.g. a long-poll answer)."""
+    protocol = getattr(r, "_protocol", None)  # aiohttp ≥ 3.9: set when the response starts
+    transport = getattr(protocol, "transport", None)
+    if transport is None and r.connection is not None:
+        transport = r.connection.transport
+    return local_port(transport.get_extra_info("sockname") if transport else None)
 
 
 @dataclass(frozen=True)

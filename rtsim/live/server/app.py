@@ -99,6 +99,9 @@ class LiveServer(ServerState):
         self.yjs = YjsService(self)
         self.handlers: list[Handler] = [cls(self) for cls in TRANSPORT_HANDLERS]
         self.handlers.append(self.yjs)
+        self.hub.stages.grant_of = self.gate.grant  # a token, and only its channels
+        self.hub.stages.refuse = self.gate.http_error
+        self.handlers.append(self.hub.stages)  # GET /debug/stages (traced messages)
 
     # --- life cycle ----------------------------------------------------------------------
     async def on_startup(self, app: web.Application) -> None:

@@ -44,6 +44,7 @@ from ..backplanes.base import Backplane
 from ..protocol import ProtocolError, check_json, parse_json
 from .auth import Authenticator, AuthError, Grant
 from .metrics import Metrics
+from .stages import StageRecorder, monotonic, trace_of
 
 __all__ = [
     "CLOSE_TOKEN_EXPIRED",
@@ -134,6 +135,7 @@ class Gate:
         self.active = 0  # streaming connections + waiting long polls
         self.per_ip: dict[str, int] = {}  # the same, per client address (no zero entries)
         self.publishes = KeyedRateLimiter(publish_rate_per_ip, burst=publish_rate_per_ip)
+        self.stages: StageRecorder | None = None  # traced messages' receive times (.stages)
 
     # --- who may come in ----------------------------------------------------------------
     def grant(self, request: web.Request) -> Grant:
@@ -248,6 +250,9 @@ class Gate:
         backplane's :class:`~rtsim.live.backplanes.base.BackplaneUnavailable` (503) when its
         broker is down.
         """
+        trace = trace_of(data)
+        if trace is not None and self.stages is not None:
+            self.stages.received(trace, monotonic())
         grant.check_publish(channel)
         if peer is not None:
             now = time.monotonic()

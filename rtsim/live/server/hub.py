@@ -27,6 +27,7 @@ from rtsim.core.transport import Transport, format_sse_event, ws_frame
 from ..backplanes.base import Backplane
 from ..protocol import message_frame
 from .metrics import Metrics
+from .stages import StageRecorder, monotonic, peer_port, trace_of
 
 __all__ = ["Broadcast", "Control", "Hub", "Replay", "Subscriber"]
 
@@ -46,12 +47,14 @@ class Broadcast:
         "channel",
         "env",
         "key",
+        "trace",
     )
 
     def __init__(self, env: Envelope, key: tuple[int, ...]) -> None:
         self.env = env
         self.channel = env.channel
         self.key = key
+        self.trace: str | None = None  # set by the hub for a traced message (see .stages)
         self._json: bytes | None = None
         self._ws: bytes | None = None
         self._ws_wire: bytes | None = None
@@ -167,6 +170,7 @@ class Subscriber:
         self.direct: Any = None  # asyncio.WriteTransport or uvloop's equivalent
         self.direct_sse = False  # a single-channel, chunked SSE stream (else a WebSocket)
         self.direct_limit = 64 * 1024
+        self.port = -2  # the client's TCP port, looked up at the first traced message
 
     def offer(self, b: Broadcast) -> bool:
         """Send or queue a live message (the hot path). True if it was written directly."""
@@ -251,6 +255,7 @@ class Hub:
         self._recent: OrderedDict[tuple[str, str], Broadcast] = OrderedDict()
         self._recent_max = recent
         self._order_key = backplane.order_key
+        self.stages = StageRecorder()
         self._clock: Callable[[], float] = lambda: asyncio.get_running_loop().time()
         ws, sse = Transport.WEBSOCKET, Transport.SSE
         self._direct_ws = (metrics.deliveries_by.get(ws), metrics.latency_by.get(ws))
@@ -265,7 +270,11 @@ class Hub:
             recent.popitem(last=False)
         subs = self.subs.get(env.channel)
         n = 0
-        if subs:
+        trace = trace_of(env.data)
+        if trace is not None:
+            b.trace = trace
+            n = self._fan_out_traced(b, trace, subs or {})
+        elif subs:
             n = len(subs)
             direct_ws = direct_sse = 0
             for s in subs:  # a failing one only drops itself (on_fail spawns its close)
@@ -300,6 +309,42 @@ class Hub:
         label = sub.transport.value if sub.transport is not None else "internal"
         self.metrics.send_failures.labels(label).inc()
         sub.fail()
+
+    def _fan_out_traced(self, b: Broadcast, trace: str, subs: dict[Subscriber, None]) -> int:
+        """The fan-out of a traced message: as :meth:`on_message`, plus stage timestamps
+        (start, end, and each direct write's time by the client's port; a queued delivery's
+        time is recorded by its connection's writer)."""
+        start = monotonic()
+        rec = self.stages.fanout(trace, b.env, start, start, len(subs))
+        direct = {Transport.WEBSOCKET: 0, Transport.SSE: 0}
+        for s in subs:
+            if s.port == -2:
+                s.port = peer_port(s.direct) if s.direct is not None else -1
+            t = monotonic()
+            try:
+                direct_write = s.offer(b)
+            except Exception:  # as in on_message: a failing one only drops itself
+                self.send_failed(s)
+                continue
+            if direct_write:
+                rec.writes[s.port] = t  # handed to the socket (a direct write)
+                direct[Transport.SSE if s.direct_sse else Transport.WEBSOCKET] += 1
+            elif s.queue and s.queue[-1] is b:
+                rec.queued += 1
+        rec.fanout_end = monotonic()
+        for (deliveries, latency), count in (
+            (self._direct_ws, direct[Transport.WEBSOCKET]),
+            (self._direct_sse, direct[Transport.SSE]),
+        ):
+            if count and deliveries is not None and latency is not None:
+                deliveries.inc(count)
+                latency.observe(self._clock() - b.env.ts)
+        return len(subs)
+
+    def written(self, sub: Subscriber, b: Broadcast) -> None:
+        """A queued traced broadcast ``b`` was written to ``sub``'s socket now."""
+        if b.trace is not None:
+            self.stages.written(b.trace, sub.port, monotonic())
 
     def broadcast_for(self, env: Envelope) -> Broadcast:
         """The shared :class:`Broadcast` of a stored envelope (cached for recent ones)."""

@@ -26,6 +26,7 @@ from rtsim.core.transport import Transport
 from ..protocol import ProtocolError, parse_channels, parse_resume, parse_timeout
 from .auth import AuthError
 from .gate import TOKEN_EXPIRED
+from .stages import monotonic, peer_port
 from .state import ServerState
 
 __all__ = ["TRANSPORT", "LongPollHandler"]
@@ -64,9 +65,10 @@ class LongPollHandler:
                 ch: resume[ch] if ch in resume else await st.backplane.latest_id(ch)
                 for ch in channels
             }
+            port = peer_port(request.transport)  # names this client in traced stages
             fut = hub.add_waiter(channels)
             try:
-                body = await self._collect(cursor)
+                body = await self._collect(cursor, port)
                 if body is None and timeout > 0:
                     expired = False
 
@@ -87,7 +89,7 @@ class LongPollHandler:
                         gate.closed(TRANSPORT, peer)
                     if expired:
                         raise AuthError(TOKEN_EXPIRED, "the token has expired; get a new one")
-                    body = await self._collect(cursor)
+                    body = await self._collect(cursor, port)
             finally:
                 hub.remove_waiter(channels, fut)
         except (AuthError, ProtocolError, ReplayLogError) as exc:
@@ -96,8 +98,11 @@ class LongPollHandler:
             body = b'{"messages":[],"cursor":' + json.dumps(encode_cursor(cursor)).encode() + b"}"
         return web.Response(body=body, content_type="application/json")
 
-    async def _collect(self, cursor: dict[str, str]) -> bytes | None:
-        """Read every channel after its cursor; the answer's bytes, or None if nothing new."""
+    async def _collect(self, cursor: dict[str, str], port: int = -1) -> bytes | None:
+        """Read every channel after its cursor; the answer's bytes, or None if nothing new.
+
+        A traced message's write time (client ``port``) is recorded as now: the answer
+        is written right after."""
         st = self.state
         loop = asyncio.get_running_loop()
         latency = st.metrics.latency_by[TRANSPORT]
@@ -117,8 +122,11 @@ class LongPollHandler:
                 )
             now = loop.time()
             for env in result.messages:
-                parts.append(st.hub.broadcast_for(env).json)
+                b = st.hub.broadcast_for(env)
+                parts.append(b.json)
                 latency.observe(now - env.ts)
+                if b.trace is not None:
+                    st.hub.stages.written(b.trace, port, monotonic())
             cursor[ch] = result.last_id
         if not parts and not gaps:
             return None

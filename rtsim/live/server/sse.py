@@ -139,6 +139,7 @@ class SseHandler:
                     await resp.write(EXPIRED_EVENT)
                 return
             chunks: list[bytes] = []
+            traced: list[Broadcast] = []
             now = loop.time()
             n = 0
             while sub.queue:
@@ -160,6 +161,10 @@ class SseHandler:
                     chunks.append(b"id: " + encode_cursor(cursor).encode() + b"\n" + b.sse_data)
                 if not replay:
                     latency.observe(now - b.env.ts)
+                    if b.trace is not None:
+                        traced.append(b)
                 n += 1
             deliveries.inc(n)
+            for b in traced:
+                self.state.hub.written(sub, b)  # handed to the socket now
             await resp.write(b"".join(chunks))

@@ -84,6 +84,7 @@ class ServerState:
             config.max_connections_per_ip,
             config.publish_rate_per_ip,
         )
+        self.gate.stages = self.hub.stages  # traced publishes: receive time
         self.presence: PresenceService | None = None  # started with the app
         self.sockets: set[web.WebSocketResponse] = set()  # open /ws and /yjs connections
         self.shutting_down = False

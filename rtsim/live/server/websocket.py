@@ -277,6 +277,8 @@ class WebSocketHandler:
                     if isinstance(item, Replay):
                         await ws.send_frame(item.b.ws, text)
                     else:
+                        if item.trace is not None:
+                            self.state.hub.written(sub, item)  # handed to the socket now
                         await ws.send_frame(item.ws, text)
                         latency.observe(now - item.env.ts)
                     n += 1

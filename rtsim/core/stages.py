@@ -1,0 +1,120 @@
+"""The stages of a message's latency, shared by the live measurement and the model.
+
+A delivery's end-to-end latency (scheduled publish → handled by the subscriber) is the sum
+of six stages, each the difference of two timestamps on CLOCK_MONOTONIC:
+
+=====================  ==============================================================
+``publish_timer``      scheduled publish → publish sent (the publisher's timer lateness
+                       and its frame encoding)
+``publish_transit``    sent → the server read and parsed the publish (loopback, the
+                       server loop's wake-up, frame parsing)
+``server_to_fanout``   received → the hub's fan-out began (auth, JSON check, backplane)
+``fanout_to_write``    fan-out began → this subscriber's bytes were handed to its socket
+                       (its position in the fan-out; for long polling also the wait for
+                       its next request)
+``write_to_read``      written → the client read them (loopback, the client loop's
+                       wake-up, other connections of its process served first)
+``client_handle``      read → handled (JSON decoding, bookkeeping)
+=====================  ==============================================================
+
+:func:`stage_frame` builds the per-delivery frame from the two sides' records (the load
+generator's and the server's ``GET /debug/stages``); :func:`stage_summary` reduces any
+such frame — measured or simulated — to p50/p99 per stage with
+:func:`~rtsim.core.results.percentile` (HdrHistogram, the lab's one percentile).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .results import percentile
+
+__all__ = ["STAGES", "stage_frame", "stage_summary"]
+
+#: The stages in path order; their sum is ``end_to_end`` (all in milliseconds).
+STAGES: tuple[str, ...] = (
+    "publish_timer",
+    "publish_transit",
+    "server_to_fanout",
+    "fanout_to_write",
+    "write_to_read",
+    "client_handle",
+)
+
+_COLUMNS = ("trace", "port", "scheduled", "sent", "received", "fanout_start", "written")
+
+
+def stage_frame(
+    client: Iterable[tuple[str, int, float, float, float, float]],
+    server: Mapping[str, Mapping[str, Any]],
+) -> pd.DataFrame:
+    """Per traced delivery, the stage durations in milliseconds.
+
+    Args:
+        client: ``(trace, port, scheduled, sent, read, handled)`` per traced delivery the
+            subscribers handled (seconds on CLOCK_MONOTONIC; ``port`` the connection's
+            local port).
+        server: ``GET /debug/stages`` records by trace key (``received``,
+            ``fanout_start``, ``fanout_end``, ``n``, ``writes``: port → seconds).
+
+    Returns one row per client delivery whose trace and port the server recorded, with
+    columns ``trace``, ``n`` (subscribers of that fan-out), ``position`` (0-based order of
+    this write in the fan-out, by time), ``fanout_ms`` (the fan-out loop's duration), each
+    of :data:`STAGES` and ``end_to_end`` (ms). Deliveries the server did not record (no
+    trace, or an unknown port) are left out; compare ``len`` with the input to count them.
+    """
+    rows = []
+    order: dict[str, dict[int, int]] = {}
+    for trace, port, scheduled, sent, read, handled in client:
+        rec = server.get(trace)
+        if rec is None:
+            continue
+        writes = rec.get("writes") or {}
+        written = writes.get(str(port), writes.get(port))  # type: ignore[call-overload]
+        received, start = rec.get("received"), rec.get("fanout_start")
+        if written is None or received is None or start is None or not math.isfinite(sent):
+            continue
+        pos = order.get(trace)
+        if pos is None:
+            ranked = sorted(writes.items(), key=lambda kv: kv[1])
+            pos = order[trace] = {int(k): i for i, (k, _) in enumerate(ranked)}
+        end = rec.get("fanout_end")
+        t = (scheduled, sent, float(received), float(start), float(written), read, handled)
+        rows.append(
+            {
+                "trace": trace,
+                "n": int(rec.get("n", 0)),
+                "position": pos.get(int(port), -1),
+                "fanout_ms": (float(end) - float(start)) * 1e3 if end is not None else math.nan,
+                **{s: (t[i + 1] - t[i]) * 1e3 for i, s in enumerate(STAGES)},
+                "end_to_end": (handled - scheduled) * 1e3,
+            }
+        )
+    cols = ["trace", "n", "position", "fanout_ms", *STAGES, "end_to_end"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def stage_summary(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """``{stage: {"p50_ms", "p99_ms", "mean_ms", "n"}}`` for :data:`STAGES` and
+    ``end_to_end`` of a per-delivery frame (measured or simulated; NaN rows skipped).
+
+    Negative durations (clock reads a few µs apart in different processes) are kept in
+    the mean and clipped at 0 for the percentiles. Empty frame: NaN figures, ``n`` 0.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for s in (*STAGES, "end_to_end"):
+        v = frame[s].to_numpy(dtype=float) if s in frame else np.zeros(0)
+        v = v[np.isfinite(v)]
+        clipped = np.maximum(v, 0.0)
+        out[s] = {
+            "p50_ms": percentile(clipped, 50),
+            "p99_ms": percentile(clipped, 99),
+            "mean_ms": float(v.mean()) if len(v) else math.nan,
+            "n": float(len(v)),
+        }
+    return out

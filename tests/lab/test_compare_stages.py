@@ -1,0 +1,48 @@
+"""The stage-model comparison: the pass criterion, the confidence interval, the CLI's
+parameter checks (the live sweep itself runs in benchmarks/bench_compare.py)."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from rtsim.lab.compare import _ci95, passes
+
+
+def test_ci95_brackets_the_mean_and_widens_with_spread() -> None:
+    mean, lo, hi = _ci95([1.0, 2.0, 3.0])
+    assert mean == 2.0 and lo < 2.0 < hi
+    _, lo2, hi2 = _ci95([1.9, 2.0, 2.1])
+    assert hi2 - lo2 < hi - lo
+    one = _ci95([5.0])
+    assert one[0] == 5.0 and math.isnan(one[1]) and math.isnan(one[2])
+
+
+@pytest.mark.parametrize(
+    ("metric", "sim", "lo", "hi", "meas", "ok"),
+    [
+        ("p50_ms", 1.09, math.nan, math.nan, 1.0, True),  # within 10%
+        ("p50_ms", 1.15, math.nan, math.nan, 1.0, False),
+        ("p50_ms", 1.15, 0.8, 1.2, 1.0, True),  # inside the measured CI
+        ("p99_ms", 1.19, math.nan, math.nan, 1.0, True),  # within 20%
+        ("p99_ms", 0.7, 0.9, 1.1, 1.0, False),
+        ("p99_ms", math.nan, 0.9, 1.1, 1.0, False),
+    ],
+)
+def test_pass_criterion(
+    metric: str, sim: float, lo: float, hi: float, meas: float, ok: bool
+) -> None:
+    assert passes(metric, sim, lo, hi, meas) is ok
+
+
+@pytest.mark.parametrize("loads", ["0.2,x", "0", "2", ""])
+def test_cli_bad_loads_exit_2(loads: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "rtsim.cli", "compare", "--transport", "sse", "--loads", loads],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "--loads" in r.stderr
