@@ -99,6 +99,7 @@ def _ex_01_1(answer: Any) -> tuple[bool, str]:
 
 
 def _ex_01_2(answer: Any) -> tuple[bool, str]:
+    from ..core.transport import Transport
     from ..sim.transports import TransportParams, simulate_transports
 
     a = _number(answer)
@@ -107,7 +108,11 @@ def _ex_01_2(answer: Any) -> tuple[bool, str]:
 
     def p50(interval: float) -> float:
         p = TransportParams(
-            transport="polling", clients=100, rate=0.2, duration_s=300, poll_interval_s=interval
+            transport=Transport.POLLING,
+            clients=100,
+            rate=0.2,
+            duration_s=300,
+            poll_interval_s=interval,
         )
         return float(simulate_transports(p, seed=7).summary.p50_ms)
 
@@ -128,7 +133,7 @@ def _ex_01_3(answer: Any) -> tuple[bool, str]:
     n = int(a)
     if n > 64:
         return False, "far fewer: browsers limit HTTP/1.1 connections per origin to a handful."
-    served = lab.tabs_table((n, n + 1), seed=0)[("tabs_served_%", "1.1")]
+    served: Any = lab.tabs_table((n, n + 1), seed=0)[("tabs_served_%", "1.1")]
     if served.loc[n] < 100:
         return False, f"with {n} tabs one already receives nothing: fewer."
     if served.loc[n + 1] == 100:
@@ -143,7 +148,7 @@ def _ex_02_1(answer: Any) -> tuple[bool, str]:
     from .brokers import loss_table
 
     a = _number(answer)
-    t = loss_table(outage=(10.0, 30.0), rate=50.0, seed=1).set_index("broker")
+    t: Any = loss_table(outage=(10.0, 30.0), rate=50.0, seed=1).set_index("broker")
     truth = float(t.loc["redis-pubsub", "lost"])
     return _close(
         a,
@@ -194,7 +199,7 @@ def _ex_03_2(answer: Any) -> tuple[bool, str]:
         return False, f"pick one of the timeouts {options} (seconds)."
     i = options.index(int(a))
     pairs = options[max(i - 1, 0) : i + 1]
-    t = lp.tradeoff_table(heartbeats=(15,), timeouts=pairs, loss=0.10).set_index("timeout_s")
+    t: Any = lp.tradeoff_table(heartbeats=(15,), timeouts=pairs, loss=0.10).set_index("timeout_s")
     if t.loc[int(a), "false_offline_per_hour"] >= 0.1:
         return False, f"T = {int(a)} s flickers too often at 10% loss: a longer timeout."
     if i > 0 and t.loc[options[i - 1], "false_offline_per_hour"] < 0.1:
@@ -360,7 +365,7 @@ def _ex_07_2(answer: Any) -> tuple[bool, str]:
 
     a = _number(answer)
     mem = pd.DataFrame(cmp.load_result("fanout")["memory"])
-    ws = mem[(mem["server"] == "rtsim") & (mem["transport"] == "websocket")]
+    ws: Any = mem[(mem["server"] == "rtsim") & (mem["transport"] == "websocket")]
     truth = float(ws.loc[ws["connections"].idxmax(), "kib_per_connection"])
     return _close(
         a,
@@ -374,25 +379,82 @@ def _ex_07_2(answer: Any) -> tuple[bool, str]:
 EXERCISES: dict[str, Exercise] = {
     e.id: e
     for e in (
-        Exercise("01.1", "rate at which long polling's mean is 1.5 transits (T = 50 ms)", "number", _ex_01_1),
-        Exercise("01.2", "longest poll interval with p50 < 1 s (100 clients, 0.2 msg/s)", "number", _ex_01_2),
+        Exercise(
+            "01.1",
+            "rate at which long polling's mean is 1.5 transits (T = 50 ms)",
+            "number",
+            _ex_01_1,
+        ),
+        Exercise(
+            "01.2",
+            "longest poll interval with p50 < 1 s (100 clients, 0.2 msg/s)",
+            "number",
+            _ex_01_2,
+        ),
         Exercise("01.3", "SSE tabs one browser keeps open over HTTP/1.1", "int", _ex_01_3),
-        Exercise("02.1", "messages Redis Pub/Sub loses in a 10 s → 30 s outage at 50 msg/s", "number", _ex_02_1),
-        Exercise("02.2", "fewest subscribers that put Redis Pub/Sub below 100,000 msg/s", "int", _ex_02_2),
-        Exercise("03.1", "cursor messages/s the server sends: 40 viewers at 5 Hz", "number", _ex_03_1),
-        Exercise("03.2", "shortest timeout with < 0.1 false offline/h at H = 15 s, 10% loss", "choice", _ex_03_2, (30, 45, 60, 90)),
-        Exercise("03.3", "clients that fill the database's commit capacity at H = 15 s", "number", _ex_03_3),
-        Exercise("04.1", "fraction of characters LWW loses: 5 editors, 3 edits/s, 100 ms", "number", _ex_04_1),
+        Exercise(
+            "02.1",
+            "messages Redis Pub/Sub loses in a 10 s → 30 s outage at 50 msg/s",
+            "number",
+            _ex_02_1,
+        ),
+        Exercise(
+            "02.2", "fewest subscribers that put Redis Pub/Sub below 100,000 msg/s", "int", _ex_02_2
+        ),
+        Exercise(
+            "03.1", "cursor messages/s the server sends: 40 viewers at 5 Hz", "number", _ex_03_1
+        ),
+        Exercise(
+            "03.2",
+            "shortest timeout with < 0.1 false offline/h at H = 15 s, 10% loss",
+            "choice",
+            _ex_03_2,
+            (30, 45, 60, 90),
+        ),
+        Exercise(
+            "03.3",
+            "clients that fill the database's commit capacity at H = 15 s",
+            "number",
+            _ex_03_3,
+        ),
+        Exercise(
+            "04.1",
+            "fraction of characters LWW loses: 5 editors, 3 edits/s, 100 ms",
+            "number",
+            _ex_04_1,
+        ),
         Exercise("04.2", "the TP2 counterexample's site A text", "text", _ex_04_2),
-        Exercise("04.3", "same-field share of concurrent edits: 10 fields, skew 1.0", "number", _ex_04_3),
-        Exercise("05.1", "messages Pub/Sub loses at 10 disconnects per hour (2,000 clients)", "number", _ex_05_1),
-        Exercise("05.2", "p99 latency with one instance through the restart (ms)", "number", _ex_05_2),
+        Exercise(
+            "04.3", "same-field share of concurrent edits: 10 fields, skew 1.0", "number", _ex_04_3
+        ),
+        Exercise(
+            "05.1",
+            "messages Pub/Sub loses at 10 disconnects per hour (2,000 clients)",
+            "number",
+            _ex_05_1,
+        ),
+        Exercise(
+            "05.2", "p99 latency with one instance through the restart (ms)", "number", _ex_05_2
+        ),
         Exercise("06.1", "messages replayed to since='4' after 12 publishes", "int", _ex_06_1),
-        Exercise("06.2", "messages the gap reports: log of 50, 120 published, since='30'", "int", _ex_06_2),
-        Exercise("07.1", "transport whose p50 the model predicts best", "choice", _ex_07_1, ("websocket", "sse", "long-polling")),
-        Exercise("07.2", "KiB per idle rtsim WebSocket at the largest count measured", "number", _ex_07_2),
+        Exercise(
+            "06.2",
+            "messages the gap reports: log of 50, 120 published, since='30'",
+            "int",
+            _ex_06_2,
+        ),
+        Exercise(
+            "07.1",
+            "transport whose p50 the model predicts best",
+            "choice",
+            _ex_07_1,
+            ("websocket", "sse", "long-polling"),
+        ),
+        Exercise(
+            "07.2", "KiB per idle rtsim WebSocket at the largest count measured", "number", _ex_07_2
+        ),
     )
-}  # fmt: skip
+}
 
 
 def check(exercise_id: str, answer: Any) -> bool | None:
@@ -407,7 +469,7 @@ def check(exercise_id: str, answer: Any) -> bool | None:
     """
     ex = EXERCISES[exercise_id]
     if answer is None or answer is Ellipsis:
-        print(f"… exercise {exercise_id}: not answered yet (set your value above, then run this cell).")
+        print(f"… exercise {exercise_id}: not answered yet (set your value, then run this cell).")
         return None
     try:
         ok, msg = ex.judge(answer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -33,7 +34,7 @@ def _solution_answers() -> dict[str, str]:
     out = {}
     for path in sorted(SOLUTIONS.glob("*.ipynb")):
         cells = [c for c in _cells(path) if c["cell_type"] == "code"]
-        for prev, cell in zip(cells, cells[1:], strict=False):
+        for prev, cell in itertools.pairwise(cells):
             m = CHECK.search(_src(cell))
             if m:
                 out[m.group(1)] = _src(prev)
@@ -119,7 +120,7 @@ def test_right_and_wrong_and_never_revealed(
 
 
 def test_no_module_constant_holds_an_answer() -> None:
-    """The right values are computed inside the judges, not stored where a learner can print them."""
+    """Right values are computed inside the judges, not stored where a learner can print them."""
     answers = {"17", "7800", "axyc", "20857"}
     for name, value in vars(exercises).items():
         if name.startswith("__") or callable(value) or isinstance(value, type(exercises)):
