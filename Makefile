@@ -51,9 +51,10 @@ unit: venv
 notebooks: venv
 	$(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks -p no:cacheprovider
 
-# Run notebooks top to bottom and store their outputs (do this after changing one).
+# Run notebooks (and the worked solutions in notebooks/solutions/) top to bottom and store
+# their outputs (do this after changing one). `make notebooks` checks both: pytest recurses.
 execute-notebooks: venv
-	for nb in notebooks/*.ipynb; do $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
+	for nb in notebooks/*.ipynb notebooks/solutions/*.ipynb; do $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
 
 test: lint typecheck unit notebooks
 

@@ -212,22 +212,56 @@ def _run_load(a: argparse.Namespace) -> int:
 def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "token",
-        help="print a token for the live server",
+        help="print a token for the live server (or one join link per learner)",
         description="Print a signed token (JWT, HS256). Patterns are comma-separated channel"
-        " names in which * matches anything, e.g. 'user:alice,team:*'.",
+        " names in which * matches anything, e.g. 'user:alice,team:*'. With --links N, print"
+        " N lines instead, one join link per learner: BASE_URL/?room=ROOM&name=USERnn&token=T,"
+        " each token for user USERnn (USER defaults to 'learner').",
     )
     p.add_argument("--secret", required=True)
-    p.add_argument("--user", required=True)
-    p.add_argument("--subscribe", default="", help="channel patterns the user may subscribe to")
-    p.add_argument("--publish", default="", help="channel patterns the user may publish to")
+    p.add_argument("--user", help="the token's user; with --links, the prefix of the names")
+    p.add_argument("--subscribe", help=f"channel patterns the user may subscribe to (default"
+                   f" '', with --links {_ROOM_CHANNELS!r})")  # fmt: skip
+    p.add_argument("--publish", help=f"channel patterns the user may publish to (default"
+                   f" '', with --links {_ROOM_CHANNELS!r})")  # fmt: skip
     p.add_argument("--ttl", type=_positive_float, default=3600.0, help="seconds")
+    p.add_argument("--links", type=_positive_int, metavar="N", help="print N join links")
+    p.add_argument(
+        "--base-url",
+        default="http://127.0.0.1:8765",
+        help="the server's address as learners reach it, for --links (default %(default)s)",
+    )
+    p.add_argument("--room", default="lobby", help="demo-page room for --links (default lobby)")
     p.set_defaults(handler=_run_token)
 
 
+#: What the demo page's room needs (its chat and cursor channels): the default for --links.
+_ROOM_CHANNELS = "chat:*,cursor:*"
+
+
 def _run_token(a: argparse.Namespace) -> int:
+    from urllib.parse import urlencode, urlsplit
+
     from .live import make_token
 
-    print(make_token(a.secret, a.user, a.subscribe, a.publish, a.ttl))
+    if a.links is None:
+        if not a.user:
+            raise ValueError("the following arguments are required: --user (or --links N)")
+        print(make_token(a.secret, a.user, a.subscribe or "", a.publish or "", a.ttl))
+        return 0
+    base = urlsplit(a.base_url)
+    if base.scheme not in ("http", "https") or not base.netloc:
+        raise ValueError(f"--base-url must be an http(s) URL, got {a.base_url!r}")
+    sub = _ROOM_CHANNELS if a.subscribe is None else a.subscribe
+    pub = _ROOM_CHANNELS if a.publish is None else a.publish
+    prefix = a.user or "learner"
+    width = max(2, len(str(a.links)))
+    for i in range(1, a.links + 1):
+        name = f"{prefix}{i:0{width}d}"
+        query = urlencode(
+            {"room": a.room, "name": name, "token": make_token(a.secret, name, sub, pub, a.ttl)}
+        )
+        print(f"{a.base_url.rstrip('/')}/?{query}")
     return 0
 
 

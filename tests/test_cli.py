@@ -117,6 +117,9 @@ BAD = [
     (["load", "--url", "http://x", "--transport", "sse", "--rate", "1e999"], "must be finite"),
     (["token", "--secret", "s", "--user", "u", "--ttl", "nan"], "--ttl must be finite"),
     (["token", "--user", "u"], "required: --secret"),
+    (["token", "--secret", "s" * 32], "required: --user (or --links N)"),
+    (["token", "--secret", "s" * 32, "--links", "0"], "--links must be >= 1"),
+    (["token", "--secret", "s" * 32, "--links", "2", "--base-url", "ftp:x"], "http(s) URL"),
     ([], "required: COMMAND"),
 ]
 
@@ -197,3 +200,31 @@ def test_latency_ms_is_a_deprecated_alias_of_twice_the_rtt() -> None:
 def test_no_progress_bar_when_stderr_is_not_a_terminal() -> None:
     proc = _run("validate", "--reps", "2", "--workers", "1")
     assert "it/s" not in proc.stderr and "%|" not in proc.stderr
+
+
+def test_token_links_one_join_link_per_learner(capsys: pytest.CaptureFixture[str]) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from rtsim.live.server.auth import Authenticator
+
+    secret = "k" * 32
+    args = ["token", "--secret", secret, "--links", "12", "--base-url", "http://10.1.2.3:8765/"]
+    assert main([*args, "--room", "ws"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 12
+    auth = Authenticator(secret)
+    names = []
+    for line in lines:
+        url = urlsplit(line)
+        assert (url.scheme, url.netloc, url.path) == ("http", "10.1.2.3:8765", "/")
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        grant = auth.grant(q["token"])
+        assert grant.user == q["name"] and q["room"] == "ws"
+        assert grant.may_publish("chat:ws") and grant.may_subscribe("cursor:ws")
+        assert not grant.may_publish("admin")
+        names.append(q["name"])
+    assert names == [f"learner{i:02d}" for i in range(1, 13)]
+    assert main(["token", "--secret", secret, "--links", "1", "--user", "p", "--publish", ""]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    grant = auth.grant(parse_qs(urlsplit(line).query)["token"][0])
+    assert grant.user == "p01" and not grant.may_publish("chat:lobby")

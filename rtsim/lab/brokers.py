@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..sim.brokers import Broker, BrokerParams, capacity_curve, lag_over_time, simulate_broker
+from .style import color, legend_outside
 
 __all__ = ["capacity_plot", "full_size_results", "lag_plot", "loss_table"]
 
@@ -50,11 +51,11 @@ def lag_plot(outage: tuple[float, float] = (10.0, 25.0), rate: float = 50.0, ax:
     for b in (Broker.REDIS_PUBSUB, Broker.REDIS_STREAMS):
         p = BrokerParams(broker=b, publish_rate=rate, duration_s=40, outages=(outage,))
         lag = lag_over_time(simulate_broker(p, 1), t)
-        ax.plot(lag["time_s"], lag["lag"], label=b.value)
+        ax.plot(lag["time_s"], lag["lag"], label=b.value, color=color(b))
     ax.axvspan(*outage, color="grey", alpha=0.2, label="subscriber offline")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("messages not yet received")
-    ax.legend()
+    legend_outside(ax)
     return ax
 
 
@@ -71,12 +72,16 @@ def capacity_plot(subscribers: int = 1, ax: Any = None) -> Any:
         rates = cap * np.array([0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95])
         df = capacity_curve(b, rates, subscribers=subscribers, messages=20_000)
         ax.plot(
-            df["rate"] / 1000, df["p99_us"], marker="o", label=f"{b.value} (cap {cap / 1e3:.0f}k/s)"
+            df["rate"] / 1000,
+            df["p99_us"],
+            marker="o",
+            color=color(b),
+            label=f"{b.value} (cap {cap / 1e3:.0f}k/s)",
         )
     ax.set_xlabel("publish rate (thousand msg/s)")
     ax.set_ylabel("p99 time in broker (µs)")
     ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    legend_outside(ax, fontsize=8)
     return ax
 
 

@@ -16,6 +16,7 @@ from ..sim.editing import (
     simulate_editing,
     simulate_records,
 )
+from .style import STRATEGY_COLORS
 from .traces import load_trace, replay, traces_dir
 
 __all__ = [
@@ -60,7 +61,7 @@ def plot_head_to_head(df: pd.DataFrame) -> None:
         ["inserted characters lost", "bytes on the wire per edit", "convergence p99 (ms)"],
         strict=True,
     ):
-        df[col].plot.bar(ax=ax, color=["tab:blue", "tab:green", "tab:red"])
+        df[col].plot.bar(ax=ax, color=[STRATEGY_COLORS.get(str(k), "grey") for k in df.index])
         ax.set_title(title)
         ax.set_xlabel("")
     fig.tight_layout()

@@ -46,12 +46,9 @@ __all__ = [
     "transition_table",
 ]
 
-COLORS = {
-    "websocket": "tab:blue",
-    "sse": "tab:green",
-    "long-polling": "tab:orange",
-    "polling": "tab:red",
-}
+from .style import REFERENCE, TRANSPORT_COLORS, legend_outside
+
+COLORS = TRANSPORT_COLORS  # the lab's one palette (rtsim.lab.style)
 SUMMARY_COLUMNS = [
     "transport",
     "p50_ms",
@@ -104,8 +101,8 @@ def plot_latency(deliveries: pd.DataFrame, ax: Any = None) -> Any:
     ax.set_xscale("log")
     ax.set_xlabel("delivery latency (ms, log scale)")
     ax.set_ylabel("fraction of deliveries")
-    ax.axhline(0.99, color="grey", lw=0.5, ls=":")
-    ax.legend()
+    ax.axhline(0.99, color=REFERENCE, lw=0.5, ls=":", label="p99")
+    legend_outside(ax)
     ax.set_title("Latency distribution per transport")
     return ax
 
