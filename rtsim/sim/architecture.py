@@ -78,6 +78,9 @@ class _World:
 
     def outage_end(self, c: np.ndarray, t: np.ndarray | float) -> np.ndarray:
         """End of the outage client ``c`` is in at ``t``, or NaN if it is online."""
+        if len(self.out_c) == 0:  # no drops and no fault: everyone is always online
+            none: np.ndarray = np.full(np.broadcast(c, t).shape, np.nan)
+            return none
         keys = self.out_c * self.span + self.out_s
         q = c * self.span + np.asarray(t, dtype=float)
         i = np.searchsorted(keys, q, side="right") - 1
