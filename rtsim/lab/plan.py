@@ -42,15 +42,19 @@ from ..sim.scenario import Scenario
 
 __all__ = [
     "DELIVERY_BUDGET",
+    "KNOBS",
     "CheckUnavailable",
     "Figures",
     "Plan",
     "check_config",
     "check_live",
+    "knob_ranges",
     "machine_figures",
     "plan",
+    "plot_plan",
     "smallest_meeting",
     "verdicts",
+    "with_knobs",
 ]
 
 #: Expected deliveries one replication simulates at most; the peak window is shortened
@@ -247,13 +251,15 @@ def plan(
     rows = []
     for k in ks:
         sub = df[df["instances"] == k].set_index("metric")
+        mean_of: dict[str, float] = {str(i): float(v) for i, v in sub["mean"].items()}
+        high_of: dict[str, float] = {str(i): float(v) for i, v in sub["ci_high"].items()}
         row: dict[str, Any] = {"instances": k}
         for m in ("p50_ms", "p95_ms", "p99_ms"):
-            mean = float(sub.loc[m, "mean"])
+            mean = mean_of[m]
             row[m] = mean
-            row[m.replace("_ms", "_ci_ms")] = float(sub.loc[m, "ci_high"]) - mean
-        row["lost_fraction"] = float(sub.loc["lost_fraction", "mean"])
-        conns = float(sub.loc["peak_connections_per_instance", "mean"])
+            row[m.replace("_ms", "_ci_ms")] = high_of[m] - mean
+        row["lost_fraction"] = mean_of["lost_fraction"]
+        conns = mean_of["peak_connections_per_instance"]
         row["connections_per_instance"] = conns
         row["instance_utilisation"] = (mps_model * base.cpu_decode_us + dps / k * cpu_us) * 1e-6
         row["broker_utilisation"] = (
@@ -487,3 +493,71 @@ def check_live(
         "comparison": comparison,
         "measured_runs": runs,
     }
+
+
+# --- notebook 08: knobs and plots ---------------------------------------------------------------
+#: The main knobs of notebook 08: (section, field, lo, hi) — ranges clipped to the declarations.
+KNOBS: tuple[tuple[str, str, float | None, float | None], ...] = (
+    ("users", "count", 1_000, 200_000),
+    ("users", "online_share", 0.05, 1.0),
+    ("peak", "rate_factor", 0.25, 4.0),
+    ("transports", "proxied", None, None),
+    ("instances", "count", 1, 32),
+    ("network", "rtt_ms", 0, 300),
+    ("disconnects", "per_hour", 0, 30),
+)
+
+
+def knob_ranges(s: Scenario) -> list[dict[str, Any]]:
+    """One row per knob: ``name`` (dotted), ``value`` (the scenario's), ``lo``, ``hi``,
+    ``kind``, ``unit`` — ranges from :func:`rtsim.core.params.slider_range` on the
+    section's declaration, so a slider can never produce a value the loader refuses."""
+    from ..core.params import slider_range, specs
+
+    rows = []
+    for sec, name, lo, hi in KNOBS:
+        obj = getattr(s, sec)
+        spec = next(sp for f, sp in specs(obj) if f.name == name)
+        a, b = slider_range(type(obj), name, lo, hi)
+        rows.append({"name": f"{sec}.{name}", "value": getattr(obj, name), "lo": a, "hi": b,
+                     "kind": spec.kind, "unit": spec.unit})  # fmt: skip
+    return rows
+
+
+def with_knobs(s: Scenario, **values: Any) -> Scenario:
+    """``s`` with knobs replaced, given as ``users__count=5000`` (section__field)."""
+    from dataclasses import replace
+
+    by_sec: dict[str, dict[str, Any]] = {}
+    for key, v in values.items():
+        sec, name = key.split("__", 1)
+        by_sec.setdefault(sec, {})[name] = v
+    return replace(s, **{sec: replace(getattr(s, sec), **kw) for sec, kw in by_sec.items()})
+
+
+def plot_plan(pl: Plan) -> Any:
+    """Three panels: latency vs instances with the target lines, utilisation per component,
+    memory per instance (with the limit). Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    ks = [r["instances"] for r in pl.rows]
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.4))
+    for m, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^-")):
+        ys = [r[m] for r in pl.rows]
+        es = [0.0 if r[m.replace("_ms", "_ci_ms")] != r[m.replace("_ms", "_ci_ms")]
+              else r[m.replace("_ms", "_ci_ms")] for r in pl.rows]  # fmt: skip
+        a1.errorbar(ks, ys, yerr=es, fmt=style, capsize=3, label=m.replace("_ms", ""))
+    a1.axhline(pl.targets["p50_ms"], ls=":", c="grey", label="p50 target")
+    a1.axhline(pl.targets["p99_ms"], ls="--", c="grey", label="p99 target")
+    a1.set(xlabel="instances", ylabel="ms", yscale="log", title="latency (95% CI)")
+    a1.legend(fontsize=7)
+    for c in _LIMITS:
+        a2.plot(ks, [r["load"][c] for r in pl.rows], "o-", label=c)
+    a2.axhline(1.0, ls="--", c="grey")
+    a2.set(xlabel="instances", ylabel="load ÷ limit", title="utilisation per component")
+    a2.legend(fontsize=7)
+    mem = [r["memory_mib_per_instance"] for r in pl.rows]
+    a3.bar([str(k) for k in ks], mem, color="tab:purple")
+    a3.set(xlabel="instances", ylabel="MiB per instance", title="memory per instance")
+    fig.tight_layout()
+    return fig
