@@ -27,7 +27,8 @@ a malformed one raises :class:`MalformedIdError`. Both are ``ValueError``.
 
 For one stream that covers several channels (an SSE connection subscribed to a user's
 channels), :func:`encode_cursor` / :func:`decode_cursor` pack the last id per channel into
-one opaque string (``"chat=EPOCH:7,news=EPOCH:3"``; epochs optional) — fit for the SSE ``id:`` field and the ``Last-Event-ID`` header — and
+one opaque string (``"chat=EPOCH:7,news=EPOCH:3"``; epochs optional) — fit for the SSE
+``id:`` field and the ``Last-Event-ID`` header — and
 :meth:`ReplayLog.read_cursor` resumes every channel of a cursor at once.
 """
 
