@@ -56,7 +56,7 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                 if kind == "message":
                     c.deliver(obj, TRANSPORT)
                 elif kind == "subscribed":
-                    c.cursor.setdefault(obj["channel"], obj["since"])
+                    c.merge_position(obj["channel"], obj["since"])
                     waiting.discard(obj["channel"])
                     if not waiting:
                         c.mark_ready()
@@ -68,6 +68,12 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                     c.on_ack(obj)
                 elif kind == "error":
                     c.on_error(obj)
+                    if obj.get("code") == "bad_cursor" and waiting:
+                        # A refused resume: subscribe from now on, never stay unsubscribed.
+                        refused = [ch for ch in waiting if ch in c.cursor]
+                        c.cursor_refused(refused)
+                        for ch in refused:
+                            await ws.send_str(subscribe_frame(ch, None))
         finally:
             beat.cancel()
         if ws.close_code is not None and ws.close_code != 1000:
