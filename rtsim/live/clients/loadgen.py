@@ -29,7 +29,7 @@ import os
 import resource
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -139,6 +139,7 @@ class _Sub:
     dups: int = 0
     cursor: str = "0"
     alive: bool = True
+    gaps: int = 0  # gap frames/events seen (e.g. an epoch gap after a server restart)
 
 
 class _Worker:
@@ -151,6 +152,7 @@ class _Worker:
         self.all_ready = asyncio.Event()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.errors: list[str] = []
+        self.gap_samples: list[dict[str, Any]] = []
 
     def _got(self, k: int, data: Any) -> None:
         now = time.monotonic()
@@ -166,6 +168,11 @@ class _Worker:
         else:
             s.dups += 1
 
+    def _gap(self, k: int, obj: Mapping[str, Any]) -> None:
+        self.subs[k].gaps += 1
+        if len(self.gap_samples) < 5:
+            self.gap_samples.append(dict(obj))
+
     def _mark_ready(self) -> None:
         self.ready += 1
         if self.ready == len(self.ks):
@@ -176,7 +183,12 @@ class _Worker:
         target = LoadTarget(self.p.url, self.p.token, self.p.ws_path)
         try:
             await subscribe(
-                session, target, self.subs[k].channel, lambda d: self._got(k, d), self._mark_ready
+                session,
+                target,
+                self.subs[k].channel,
+                lambda d: self._got(k, d),
+                self._mark_ready,
+                gap=lambda g: self._gap(k, g),
             )
         except asyncio.CancelledError:
             raise
@@ -218,6 +230,8 @@ class _Worker:
                     "subs": {k: (s.channel, s.unique, s.dups) for k, s in self.subs.items()},
                     "errors": self.errors[:20],
                     "n_errors": len(self.errors),
+                    "gaps": sum(s.gaps for s in self.subs.values()),
+                    "gap_samples": self.gap_samples,
                     "cpu_s": cpu,
                 },
             )
@@ -392,6 +406,9 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         "loadgen_cpu_s": gen_cpu,
         "loadgen_processes": n_proc,
         "errors": sum(r["n_errors"] for r in results) + setup_errors,
+        # Gaps the server reported (trimmed replay, or an epoch change: a restarted server).
+        "gaps": sum(r["gaps"] for r in results),
+        "gap_samples": [g for r in results for g in r["gap_samples"]][:5],
         "error_samples": errors[:5],
     }
     summary = Summary.from_histogram(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -66,8 +66,10 @@ async def load_subscriber(
     channel: str,
     got: Callable[[Any], None],
     ready: Callable[[], None],
+    /,
+    gap: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> None:
-    """The load generator's SSE subscriber (see :data:`~.wire.LoadSubscriber`)."""
+    """The load generator's SSE subscriber (see :class:`~.wire.LoadSubscriber`)."""
     async with session.get(
         f"{target.url}/sse",
         params=channel_params([channel]),
@@ -78,8 +80,11 @@ async def load_subscriber(
             raise RuntimeError(f"SSE answered {r.status}: {await r.text()}")
         ready()
         async for events, _last_id in sse_events(r):
-            for _event, obj in events:
-                got(obj.get("data"))
+            for event, obj in events:
+                if event == "message":
+                    got(obj.get("data"))
+                elif event == "gap" and gap is not None:
+                    gap(obj)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -94,8 +94,10 @@ async def load_subscriber(
     channel: str,
     got: Callable[[Any], None],
     ready: Callable[[], None],
+    /,
+    gap: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> None:
-    """The load generator's WebSocket subscriber (see :data:`~.wire.LoadSubscriber`)."""
+    """The load generator's WebSocket subscriber (see :class:`~.wire.LoadSubscriber`)."""
     url = ws_url(target.url, target.ws_path, target.token)
     async with session.ws_connect(url, max_msg_size=0, autoping=True) as ws:
         await ws.send_str(subscribe_frame(channel))
@@ -104,8 +106,11 @@ async def load_subscriber(
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             obj = json.loads(msg.data)
-            if obj.get("type") == "message":
+            kind = obj.get("type")
+            if kind == "message":
                 got(obj.get("data"))
+            elif kind == "gap" and gap is not None:
+                gap(obj)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

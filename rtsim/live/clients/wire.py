@@ -165,13 +165,22 @@ class LoadTarget:
     ws_path: str = "/ws"
 
 
-#: A load-generator subscriber: ``(session, target, channel, got, ready)`` runs until
-#: cancelled or the connection ends, calling ``got(data)`` per message (the published
-#: ``data``) and ``ready()`` once subscribed; raises on a refusal.
-LoadSubscriber = Callable[
-    [aiohttp.ClientSession, LoadTarget, str, Callable[[Any], None], Callable[[], None]],
-    Awaitable[None],
-]
+class LoadSubscriber(Protocol):
+    """A load-generator subscriber: ``(session, target, channel, got, ready, gap=None)``
+    runs until cancelled or the connection ends, calling ``got(data)`` per message (the
+    published ``data``), ``ready()`` once subscribed and ``gap(obj)`` per ``gap`` the
+    server sends (e.g. reason ``"epoch"`` after a server restart); raises on a refusal."""
+
+    def __call__(
+        self,
+        session: aiohttp.ClientSession,
+        target: LoadTarget,
+        channel: str,
+        got: Callable[[Any], None],
+        ready: Callable[[], None],
+        /,
+        gap: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True)
