@@ -234,7 +234,7 @@ class RedisStreamsBackplane(_RedisBase):
         except MalformedPositionError as exc:
             raise MalformedIdError(str(exc)) from None
         cmd = self._client_or_raise()
-        if epoch is not None:
+        if epoch is not None and epoch != self.epoch:  # or the cached epoch is stale
             try:
                 self.epoch = await self._current_epoch(cmd)
             except (RedisError, OSError) as exc:
