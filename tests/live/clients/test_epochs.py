@@ -108,7 +108,7 @@ async def test_load_subscriber_reports_the_restart_as_a_gap(serve: Serve) -> Non
                 session,
                 LoadTarget(old.url),
                 "c",
-                got.append,
+                lambda data, _read_at, _port: got.append(data),
                 ready.set,
                 gap=lambda g: gaps.append(dict(g)),
             )
