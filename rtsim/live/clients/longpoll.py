@@ -15,6 +15,7 @@ from rtsim.core.transport import LONG_POLL_HOLD_S, Transport
 from .wire import (
     ClientTransport,
     Connection,
+    Degraded,
     LoadTarget,
     Refused,
     auth_headers,
@@ -48,7 +49,7 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
             ) as r:
                 body = await r.text()
                 if r.status != 200:
-                    raise Refused(r.status, body)
+                    raise Refused(r.status, body, r.headers.get("Retry-After"))
             obj = json.loads(body)
             if first:
                 first = False
@@ -62,6 +63,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                 c.deliver(m, TRANSPORT)
             c.merge_cursor(obj["cursor"])
             c.mark_ready()
+            if obj.get("degraded") is True:  # overloaded: poll at its interval instead
+                raise Degraded(obj.get("poll_s"))
     finally:
         if beat is not None:
             beat.cancel()

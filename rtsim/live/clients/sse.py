@@ -14,6 +14,7 @@ from rtsim.core.transport import Transport
 from .wire import (
     ClientTransport,
     Connection,
+    Degraded,
     LoadTarget,
     Refused,
     auth_headers,
@@ -38,15 +39,18 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
     params = channel_params(c.channels, token=c.token)
     async with c.session.get(c.url + "/sse", params=params, headers=headers) as r:
         if r.status != 200:
-            raise Refused(r.status, await r.text())
+            raise Refused(r.status, await r.text(), r.headers.get("Retry-After"))
         on_open()
         for ch, state in c.presence_state.items():
             await c.send_presence(ch, state)
         beat = asyncio.get_running_loop().create_task(c.http_heartbeat())
         try:
             async for events, last_id in sse_events(r):
+                degrade: Degraded | None = None
                 for event, obj in events:
-                    if event == "message":
+                    if event == "degrade":  # overloaded: poll instead, from the cursor
+                        degrade = Degraded(obj.get("poll_s"))
+                    elif event == "message":
                         c.deliver(obj, TRANSPORT)
                     elif event == "gap":
                         c.gap(obj)
@@ -57,6 +61,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                 if last_id:
                     c.merge_cursor(last_id)
                     c.mark_ready()
+                if degrade is not None:
+                    raise degrade
         finally:
             beat.cancel()
     raise ConnectionResetError("the event stream ended")

@@ -17,6 +17,7 @@ from .wire import (
     HEARTBEAT_FRAME,
     ClientTransport,
     Connection,
+    Degraded,
     LoadTarget,
     Refused,
     local_port,
@@ -39,7 +40,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
     try:
         ws = await c.session.ws_connect(ws_url(c.url), params=params, heartbeat=None)
     except aiohttp.WSServerHandshakeError as exc:
-        raise Refused(exc.status, exc.message) from None
+        retry = exc.headers.get("Retry-After") if exc.headers else None
+        raise Refused(exc.status, exc.message, retry) from None
     async with ws:
         c.attach_ws(ws)
         on_open()
@@ -70,6 +72,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                     c.on_ack(obj)
                 elif kind == "error":
                     c.on_error(obj)
+                elif kind == "degrade":  # overloaded: poll instead, from the cursor
+                    raise Degraded(obj.get("poll_s"))
         finally:
             beat.cancel()
         if ws.close_code is not None and ws.close_code != 1000:

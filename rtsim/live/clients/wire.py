@@ -25,8 +25,10 @@ __all__ = [
     "HEARTBEAT_FRAME",
     "ClientTransport",
     "Connection",
+    "Degraded",
     "LoadSubscriber",
     "LoadTarget",
+    "Recovered",
     "Refused",
     "auth_headers",
     "channel_params",
@@ -42,12 +44,52 @@ __all__ = [
 
 
 class Refused(Exception):
-    """The server answered a connection attempt with an HTTP error ``status``."""
+    """The server answered a connection attempt with an HTTP error ``status``.
 
-    def __init__(self, status: int, body: str) -> None:
+    ``retry_after``: its ``Retry-After`` header, seconds (None without one)."""
+
+    def __init__(self, status: int, body: str, retry_after: str | None = None) -> None:
         super().__init__(f"HTTP {status}: {body}")
         self.status = status
         self.body = body
+        self.retry_after = retry_after
+
+    def degraded(self) -> Degraded | None:
+        """The overloaded server's 503 (``{"code": "degraded", "poll_s"}`` and/or
+        ``Retry-After``; a WebSocket handshake shows only the header) as :class:`Degraded`,
+        else None."""
+        if self.status != 503:
+            return None
+        try:
+            obj = json.loads(self.body)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("code") == "degraded":
+            return Degraded(_seconds(obj.get("poll_s")))
+        if self.retry_after is not None:  # too_many_connections has no Retry-After
+            return Degraded(_seconds(self.retry_after))
+        return None
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        return None
+    return s if s > 0 and s != float("inf") else None
+
+
+class Degraded(Exception):
+    """The server is overloaded: poll every ``poll_s`` seconds (None: the client's own
+    interval) until it says it has recovered (``docs/protocol.md``, degradation)."""
+
+    def __init__(self, poll_s: float | None) -> None:
+        super().__init__(f"the server is overloaded; poll every {poll_s} s")
+        self.poll_s = poll_s
+
+
+class Recovered(Exception):  # noqa: N818 (an event, not an error)
+    """A poll answer said ``"degraded": false``: go back to pushing."""
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -124,6 +166,7 @@ class Connection(Protocol):
     channels: list[str]
     cursor: dict[str, str]
     poll_timeout_s: float
+    poll_interval_s: float  # interval polling (while the server is degraded), seconds
     request_timeout_s: float
     heartbeat_s: float
 
