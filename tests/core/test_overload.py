@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -102,7 +104,7 @@ def test_never_flaps_faster_than_its_hold_time(
         c = d.sample(now, lag)
         if c is not None:
             changes.append(c)
-    for a, b in zip(changes, changes[1:], strict=False):
+    for a, b in itertools.pairwise(changes):
         assert b.at - a.at >= hold
         assert a.overloaded != b.overloaded  # every change is a real change
     assert d.changes == len(changes)

@@ -88,7 +88,7 @@ class Degraded(Exception):
         self.poll_s = poll_s
 
 
-class Recovered(Exception):  # noqa: N818 (an event, not an error)
+class Recovered(Exception):
     """A poll answer said ``"degraded": false``: go back to pushing."""
 
 
