@@ -76,9 +76,10 @@ async def load_subscriber(
     channel: str,
     got: Callable[[Any, float, int], None],
     ready: Callable[[], None],
+    since: str | None = None,
 ) -> None:
     """The load generator's long-polling subscriber (see :data:`~.wire.LoadSubscriber`)."""
-    cursor = "0"
+    cursor = since or "0"
     first = True
     while True:
         hold = 0 if first else LONG_POLL_HOLD_S
@@ -99,6 +100,8 @@ async def load_subscriber(
         for m in body.get("messages", []):
             got(m.get("data"), read_at, port)
         cursor = body.get("cursor", cursor)
+        if body.get("degraded") is True:
+            raise Degraded(body.get("poll_s"), cursor)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

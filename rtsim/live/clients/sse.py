@@ -20,6 +20,7 @@ from .wire import (
     auth_headers,
     channel_params,
     cursor_of,
+    degraded_refusal,
     response_port,
     sse_events,
 )
@@ -74,22 +75,34 @@ async def load_subscriber(
     channel: str,
     got: Callable[[Any, float, int], None],
     ready: Callable[[], None],
+    since: str | None = None,
 ) -> None:
     """The load generator's SSE subscriber (see :data:`~.wire.LoadSubscriber`)."""
+    headers = auth_headers(target.token)
+    if since is not None:
+        headers["Last-Event-ID"] = since
     async with session.get(
         f"{target.url}/sse",
         params=channel_params([channel]),
-        headers=auth_headers(target.token),
+        headers=headers,
         timeout=aiohttp.ClientTimeout(),
     ) as r:
         if r.status != 200:
-            raise RuntimeError(f"SSE answered {r.status}: {await r.text()}")
+            body = await r.text()
+            degraded = degraded_refusal(r.status, body, r.headers.get("Retry-After"))
+            if degraded is not None:
+                raise Degraded(degraded.poll_s, since)
+            raise RuntimeError(f"SSE answered {r.status}: {body}")
         port = response_port(r)
         ready()
-        async for events, _last_id in sse_events(r):
+        last = since
+        async for events, last_id in sse_events(r):
             read_at = time.monotonic()
-            for _event, obj in events:
+            for event, obj in events:
+                if event == "degrade":
+                    raise Degraded(obj.get("poll_s"), last)
                 got(obj.get("data"), read_at, port)
+            last = last_id or last
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -20,6 +20,7 @@ from .wire import (
     Degraded,
     LoadTarget,
     Refused,
+    degraded_refusal,
     local_port,
     presence_frame,
     subscribe_frame,
@@ -94,20 +95,36 @@ async def load_subscriber(
     channel: str,
     got: Callable[[Any, float, int], None],
     ready: Callable[[], None],
+    since: str | None = None,
 ) -> None:
     """The load generator's WebSocket subscriber (see :data:`~.wire.LoadSubscriber`)."""
     url = ws_url(target.url, target.ws_path, target.token)
-    async with session.ws_connect(url, max_msg_size=0, autoping=True) as ws:
+    try:
+        ws = await session.ws_connect(url, max_msg_size=0, autoping=True)
+    except aiohttp.WSServerHandshakeError as exc:
+        retry = exc.headers.get("Retry-After") if exc.headers else None
+        degraded = degraded_refusal(exc.status, exc.message, retry)
+        if degraded is not None:
+            raise Degraded(degraded.poll_s, since) from None
+        raise
+    last = since
+    async with ws:
         port = local_port(ws.get_extra_info("sockname"))
-        await ws.send_str(subscribe_frame(channel))
+        await ws.send_str(subscribe_frame(channel, since))
         ready()
         async for msg in ws:
             read_at = time.monotonic()
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             obj = json.loads(msg.data)
-            if obj.get("type") == "message":
+            kind = obj.get("type")
+            if kind == "message":
+                last = obj.get("id", last)
                 got(obj.get("data"), read_at, port)
+            elif kind == "subscribed" and last is None:
+                last = obj.get("since")
+            elif kind == "degrade":
+                raise Degraded(obj.get("poll_s"), last)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -33,6 +33,7 @@ __all__ = [
     "auth_headers",
     "channel_params",
     "cursor_of",
+    "degraded_refusal",
     "local_port",
     "presence_frame",
     "publish_frame",
@@ -81,11 +82,13 @@ def _seconds(value: Any) -> float | None:
 
 class Degraded(Exception):
     """The server is overloaded: poll every ``poll_s`` seconds (None: the client's own
-    interval) until it says it has recovered (``docs/protocol.md``, degradation)."""
+    interval) until it says it has recovered (``docs/protocol.md``, degradation).
+    ``cursor``: the last id the raiser had (a load subscriber's one channel; None: none)."""
 
-    def __init__(self, poll_s: float | None) -> None:
+    def __init__(self, poll_s: float | None, cursor: str | None = None) -> None:
         super().__init__(f"the server is overloaded; poll every {poll_s} s")
         self.poll_s = poll_s
+        self.cursor = cursor
 
 
 class Recovered(Exception):
@@ -206,12 +209,14 @@ class LoadTarget:
     ws_path: str = "/ws"
 
 
-#: A load-generator subscriber: ``(session, target, channel, got, ready)`` runs until
-#: cancelled or the connection ends, calling ``got(data, read_at, port)`` per message (the
-#: published ``data``; ``read_at``: ``time.monotonic()`` when its bytes were read off the
-#: socket, before JSON decoding; ``port``: the connection's local TCP port, -1 if unknown,
-#: which the server's stage records name it by) and ``ready()`` once subscribed; raises on
-#: a refusal.
+#: A load-generator subscriber: ``(session, target, channel, got, ready, since=None)`` runs
+#: until cancelled or the connection ends, calling ``got(data, read_at, port)`` per message
+#: (the published ``data``; ``read_at``: ``time.monotonic()`` when its bytes were read off
+#: the socket, before JSON decoding; ``port``: the connection's local TCP port, -1 if
+#: unknown, which the server's stage records name it by) and ``ready()`` once subscribed;
+#: raises on a refusal, and :class:`Degraded` (with its last id as ``cursor``) when an
+#: overloaded server sends it to polling. ``since``: resume after this id (the keyword is
+#: optional: the load generator passes it only when it comes back from polling).
 LoadSubscriber = Callable[
     [
         aiohttp.ClientSession,
@@ -222,6 +227,11 @@ LoadSubscriber = Callable[
     ],
     Awaitable[None],
 ]
+
+
+def degraded_refusal(status: int, body: str, retry_after: str | None) -> Degraded | None:
+    """:meth:`Refused.degraded` of an HTTP answer (None unless the server is degraded)."""
+    return Refused(status, body, retry_after).degraded()
 
 
 def local_port(sockname: Any) -> int:

@@ -66,6 +66,7 @@ class LongPollHandler:
             timeout = parse_timeout(
                 request.query.get("timeout"), cfg.poll_timeout_s, cfg.poll_timeout_max_s
             )
+            long_poll = timeout > 0
             if st.overload.overloaded:
                 timeout = 0  # degraded: answer at once; the client polls every poll_s
             cursor = {
@@ -103,7 +104,7 @@ class LongPollHandler:
             return gate.http_error(exc)
         if body is None:
             body = b'{"messages":[],"cursor":' + json.dumps(encode_cursor(cursor)).encode() + b"}"
-        body = body[:-1] + st.overload.poll_fields() + b"}"
+        body = body[:-1] + st.overload.poll_fields(long_poll) + b"}"
         return web.Response(body=body, content_type="application/json")
 
     async def _collect(self, cursor: dict[str, str], port: int = -1) -> bytes | None:

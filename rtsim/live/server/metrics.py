@@ -116,7 +116,7 @@ class Metrics:
         )  # fmt: skip
         self.degraded = Counter(
             "rtsim_degraded",
-            "Clients told to poll: degrade frames/events sent, connections refused with 503",
+            "Clients told to poll: degrade frames/events, degraded long polls, 503 refusals",
             registry=r,
         )
         self.loop_lag = Gauge(

@@ -16,7 +16,8 @@ time, so the server does not flap). While it is overloaded, rather than dropping
   an answer says ``"degraded": false``.
 
 Metrics: ``rtsim_overloaded`` (gauge, 0/1), ``rtsim_degraded_total`` (clients told to poll:
-``degrade`` frames/events sent and connections refused with 503), ``rtsim_loop_lag_seconds``
+``degrade`` frames/events sent, long polls (``timeout`` > 0) answered degraded, connections
+refused with 503), ``rtsim_loop_lag_seconds``
 (the last lag sample). Yjs rooms are not degraded (a y-websocket client cannot poll).
 """
 
@@ -132,7 +133,7 @@ class OverloadMonitor:
         for sub in self._streaming():
             sub.send(item)
             n += 1
-        m.degraded.inc(n)
+        m.degraded.inc(n)  # long polls count when they are answered (poll_fields)
         for waiting in list(self.state.hub.waiters.values()):
             for fut in list(waiting):
                 if not fut.done():
@@ -160,8 +161,14 @@ class OverloadMonitor:
             headers={"Retry-After": str(max(1, math.ceil(self.poll_s)))},
         )
 
-    def poll_fields(self) -> bytes:
-        """What every ``/poll`` answer ends with: ``,"degraded":…[,"poll_s":…]``."""
+    def poll_fields(self, long_poll: bool = False) -> bytes:
+        """What every ``/poll`` answer ends with: ``,"degraded":…[,"poll_s":…]``.
+
+        ``long_poll``: the request asked to be held (``timeout`` > 0), so a degraded
+        answer tells a long-polling client to poll instead (counted in
+        ``rtsim_degraded_total``; interval polls with ``timeout=0`` are not)."""
         if self.overloaded:
+            if long_poll:
+                self.state.metrics.degraded.inc()
             return b',"degraded":true,"poll_s":' + json.dumps(self.poll_s).encode()
         return b',"degraded":false'
