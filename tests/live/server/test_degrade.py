@@ -145,3 +145,18 @@ async def test_real_event_loop_lag_enters_and_leaves_overload(
         assert c.stats.received == 4
     finally:
         await c.close()
+
+
+@pytest.mark.parametrize(
+    "args", [["--overload-lag-ms", "-1"], ["--overload-lag-ms", "nan"], ["--degrade-poll-s", "0"]]
+)
+def test_bad_degradation_flags_are_one_line_exit_2(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rtsim.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and args[0] in err and "Traceback" not in err
