@@ -301,6 +301,15 @@ def plot_storm(base: StormParams | None = None, seed: int = 0, bin_s: float = ST
     return fig
 
 
+#: The explorer's round slider stops: RTT (ms) and message rate (messages/s per client).
+RTT_STEPS_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+RATE_STEPS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+
+
+def _labelled(values: Sequence[float]) -> list[tuple[str, float]]:
+    return [(f"{v:g}", v) for v in values]
+
+
 def explorer() -> Any:
     """Sliders for RTT, message rate, clients and HTTP version; redraws the comparison."""
     import ipywidgets as w
@@ -326,8 +335,9 @@ def explorer() -> Any:
     _, loss_hi = slider_range(TransportParams, "loss", 0, 0.05)
     return w.interactive(
         show,
-        rtt_ms=w.FloatLogSlider(value=50, base=10, min=0, max=3, description="RTT ms"),
-        rate=w.FloatLogSlider(value=5, base=10, min=-1, max=2, description="msgs/s"),
+        # Round values on a 1-2-5 log scale (a FloatLogSlider reads 63.1, 158.5, ...).
+        rtt_ms=w.SelectionSlider(options=_labelled(RTT_STEPS_MS), value=50.0, description="RTT ms"),
+        rate=w.SelectionSlider(options=_labelled(RATE_STEPS), value=5.0, description="msgs/s"),
         clients=w.IntSlider(
             value=100, min=int(c_lo), max=int(c_hi), step=10, description="clients"
         ),

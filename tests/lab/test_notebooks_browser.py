@@ -86,7 +86,8 @@ RUN_ALL_DONE = """() => {
   const cells = w.content.widgets.filter(c => c.model.type === 'code');
   if (cells.some(c => (c.promptNode && c.promptNode.textContent || '').includes('*')))
     return false;
-  const failed = document.querySelector('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
+  const failed = document.querySelector(
+    '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
   return failed !== null || cells.every(c => c.model.executionCount !== null);
 }"""
 TRACEBACKS = """() => Array.from(document.querySelectorAll(
@@ -112,8 +113,11 @@ SLIDER_STATE = """i => {
   const h = document.querySelectorAll('.widget-slider .noUi-handle')[i];
   const s = h.closest('.widget-slider');
   const label = s.querySelector('.widget-label');
-  return {label: label ? label.textContent : '', now: h.getAttribute('aria-valuenow'),
-          max: h.getAttribute('aria-valuemax')};
+  const readout = s.querySelector('.widget-readout');
+  // aria-valuenow is rounded to one decimal (noUiSlider): read the readout for the value.
+  return {label: label ? label.textContent : '', max: h.getAttribute('aria-valuemax'),
+          at: h.getAttribute('aria-valuenow'),
+          now: (readout ? readout.textContent : '') + '|' + h.getAttribute('aria-valuetext')};
 }"""
 
 
@@ -198,8 +202,7 @@ def _press(page: Any, i: int, key: str, where: str) -> None:
     handle.press(key)
     _wait(
         page,
-        "([i, v]) => document.querySelectorAll('.widget-slider .noUi-handle')[i]"
-        ".getAttribute('aria-valuenow') !== v",
+        f"([i, v]) => ({SLIDER_STATE})(i).now !== v",
         30,
         f"{where}: value moved on {key}",
         [i, now],
@@ -229,7 +232,8 @@ def test_run_all_then_every_slider(lab: str, browser: Any, name: str) -> None:
     page_errors: list[str] = []
     page.on("pageerror", lambda e: page_errors.append(str(e)))
     try:
-        page.goto(f"{base}/lab/tree/notebooks/{name}?token={token}")
+        # A workspace of its own, so the lab does not reopen the previous notebook's tab.
+        page.goto(f"{base}/lab/workspaces/{name[:2]}/tree/notebooks/{name}?token={token}")
         _wait(page, NOTEBOOK_READY, 180, f"{name}: notebook open with an idle kernel")
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         # Run All marks the cells queued at once; then wait for the queue to drain.
@@ -244,7 +248,7 @@ def test_run_all_then_every_slider(lab: str, browser: Any, name: str) -> None:
             state = page.evaluate(SLIDER_STATE, i)
             where = f"{name}: slider {i} ({state['label']})"
             before = page.evaluate(CELL_OUTPUT, i)
-            at_max = float(state["now"]) >= float(state["max"])
+            at_max = float(state["at"]) >= float(state["max"])
             # One step; if that leaves the output as it was (a step inside a flat region,
             # e.g. a cap above the need), go to the far end of the range.
             for key in ("ArrowLeft", "Home") if at_max else ("ArrowRight", "End"):
