@@ -31,6 +31,9 @@ from ..sim.transports import DEFAULTS_SOURCES, TransportParams, simulate_transpo
 
 __all__ = [
     "COLORS",
+    "RATE_STEPS",
+    "RTT_STEPS_MS",
+    "STORM_BIN_S",
     "c3_runs",
     "compare_transports",
     "defaults_table",
