@@ -238,9 +238,12 @@ def comparison_controls() -> Any:
     """
     import ipywidgets as w
 
-    def show(transport: str, subscribers: int, rate: float) -> pd.DataFrame:
+    from IPython.display import display
+
+    def show(transport: str, subscribers: int, rate: float) -> None:
         df = small_comparison(transport, subscribers, rate)
-        return df[["transport", "metric", "simulated", "measured", "rel_error", "lost"]].round(3)
+        cols = ["transport", "metric", "simulated", "measured", "rel_error", "lost"]
+        display(df[cols].round(3))  # type: ignore[no-untyped-call]
 
     return w.interactive(
         show,
