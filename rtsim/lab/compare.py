@@ -237,7 +237,6 @@ def comparison_controls() -> Any:
     (``continuous_update=False``), so a drag starts one run, not one per step.
     """
     import ipywidgets as w
-
     from IPython.display import display
 
     def show(transport: str, subscribers: int, rate: float) -> None:
