@@ -69,7 +69,7 @@ def test_packaged_traces_are_there(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_claims_page_matches_the_claims_list() -> None:
     text = (ROOT / "docs" / "claims.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| (C\d+) \|.*\| (\d\d) \|$", text, flags=re.M)
-    assert rows == [(cid, nb) for cid, _, _, nb in CLAIMS]
+    assert rows == [(c.id, c.notebook) for c in CLAIMS]
 
 
 def test_notebook_links_resolve() -> None:

@@ -31,6 +31,8 @@ __all__ = [
     "Calibration",
     "calibrate",
     "compare",
+    "comparison_controls",
+    "small_comparison",
     "start_server",
     "sweep_compare",
 ]
@@ -191,6 +193,67 @@ def compare(
             }
         )
     return pd.DataFrame(rows)
+
+
+def small_comparison(
+    transport: Transport | str = Transport.WEBSOCKET,
+    subscribers: int = 100,
+    rate: float = 20.0,
+    duration_s: float = 2.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One small simulated-vs-measured comparison on a fresh ``rtsim serve`` (notebook 07).
+
+    Starts the server in its own process, calibrates ``transport`` there (long polling
+    takes its per-delivery cost from a WebSocket calibration first, as in
+    :func:`calibrate`), then runs :func:`compare` with the same ``subscribers`` and
+    ``rate`` (messages/s) for ``duration_s`` seconds; stops the server. Returns
+    :func:`compare`'s frame (one row per metric: ``simulated``, ``measured``,
+    ``rel_error``, ``lost``). Defaults are those of notebook 07's first comparison.
+    Raises ``ValueError`` for an unknown transport, ``RuntimeError`` if the calibration
+    delivered nothing.
+    """
+    t = parse_transport(transport)
+    with start_server() as (url, pid):
+        ws_us = None
+        if t is Transport.LONG_POLLING:
+            ws = calibrate(url, pid, Transport.WEBSOCKET, subscribers, rate, duration_s)
+            ws_us = ws.server_cpu_per_delivery_us
+        cal = calibrate(
+            url, pid, t, subscribers, rate, duration_s, ws_server_cpu_per_delivery_us=ws_us
+        )
+        return compare(url, pid, cal, subscribers, rate, duration_s, seed=seed)
+
+
+#: Choices of :func:`comparison_controls` (kept small: each run takes a few seconds).
+CONTROL_TRANSPORTS = (Transport.WEBSOCKET, Transport.SSE, Transport.LONG_POLLING)
+
+
+def comparison_controls() -> Any:
+    """Widgets for notebook 07: transport, subscribers (20–200) and rate (5–50 messages/s);
+    each change reruns :func:`small_comparison` (2 s) and shows its table.
+
+    Returns an ``ipywidgets.interactive``; the sliders send their value on release only
+    (``continuous_update=False``), so a drag starts one run, not one per step.
+    """
+    import ipywidgets as w
+    from IPython.display import display
+
+    def show(transport: str, subscribers: int, rate: float) -> None:
+        df = small_comparison(transport, subscribers, rate)
+        cols = ["transport", "metric", "simulated", "measured", "rel_error", "lost"]
+        display(df[cols].round(3))  # type: ignore[no-untyped-call]
+
+    return w.interactive(
+        show,
+        transport=w.Dropdown(options=[t.value for t in CONTROL_TRANSPORTS], value="websocket"),
+        subscribers=w.IntSlider(
+            value=100, min=20, max=200, step=20, continuous_update=False, description="subscribers"
+        ),
+        rate=w.IntSlider(
+            value=20, min=5, max=50, step=5, continuous_update=False, description="msgs/s"
+        ),
+    )
 
 
 def sweep_compare(

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..sim.presence import PresenceParams, exact_cursor_msgs_per_s, simulate_presence
+from .style import REFERENCE, legend_outside, log_ticks
 
 __all__ = [
     "fanout_table",
@@ -68,8 +69,8 @@ def plot_fanout(df: pd.DataFrame) -> Any:
     fig, ax = plt.subplots(figsize=(7, 4))
     for hz, g in df.groupby("rate_hz"):
         ax.plot(g["viewers"], g["server_out_per_s"], "o-", label=f"{hz:g} Hz")
-    ax.axhline(CORE_MSGS_PER_S, color="grey", ls="--", lw=1)
-    ax.text(df["viewers"].min(), CORE_MSGS_PER_S * 1.15, "one server core", color="grey")
+    ax.axhline(CORE_MSGS_PER_S, color=REFERENCE, ls="--", lw=1)
+    ax.text(df["viewers"].min(), CORE_MSGS_PER_S * 1.15, "one server core", color=REFERENCE)
     ax.set(
         xscale="log",
         yscale="log",
@@ -77,7 +78,7 @@ def plot_fanout(df: pd.DataFrame) -> Any:
         ylabel="cursor messages sent by the server per s",
         title="Cursor fan-out grows with viewers²",
     )
-    ax.legend(title="updates per viewer")
+    legend_outside(ax, title="updates per viewer")
     fig.tight_layout()
     plt.close(fig)  # shown once, as the cell's value
     return fig
@@ -141,7 +142,7 @@ def plot_tradeoff(df: pd.DataFrame) -> Any:
         ylabel="false 'offline' per client-hour (+0.001)",
         title="Heartbeat/timeout trade-off under message loss",
     )
-    ax.legend(title="heartbeat (s)")
+    legend_outside(ax, title="heartbeat (s)")
     fig.tight_layout()
     plt.close(fig)  # shown once, as the cell's value
     return fig
@@ -188,16 +189,15 @@ def plot_store(df: pd.DataFrame) -> Any:
     ax.plot(df["clients"], df["db_utilisation"], "o-", label="database: heartbeats")
     ax.plot(df["clients"], df["db_with_cursors_utilisation"], "s-", label="database: + cursors")
     ax.plot(df["clients"], df["ttl_utilisation"], "^-", label="TTL keys (Redis)")
-    ax.axhline(1.0, color="grey", ls="--", lw=1)
-    ax.text(df["clients"].min(), 1.2, "capacity measured on this machine", color="grey")
+    ax.axhline(1.0, color=REFERENCE, ls="--", lw=1, label="capacity measured on this machine")
     ax.set(
         xscale="log",
         yscale="log",
         xlabel="online clients",
-        ylabel="share of write capacity",
+        ylabel="share of write capacity (1 = full)",
         title="Presence writes: database table vs TTL keys",
     )
-    ax.legend()
+    legend_outside(ax)
     fig.tight_layout()
     plt.close(fig)  # shown once, as the cell's value
     return fig
@@ -233,13 +233,26 @@ def interpolation_table(
 
 def plot_interpolation(df: pd.DataFrame) -> Any:
     """Shape error (p95) of the drawn cursor vs update rate, snapping vs interpolating."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    a1.plot(df["rate_hz"], df["snap_error_px_p95"], "o-", label="snap to latest")
-    a1.plot(df["rate_hz"], df["interp_error_px_p95"], "s-", label="interpolate")
-    a1.set(xscale="log", xlabel="updates/s", ylabel="p95 position error (px)", title="Shape")
-    a1.legend()
-    a2.plot(df["rate_hz"], df["display_delay_ms"], "s-", color="C1")
-    a2.set(xscale="log", xlabel="updates/s", ylabel="ms", title="Interpolation display delay")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a1.plot(df["rate_hz"], df["snap_error_px_p95"], "o-", color="tab:red", label="snap to latest")
+    a1.plot(df["rate_hz"], df["interp_error_px_p95"], "s-", color="tab:blue", label="interpolate")
+    a1.set(
+        xscale="log",
+        xlabel="cursor updates per s",
+        ylabel="p95 position error (px)",
+        title="Shape",
+    )
+    a1.legend(loc="upper right", title="drawn by")
+    a2.plot(df["rate_hz"], df["display_delay_ms"], "s-", color="tab:blue", label="interpolate")
+    a2.set(
+        xscale="log",
+        xlabel="cursor updates per s",
+        ylabel="display delay (ms)",
+        title="Interpolation display delay",
+    )
+    for ax in (a1, a2):
+        log_ticks(ax, df["rate_hz"])
+        ax.set_ylim(bottom=0)
     fig.tight_layout()
     plt.close(fig)  # shown once, as the cell's value
     return fig

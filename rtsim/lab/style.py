@@ -18,6 +18,7 @@ __all__ = [
     "TRANSPORT_COLORS",
     "color",
     "legend_outside",
+    "log_ticks",
 ]
 
 #: One colour per transport (``Transport`` values).
@@ -49,3 +50,23 @@ def color(key: Any) -> str:
 def legend_outside(ax: Any, **kwargs: Any) -> Any:
     """Put ``ax``'s legend to the right of the plot, off the data; returns the legend."""
     return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **kwargs)
+
+
+def log_ticks(ax: Any, values: Any, axis: str = "x") -> None:
+    """Label a log ``axis`` of ``ax`` only at ``values`` (the data's own points), in plain
+    numbers (``2``, ``60``, ``1,000``), with no minor-tick labels.
+
+    matplotlib labels some minor ticks of a log axis spanning under two decades
+    (``2×10⁰ 3×10⁰ …``) and they run into each other; this keeps one readable label per
+    point. ``values``: a sequence of positive numbers; ``axis``: ``"x"`` or ``"y"``.
+    Raises ``ValueError`` for another ``axis``.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', not {axis!r}")
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    ticks = sorted({float(v) for v in values})
+    a.set_major_locator(FixedLocator(ticks))
+    a.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.10g}"))
+    a.set_minor_formatter(NullFormatter())

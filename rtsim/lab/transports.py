@@ -31,6 +31,9 @@ from ..sim.transports import DEFAULTS_SOURCES, TransportParams, simulate_transpo
 
 __all__ = [
     "COLORS",
+    "RATE_STEPS",
+    "RTT_STEPS_MS",
+    "STORM_BIN_S",
     "c3_runs",
     "compare_transports",
     "defaults_table",
@@ -240,25 +243,51 @@ def fallback_table(params: FallbackParams | None = None, seed: int = 0) -> pd.Da
     return out.loc[order].round(3)
 
 
-def storm_table(base: StormParams | None = None, seed: int = 0) -> pd.DataFrame:
-    """The reconnection storm with no, full and equal jitter (claim C21)."""
+#: Width of the bins (s) in which the storm's attempts are counted, in the table's peak
+#: and in the plot alike, so the two show the same quantity.
+STORM_BIN_S = 0.25
+
+
+def storm_table(
+    base: StormParams | None = None, seed: int = 0, bin_s: float = STORM_BIN_S
+) -> pd.DataFrame:
+    """The reconnection storm with no, full and equal jitter (claim C21).
+
+    One row per jitter mode (index ``jitter``): ``t50_s``/``t99_s`` (s until 50%/99% of the
+    clients are back), ``attempts_per_client``, ``timeouts`` and ``peak_attempts_per_s``:
+    the most attempts counted in one ``bin_s``-second bin, per second (the bins of
+    :func:`plot_storm`; default :data:`STORM_BIN_S`). ``base`` defaults to ``StormParams()``.
+    """
     base = base or StormParams()
     rows = []
     for j in Jitter:
         r = simulate_reconnect_storm(replace(base, jitter=j), seed=seed)
-        rows.append({"jitter": j.value, **r.summary})
+        peak = float(r.timeline(bin_s)["attempts_per_s"].max())
+        rows.append({"jitter": j.value, **r.summary, "peak_attempts_per_s": peak})
     cols = ["jitter", "t50_s", "t99_s", "attempts_per_client", "timeouts", "peak_attempts_per_s"]
     return pd.DataFrame(rows)[cols].set_index("jitter").round(2)
 
 
-def plot_storm(base: StormParams | None = None, seed: int = 0, bin_s: float = 0.25) -> Any:
-    """Connection attempts per second after a restart, without and with jitter."""
+def plot_storm(base: StormParams | None = None, seed: int = 0, bin_s: float = STORM_BIN_S) -> Any:
+    """Connection attempts per second after a restart, without and with jitter.
+
+    Counted in ``bin_s``-second bins (default :data:`STORM_BIN_S`, the bins of
+    :func:`storm_table`'s peak); x in s after the restart, y in attempts (and connections)
+    per s.
+    """
     base = base or StormParams()
-    fig, axes = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(9, 4.5), sharex=True)
     for ax, j in zip(axes, (Jitter.NONE, Jitter.FULL), strict=True):
         tl = simulate_reconnect_storm(replace(base, jitter=j), seed=seed).timeline(bin_s)
         tl = tl[tl["t"] <= 60]
-        ax.fill_between(tl["t"], tl["attempts_per_s"], step="post", alpha=0.5, label="attempts/s")
+        ax.fill_between(
+            tl["t"],
+            tl["attempts_per_s"],
+            step="post",
+            alpha=0.5,
+            color="tab:blue",
+            label=f"attempts/s ({bin_s:g} s bins)",
+        )
         ax.step(
             tl["t"],
             tl["connected"] / bin_s,
@@ -267,12 +296,21 @@ def plot_storm(base: StormParams | None = None, seed: int = 0, bin_s: float = 0.
             lw=0.8,
             label="connected/s",
         )
-        ax.set_ylabel("per second")
+        ax.set_ylabel("per s")
         ax.set_title(f"jitter = {j.value}", fontsize=10)
-        ax.legend(loc="upper right")
-    axes[-1].set_xlabel("seconds after the restart")
+        legend_outside(ax, fontsize=8)
+    axes[-1].set_xlabel("s after the restart")
     fig.tight_layout()
     return fig
+
+
+#: The explorer's round slider stops: RTT (ms) and message rate (messages/s per client).
+RTT_STEPS_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+RATE_STEPS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+
+
+def _labelled(values: Sequence[float]) -> list[tuple[str, float]]:
+    return [(f"{v:g}", v) for v in values]
 
 
 def explorer() -> Any:
@@ -300,8 +338,9 @@ def explorer() -> Any:
     _, loss_hi = slider_range(TransportParams, "loss", 0, 0.05)
     return w.interactive(
         show,
-        rtt_ms=w.FloatLogSlider(value=50, base=10, min=0, max=3, description="RTT ms"),
-        rate=w.FloatLogSlider(value=5, base=10, min=-1, max=2, description="msgs/s"),
+        # Round values on a 1-2-5 log scale (a FloatLogSlider reads 63.1, 158.5, ...).
+        rtt_ms=w.SelectionSlider(options=_labelled(RTT_STEPS_MS), value=50.0, description="RTT ms"),
+        rate=w.SelectionSlider(options=_labelled(RATE_STEPS), value=5.0, description="msgs/s"),
         clients=w.IntSlider(
             value=100, min=int(c_lo), max=int(c_hi), step=10, description="clients"
         ),

@@ -8,6 +8,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from rtsim.lab.compare import calibrate, compare, sim_params, start_server
 
 
@@ -55,3 +57,21 @@ def test_cli_compare_json() -> None:
         "p99_ms",
         "deliveries_per_s",
     }
+
+
+def test_small_comparison_runs_model_and_server_side_by_side() -> None:
+    """Notebook 07's controls: one small run gives every metric from both sides."""
+    from rtsim.lab.compare import small_comparison
+
+    df = small_comparison("sse", subscribers=20, rate=5, duration_s=1.0)
+    assert set(df["metric"]) == {"p50_ms", "p95_ms", "p99_ms", "deliveries_per_s"}
+    assert (df["transport"] == "sse").all()
+    assert (df["simulated"] > 0).all() and (df["measured"] > 0).all()
+    assert int(df["lost"].max()) == 0
+
+
+def test_small_comparison_rejects_an_unknown_transport_before_starting_a_server() -> None:
+    from rtsim.lab.compare import small_comparison
+
+    with pytest.raises(ValueError):
+        small_comparison("carrier-pigeon")

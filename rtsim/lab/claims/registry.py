@@ -65,7 +65,9 @@ CLAIMS: tuple[Claim, ...] = (
     _c("C3", "Long polling adds 100–500 ms per message and much more HTTP overhead",
        "sim over RTT × rate; bytes and requests per message", "01", transports.c3),
     _c("C4", "EventSource reconnects by itself, with retry and Last-Event-ID",
-       "real browser against the live SSE endpoint", "06", sse.c4),
+       "live SSE endpoint: retry: and id: in the stream, a dropped stream resumed from "
+       "Last-Event-ID (Python client, EventSource rules); the browser's own EventSource in "
+       "the browser tests", "06", sse.c4),
     _c("C5", "SSE benefits from HTTP/2 multiplexing (HTTP/1.1: ~6 connections per origin)",
        "sim of tabs per origin under HTTP/1.1 vs HTTP/2", "01", transports.c5),
     _c("C6", "A basic SSE endpoint is about 15 lines",
