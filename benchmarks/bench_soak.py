@@ -174,6 +174,7 @@ async def _worker_main(
             seed=i,
             poll_timeout_s=5,
             heartbeat_s=30,
+            connect_timeout_s=120,
         )
         for i in ids
     ]

@@ -277,7 +277,7 @@ class WebSocketHandler:
         try:
             while True:
                 await sub.wait()
-                if sub.closed and sub.close_reason != "too many errors":
+                if sub.closed and sub.close_reason not in ("too many errors", BACKPLANE_DOWN):
                     return
                 if not sub.queue:
                     if sub.closed:
