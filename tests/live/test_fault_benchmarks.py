@@ -15,9 +15,9 @@ from tests.live.broker_fixtures import require_binary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import bench_fuzz  # noqa: E402
-import bench_leak  # noqa: E402
-import bench_soak  # noqa: E402
+import bench_fuzz
+import bench_leak
+import bench_soak
 
 pytestmark = pytest.mark.slow
 

@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 from rtsim.core.replaylog import ReplayLogError
 from rtsim.core.transport import Transport
 
+from ..backplanes.base import BackplaneUnavailable
 from ..protocol import (
     ClientFrame,
     Heartbeat,
@@ -34,7 +35,6 @@ from ..protocol import (
     error_frame,
     parse_client_frame,
 )
-from ..backplanes.base import BackplaneUnavailable
 from .auth import AuthError, Grant
 from .gate import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED
 from .hub import Control, Replay, Subscriber
