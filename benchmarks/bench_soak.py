@@ -244,7 +244,8 @@ async def _worker_main(
                     report["examples"].append(
                         {"channel": ch, "transport": str(c.transport), "got": len(got),
                          "expected": n, "missing_first": missing,
-                         "gaps": [dataclasses.asdict(g) for g in gaps], "client_errors": c.errors[:3],
+                         "gaps": [dataclasses.asdict(g) for g in gaps],
+                         "client_errors": c.errors[:3],
                          "last_error": c.last_error, "cursor": c.cursor.get(ch)}
                     )  # fmt: skip
         conn.send(report)
