@@ -93,7 +93,11 @@ return {id, redis.call('GET', KEYS[3])}
 def _client(url: BrokerUrl, socket_timeout: float | None) -> aioredis.Redis:
     # No client-side retries: the supervisor owns reconnecting (with the core backoff),
     # and a publish must fail fast with 503 rather than hang in a retry loop.
-    return aioredis.Redis(
+    # A blocking pool: past POOL_SIZE commands at once (e.g. hundreds of clients resuming
+    # together after a restart) a command waits up to POOL_WAIT_S for a connection instead
+    # of failing with "Too many connections" (redis-py's default pool), which the server
+    # would answer 503 although the broker is fine.
+    pool = aioredis.BlockingConnectionPool(
         host=url.host,
         port=url.port,
         decode_responses=True,
@@ -101,7 +105,14 @@ def _client(url: BrokerUrl, socket_timeout: float | None) -> aioredis.Redis:
         socket_timeout=socket_timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT_S,
     )
+    return aioredis.Redis.from_pool(pool)
+
+
+POOL_SIZE = 100  # connections per backplane client (redis-py's default pool size)
+POOL_WAIT_S = 5.0  # how long a command waits for a free connection before it fails (503)
 
 
 def _redis_key(position: str) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 from rtsim.core.replaylog import ReplayLogError
 from rtsim.core.transport import Transport
 
+from ..backplanes.base import BackplaneUnavailable
 from ..protocol import (
     ClientFrame,
     Heartbeat,
@@ -56,6 +57,8 @@ TRANSPORT = Transport.WEBSOCKET
 CLOSE_POLICY = 1008  # too many protocol errors
 CLOSE_TOO_BIG = 1009  # a frame over the size limit (aiohttp sends it)
 CLOSE_SLOW = 1013  # "try again later": the send queue overflowed; resume with since
+# ... also when a subscribe found the broker unreachable (the client resubscribes later)
+BACKPLANE_DOWN = "backplane unavailable"
 CLOSE_INTERNAL = 1011  # a send to this connection raised (only this one is dropped)
 
 
@@ -134,6 +137,11 @@ class WebSocketHandler:
                     except (ProtocolError, AuthError, ReplayLogError) as exc:
                         errors += 1
                         self._error(sub, exc)
+                        if isinstance(exc, BackplaneUnavailable) and isinstance(frame, Subscribe):
+                            # Not subscribed: close (1013) so that the client reconnects and
+                            # resubscribes from its cursor, instead of staying unsubscribed.
+                            sub.close(BACKPLANE_DOWN)
+                            break
                 elif msg.type is WSMsgType.BINARY:
                     errors += 1
                     self._error(sub, ProtocolError("binary_frame", "send JSON text frames"))
@@ -158,11 +166,13 @@ class WebSocketHandler:
             gate.closed(TRANSPORT, peer)
             st.sockets.discard(ws)
             if not slow:
-                if sub.close_reason == "too many errors":
+                if sub.close_reason in ("too many errors", BACKPLANE_DOWN):
                     # Let the writer flush the error frames first.
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(asyncio.shield(writer), cfg.close_grace_s)
                 code = CLOSE_TOKEN_EXPIRED if sub.close_reason == TOKEN_EXPIRED else CLOSE_POLICY
+                if sub.close_reason == BACKPLANE_DOWN:
+                    code = CLOSE_SLOW
                 await self._kill(ws, writer, transport, code, sub.close_reason)
         return ws
 
@@ -179,7 +189,13 @@ class WebSocketHandler:
         with contextlib.suppress(BaseException):
             await writer
         if not ws.closed:
-            if reason in ("slow consumer", "too many errors", "send failed", TOKEN_EXPIRED):
+            if reason in (
+                "slow consumer",
+                "too many errors",
+                "send failed",
+                TOKEN_EXPIRED,
+                BACKPLANE_DOWN,
+            ):
                 closing = ws.close(code=code, message=reason.encode())
             elif self.state.shutting_down:
                 closing = ws.close(code=CLOSE_GOING_AWAY, message=b"server shutdown")
@@ -263,7 +279,7 @@ class WebSocketHandler:
         try:
             while True:
                 await sub.wait()
-                if sub.closed and sub.close_reason != "too many errors":
+                if sub.closed and sub.close_reason not in ("too many errors", BACKPLANE_DOWN):
                     return
                 if not sub.queue:
                     if sub.closed:

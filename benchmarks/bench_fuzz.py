@@ -1,0 +1,384 @@
+"""Fuzz a real ``rtsim serve`` socket with hypothesis: no 5xx, no crash, bystanders unaffected.
+
+Targets (inputs drawn by hypothesis, a batch of ``--batch`` inputs per example sent at once):
+
+* ``ws``:      WebSocket ``/ws`` frames: random text, binary, and JSON frames shaped like the
+               protocol's (subscribe/publish/presence/... with hostile fields);
+* ``sse``:     ``GET /sse`` with fuzzed ``Last-Event-ID`` headers and ``last_event_id`` params;
+* ``poll``:    ``GET /poll`` with fuzzed ``channel``/``after``/``timeout`` parameters;
+* ``publish``: ``POST /publish`` bodies (random bytes, random JSON, protocol-shaped JSON);
+* ``yjs``:     binary frames on ``/yjs/{room}``: random bytes and y-websocket-shaped messages.
+
+A failure is an HTTP status >= 500, a WebSocket closed with 1011 (internal error) or refused
+with 5xx at the handshake, or the server process gone / ``/healthz`` not answering. Meanwhile
+one bystander ``LiveClient`` per transport (WebSocket, SSE, long polling) listens on a channel
+the fuzzer never names while a publisher sends it a message every 20 ms; each must end with
+every one of them exactly once and in order.
+
+    .venv/bin/python benchmarks/bench_fuzz.py                 # the committed size
+    .venv/bin/python benchmarks/bench_fuzz.py --inputs 100000  # full size
+
+Results: ``benchmarks/results/fuzz.md`` and ``fuzz.json``. Exit status 1 on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _machine import machine  # noqa: E402
+
+from rtsim.live.clients.client import LiveClient, Message  # noqa: E402
+from rtsim.live.process import free_port  # noqa: E402
+
+RESULTS_MD = HERE / "results" / "fuzz.md"
+RESULTS_JSON = HERE / "results" / "fuzz.json"
+TARGETS = ("ws", "sse", "poll", "publish", "yjs")
+
+# --- strategies ----------------------------------------------------------------------------
+json_scalar = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)  # fmt: skip
+json_value = st.recursive(
+    json_scalar,
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
+    max_leaves=12,
+)
+channel = st.one_of(
+    st.sampled_from(["c", "chat", "yjs:r", "a" * 300, "", "*", "c\x00"]), st.text(max_size=12)
+)
+cursor = st.one_of(
+    st.text(max_size=20),
+    st.integers(-(2**70), 2**70).map(str),
+    st.lists(st.tuples(channel, st.integers(-5, 2**64)), max_size=3).map(
+        lambda kv: ",".join(f"{k}={v}" for k, v in kv)
+    ),
+    st.sampled_from(["0", "-1", "1e9", "nan", "0" * 500, "c=", "=", ",,", "c=1,c=2"]),
+)
+protocol_frame = st.fixed_dictionaries(
+    {"type": st.one_of(st.sampled_from(
+        ["subscribe", "unsubscribe", "publish", "heartbeat", "presence"]), st.text(max_size=8))},
+    optional={"channel": st.one_of(channel, json_value), "since": st.one_of(cursor, json_value),
+              "data": json_value, "ref": json_value, "state": json_value},
+)  # fmt: skip
+
+
+def _lone_surrogate_json(v: Any) -> str:
+    return json.dumps(v).replace('"', '"\\ud800', 1) if '"' in json.dumps(v) else json.dumps(v)
+
+
+ws_input = st.one_of(
+    protocol_frame.map(json.dumps),
+    protocol_frame.map(_lone_surrogate_json),
+    st.text(max_size=200),
+    st.binary(max_size=200),
+)
+header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+sse_input = st.tuples(
+    channel,
+    st.one_of(cursor.filter(lambda s: s.isprintable() and s.isascii()), header_text),
+    st.booleans(),
+)
+poll_input = st.dictionaries(
+    st.sampled_from(["channel", "after", "timeout", "x"]),
+    st.one_of(channel, cursor, st.sampled_from(["0", "-1", "nan", "inf", "1e308", "0.001", "61"])),
+    max_size=4,
+)
+publish_input = st.one_of(
+    st.binary(max_size=300),
+    json_value.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"channel": st.one_of(channel, json_value), "data": json_value}).map(
+        lambda v: json.dumps(v).encode()
+    ),
+    st.fixed_dictionaries({"channel": channel, "data": json_value}).map(
+        lambda v: _lone_surrogate_json(v).encode()
+    ),
+)
+
+
+def _varuint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+yjs_input = st.one_of(
+    st.binary(max_size=300),
+    st.tuples(st.integers(0, 4), st.integers(0, 3), st.binary(max_size=200)).map(
+        lambda t: _varuint(t[0]) + _varuint(t[1]) + _varuint(len(t[2])) + t[2]
+    ),
+    st.tuples(st.integers(0, 4), st.integers(0, 2**40), st.binary(max_size=50)).map(
+        lambda t: _varuint(t[0]) + _varuint(t[1]) + t[2]
+    ),
+)
+_BY_TARGET = {"ws": ws_input, "sse": sse_input, "poll": poll_input, "publish": publish_input,
+              "yjs": yjs_input}  # fmt: skip
+# Each target equally often (a flat one_of would weigh them by their number of branches).
+fuzz_input = st.sampled_from(TARGETS).flatmap(lambda t: _BY_TARGET[t].map(lambda v: (t, v)))
+
+
+# --- sending one input ---------------------------------------------------------------------
+class Fuzzer:
+    def __init__(self, url: str, http: aiohttp.ClientSession) -> None:
+        self.url, self.http = url, http
+        self.counts: Counter[str] = Counter()
+        self.outcomes: dict[str, Counter[str]] = {t: Counter() for t in TARGETS}
+        self.failures: list[dict[str, Any]] = []
+
+    def _fail(self, target: str, value: Any, what: str) -> None:
+        if len(self.failures) < 20:
+            self.failures.append({"target": target, "input": repr(value)[:300], "what": what})
+
+    async def send(self, target: str, value: Any) -> None:
+        self.counts[target] += 1
+        out = self.outcomes[target]
+        try:
+            if target in ("ws", "yjs"):
+                path = "/ws" if target == "ws" else f"/yjs/fz{uuid.uuid4().hex[:4]}"
+                try:
+                    async with self.http.ws_connect(self.url + path) as ws:
+                        if isinstance(value, bytes):
+                            await ws.send_bytes(value)
+                        else:
+                            await ws.send_str(value)
+                        try:
+                            msg = await asyncio.wait_for(ws.receive(), 0.2)
+                            out[f"reply:{msg.type.name.lower()}"] += 1
+                        except TimeoutError:
+                            out["no reply in 0.2 s"] += 1
+                    code = ws.close_code
+                    out[f"close {code}"] += 1
+                    if code == 1011:
+                        self._fail(target, value, "closed with 1011")
+                except aiohttp.WSServerHandshakeError as exc:
+                    out[f"handshake {exc.status}"] += 1
+                    if exc.status >= 500:
+                        self._fail(target, value, f"handshake {exc.status}")
+                return
+            if target == "sse":
+                ch, cur, as_header = value
+                headers = {"Last-Event-ID": cur} if as_header else {}
+                params = {"channel": ch} if as_header else {"channel": ch, "last_event_id": cur}
+                req = self.http.get(self.url + "/sse", params=params, headers=headers)
+            elif target == "poll":
+                req = self.http.get(self.url + "/poll", params=value)
+            else:
+                req = self.http.post(
+                    self.url + "/publish", data=value, headers={"Content-Type": "application/json"}
+                )
+            try:
+                async with asyncio.timeout(5.0 if target == "publish" else 0.3):
+                    async with req as r:
+                        out[str(r.status)] += 1
+                        if r.status >= 500:
+                            self._fail(
+                                target, value, f"status {r.status}: {(await r.text())[:200]}"
+                            )
+                        elif target == "sse" and r.status == 200:
+                            await r.content.readline()
+            except TimeoutError:
+                out["held (no answer in time)"] += 1  # a valid poll or stream waiting: fine
+        except (aiohttp.ClientError, OSError) as exc:
+            out[f"client error {type(exc).__name__}"] += 1
+
+
+# --- the run -------------------------------------------------------------------------------
+def start_server() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "rtsim.cli", "serve", "--port", str(port)]
+    argv += ["--max-connections-per-ip", "100000", "--publish-rate-per-ip", "1000000"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    end = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return proc, url
+        except OSError:
+            if time.monotonic() > end:
+                proc.kill()
+                raise RuntimeError("rtsim serve did not start") from None
+            time.sleep(0.1)
+
+
+async def _bystanders(url: str, stop: asyncio.Event) -> dict[str, Any]:
+    ch = f"bystander-{uuid.uuid4().hex}"
+    clients = {
+        t: LiveClient(url, [ch], transports=[t], seed=k, poll_timeout_s=5)
+        for k, t in enumerate(("websocket", "sse", "long-polling"))
+    }
+    for c in clients.values():
+        await c.start()
+    await asyncio.gather(*(c.ready(30) for c in clients.values()))
+    sent = 0
+    async with aiohttp.ClientSession() as http:
+        while not stop.is_set():
+            async with http.post(url + "/publish", json={"channel": ch, "data": sent}) as r:
+                if r.status == 200:
+                    sent += 1
+            await asyncio.sleep(0.02)
+    end = asyncio.get_running_loop().time() + 30
+    while any(c.stats.received < sent for c in clients.values()):
+        if asyncio.get_running_loop().time() > end:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
+    report: dict[str, Any] = {"published": sent}
+    for t, c in clients.items():
+        got = []
+        while c.pending():
+            m = await c.next()
+            got.append(m.data if isinstance(m, Message) else "gap")
+        report[t] = {"received": len(got), "exact": got == list(range(sent))}
+        await c.close()
+    return report
+
+
+def run_fuzz(inputs: int, batch: int = 50, seed: int = 0) -> dict[str, Any]:
+    """Fuzz a fresh server with ``inputs`` inputs; counts, failures and the bystanders' report."""
+    proc, url = start_server()
+    loop = asyncio.new_event_loop()
+    try:
+        http = loop.run_until_complete(_session())
+        fuzzer = Fuzzer(url, http)
+        stop = asyncio.Event()
+        by_task = loop.create_task(_bystanders(url, stop))
+        loop.run_until_complete(asyncio.sleep(1.0))  # bystanders connected
+
+        @settings(
+            max_examples=max(1, inputs // batch), database=None, deadline=None,
+            phases=[Phase.generate], suppress_health_check=list(HealthCheck), derandomize=True,
+        )  # fmt: skip
+        @given(st.lists(fuzz_input, min_size=batch, max_size=batch))
+        def one_batch(values: list[tuple[str, Any]]) -> None:
+            async def go() -> None:
+                await asyncio.gather(*(fuzzer.send(t, v) for t, v in values))
+
+            loop.run_until_complete(go())
+
+        t0 = time.monotonic()
+        one_batch()
+        elapsed = time.monotonic() - t0
+        stop.set()
+        bystanders = loop.run_until_complete(by_task)
+        alive = proc.poll() is None
+        healthy = False
+        if alive:
+
+            async def health() -> bool:
+                async with http.get(url + "/healthz") as r:
+                    return r.status == 200
+
+            healthy = loop.run_until_complete(health())
+        loop.run_until_complete(http.close())
+    finally:
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        loop.close()
+    tracebacks = err.decode(errors="replace").count("Traceback")
+    total = sum(fuzzer.counts.values())
+    fivexx = sum(
+        n
+        for o in fuzzer.outcomes.values()
+        for k, n in o.items()
+        if k[:1] == "5" or k in ("close 1011",) or k.startswith("handshake 5")
+    )
+    return {
+        "inputs": total,
+        "per_target": dict(fuzzer.counts),
+        "inputs_per_s": round(total / elapsed, 1),
+        "seconds": round(elapsed, 1),
+        "outcomes": {t: dict(o.most_common()) for t, o in fuzzer.outcomes.items()},
+        "server_errors": fivexx,
+        "failures": fuzzer.failures,
+        "server_alive": alive,
+        "healthz_ok": healthy,
+        "server_tracebacks_on_stderr": tracebacks,
+        "bystanders": bystanders,
+        "ok": fivexx == 0 and not fuzzer.failures and alive and healthy
+        and all(bystanders[t]["exact"] for t in ("websocket", "sse", "long-polling")),
+    }  # fmt: skip
+
+
+async def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--inputs", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=50, help="inputs sent at once per example")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        r = run_fuzz(args.inputs, args.batch)
+    except RuntimeError as exc:
+        print(f"bench_fuzz: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(r))
+    cmd = "python benchmarks/bench_fuzz.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    load = os.getloadavg()
+    if not args.no_write:
+        RESULTS_JSON.write_text(json.dumps({"command": cmd, "loadavg": load, **r}, indent=1) + "\n")
+        by = r["bystanders"]
+        lines = [
+            "# Fuzz: hostile input against a real server socket\n",
+            f"Command: `{cmd.strip()}`\n",
+            machine()
+            + f"- load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n",
+            f"{r['inputs']} inputs in {r['seconds']} s ({r['inputs_per_s']} inputs/s), drawn by"
+            " hypothesis (derandomized), sent in concurrent batches.\n",
+            "| target | inputs | outcomes |",
+            "|---|---|---|",
+            *(
+                f"| {t} | {r['per_target'].get(t, 0)} | "
+                + ", ".join(f"{k}: {n}" for k, n in r["outcomes"][t].items())
+                + " |"
+                for t in TARGETS
+            ),
+            "",
+            f"- 5xx / close 1011: **{r['server_errors']}**; failures: {len(r['failures'])}",
+            f"- server alive: {r['server_alive']}, /healthz 200: {r['healthz_ok']},"
+            f" tracebacks on its stderr: {r['server_tracebacks_on_stderr']}",
+            f"- bystanders ({by['published']} messages published during the run): "
+            + ", ".join(
+                f"{t} received {by[t]['received']}, exactly once in order: {by[t]['exact']}"
+                for t in ("websocket", "sse", "long-polling")
+            ),
+            f"- ok: **{r['ok']}**",
+        ]
+        RESULTS_MD.write_text("\n".join(lines) + "\n")
+    return 0 if r["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
