@@ -29,7 +29,17 @@ TRANSPORTS = ("websocket", "sse", "long-polling")
 @pytest.fixture
 def server_process() -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from rtsim.cli import main; main()", "serve", "--port", "0"],
+        # One publisher on 127.0.0.1 sends as fast as it can: lift the per-address rate.
+        [
+            sys.executable,
+            "-c",
+            "from rtsim.cli import main; main()",
+            "serve",
+            "--port",
+            "0",
+            "--publish-rate-per-ip",
+            "1000000",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -84,6 +84,7 @@ async def test_redis_streams_deleted_while_a_client_is_away_is_a_gap(
     assert (await _poll(http, srv.url, body["cursor"])) == {
         "messages": [],
         "cursor": body["cursor"],
+        "degraded": False,
     }
 
 
