@@ -141,6 +141,10 @@ class Control:
 
 Item = Broadcast | Replay | Control
 
+#: The queue of every subscriber with nothing queued: shared, and always empty (maxlen 0:
+#: an append to it is dropped, so appenders go through :meth:`Subscriber.own_queue`).
+NO_QUEUE: deque[Item] = deque(maxlen=0)
+
 
 class Subscriber:
     """One streaming connection's subscriptions and its bounded send queue.
@@ -177,7 +181,7 @@ class Subscriber:
     def __init__(self, transport: Transport | None, max_queue: int) -> None:
         self.transport = transport  # None: an in-process reader (a Yjs room's follower)
         self.max_queue = max_queue
-        self.queue: deque[Item] = deque()
+        self.queue: deque[Item] = NO_QUEUE  # its own deque while something is queued
         self._event: asyncio.Event | None = None  # made by the first wait()
         self.last: dict[str, tuple[int, ...]] = {}  # highest key queued, per channel
         self.pending: dict[str, list[Broadcast]] = {}  # live messages held during replay
@@ -198,6 +202,13 @@ class Subscriber:
         self.direct_sse = False  # a single-channel, chunked SSE stream (else a WebSocket)
         self.direct_limit = 64 * 1024
         self.port = -2  # the client's TCP port, looked up at the first traced message
+
+    def own_queue(self) -> deque[Item]:
+        """The queue to append to (its own deque, made now if it had none)."""
+        q = self.queue
+        if q is NO_QUEUE:
+            q = self.queue = deque()
+        return q
 
     def notify(self) -> None:
         """Wake the writer: something was queued, or the subscriber closed."""
@@ -232,18 +243,22 @@ class Subscriber:
                 self.on_overflow(self)
             return False
         self.last[b.channel] = b.key
-        q.append(b)
+        self.own_queue().append(b)
         self.notify()
         return False
 
     def send(self, item: Control) -> None:
         """Queue a control frame (never dropped; these are few and small)."""
         if not self.closed:
-            self.queue.append(item)
+            self.own_queue().append(item)
             self.notify()
 
     def pop(self) -> Item:
-        item = self.queue.popleft()
+        """The next queued item (``IndexError`` if none); the last one frees the deque."""
+        q = self.queue
+        item = q.popleft()
+        if not q:
+            self.queue = NO_QUEUE
         if self.credit and isinstance(item, Replay):
             self.credit -= 1
         return item
@@ -437,7 +452,7 @@ class Hub:
                     advance=None if result.messages else (channel, result.last_id),
                 )
             )
-        q = sub.queue
+        q = sub.own_queue() if result.messages else sub.queue
         for env in result.messages:
             b = self.broadcast_for(env)
             q.append(Replay(b))

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from rtsim.core.envelope import Envelope
-from rtsim.live.server.hub import Subscriber
+from rtsim.core.transport import Transport
+from rtsim.live.server.hub import NO_QUEUE, Control, Subscriber
 
 from ..conftest import publish, subscribe, wait_until, ws_collect
 
@@ -45,6 +46,22 @@ async def test_writer_task_only_while_queued(srv, http) -> None:
         for ws in wss:
             assert [m["data"] for m in await ws_collect(ws, 1)] == ["queued"]
         await wait_until(lambda: _writers(srv, "room") == [False, False, False])
+        assert all(s.queue is NO_QUEUE for s in srv.server.hub.subs["room"])
     finally:
         for ws in wss:
             await ws.close()
+
+
+def test_subscriber_owns_a_queue_only_while_something_is_queued() -> None:
+    sub = Subscriber(Transport.WEBSOCKET, 10)
+    woken: list[int] = []
+    sub.on_wake = lambda: woken.append(len(sub.queue))
+    assert sub.queue is NO_QUEUE and not sub.queue
+    sub.send(Control({"type": "a"}))
+    sub.send(Control({"type": "b"}))
+    assert sub.queue is not NO_QUEUE and woken == [1, 2]
+    assert [sub.pop().obj["type"] for _ in range(2)] == ["a", "b"]  # type: ignore[union-attr]
+    assert sub.queue is NO_QUEUE and len(NO_QUEUE) == 0  # the shared one stays empty
+    sub.close("client closed")
+    sub.send(Control({"type": "c"}))  # dropped: closed
+    assert sub.queue is NO_QUEUE and woken == [1, 2, 0]
