@@ -27,6 +27,26 @@ import aiohttp
 
 from rtsim.live.process import free_port, process_rss_bytes
 
+# Allocating file -> part of a connection (first match wins).
+PARTS = (
+    ("aiohttp/web_protocol", "aiohttp HTTP protocol: parsed request, parser, handler"),
+    ("aiohttp/web_request", "aiohttp HTTP protocol: parsed request, parser, handler"),
+    ("aiohttp/http_", "aiohttp HTTP protocol: parsed request, parser, handler"),
+    ("aiohttp/web_server", "aiohttp HTTP protocol: parsed request, parser, handler"),
+    ("aiohttp/web_app", "aiohttp HTTP protocol: parsed request, parser, handler"),
+    ("aiohttp/web_ws", "aiohttp WebSocketResponse: reader queue, frame parser"),
+    ("aiohttp/_websocket", "aiohttp WebSocketResponse: reader queue, frame parser"),
+    ("aiohttp/web_response", "aiohttp WebSocketResponse: reader queue, frame parser"),
+    ("asyncio/base_events", "asyncio tasks and timers"),
+    ("asyncio/events", "asyncio tasks and timers"),
+    ("asyncio/locks", "asyncio events and futures"),
+    ("asyncio/selector_events", "asyncio socket transport"),
+    ("socket.py", "asyncio socket transport"),
+    ("rtsim/live/server/hub", "rtsim Subscriber"),
+    ("rtsim/live/server/websocket", "rtsim WebSocket handler (locals, callbacks, ws options)"),
+    ("rtsim/", "rtsim other (gate, presence, metrics)"),
+)
+
 CHILD = r"""
 import signal, sys, tracemalloc
 tracemalloc.start(int(sys.argv[2]))
@@ -124,6 +144,15 @@ def main() -> None:
     print(f"{a.transport}: {a.n} idle connections")
     print(f"RSS growth per connection:        {(rss1 - rss0) / a.n / 1024:8.2f} KiB")
     print(f"Python heap growth per connection: {total / a.n / 1024:8.2f} KiB (tracemalloc)")
+    parts: dict[str, int] = {}
+    for st in stats:
+        f = st.traceback[0].filename if st.traceback else "?"
+        part = next((name for key, name in PARTS if key in f), "other")
+        parts[part] = parts.get(part, 0) + st.size_diff
+    print()
+    print("By part (allocating file):")
+    for part, size in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"  {size / a.n / 1024:6.2f} KiB  {part}")
     print()
     print(f"{'bytes/conn':>10} {'blocks/conn':>11}  where")
     for st in stats[: a.top]:
