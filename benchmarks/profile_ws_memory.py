@@ -29,6 +29,9 @@ from rtsim.live.process import free_port, process_rss_bytes
 
 # Allocating file -> part of a connection (first match wins).
 PARTS = (
+    ("rtsim/live/server/hub", "rtsim Subscriber"),
+    ("rtsim/live/server/websocket", "rtsim WebSocket handler (locals, callbacks, ws options)"),
+    ("rtsim/", "rtsim other (gate, presence, metrics)"),
     ("aiohttp/web_protocol", "aiohttp HTTP protocol: parsed request, parser, handler"),
     ("aiohttp/web_request", "aiohttp HTTP protocol: parsed request, parser, handler"),
     ("aiohttp/http_", "aiohttp HTTP protocol: parsed request, parser, handler"),
@@ -41,10 +44,7 @@ PARTS = (
     ("asyncio/events", "asyncio tasks and timers"),
     ("asyncio/locks", "asyncio events and futures"),
     ("asyncio/selector_events", "asyncio socket transport"),
-    ("socket.py", "asyncio socket transport"),
-    ("rtsim/live/server/hub", "rtsim Subscriber"),
-    ("rtsim/live/server/websocket", "rtsim WebSocket handler (locals, callbacks, ws options)"),
-    ("rtsim/", "rtsim other (gate, presence, metrics)"),
+    ("/socket.py", "asyncio socket transport"),
 )
 
 CHILD = r"""
