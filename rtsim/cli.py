@@ -33,6 +33,7 @@ from .commands.common import (
     print_json,
     print_result,
 )
+from .commands.plan import PLAN_COMMANDS
 from .commands.simulate import MODEL_COMMANDS, SIMULATIONS
 from .core.params import Spec
 from .core.transport import Transport
@@ -418,6 +419,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     _add_load,
     _add_compare,
     _add_claims,
+    *PLAN_COMMANDS,
 ]
 
 

@@ -15,12 +15,20 @@ the messages after the id were already trimmed: the client is *told* it missed `
 messages, never silently skipped past them. A :class:`Gap` still carries the messages the
 log holds, so a server can send a "you missed some" marker and then continue.
 
+Every log has an :attr:`~ReplayLog.epoch` (random unless given): ids mean something only
+within it. ``read_after`` accepts ``"EPOCH:ID"`` (see :func:`~rtsim.core.positions.split_epoch`);
+a cursor from another epoch (an earlier run of the server, another instance's log) is
+answered with a :class:`Gap` of ``reason="epoch"`` holding everything the log holds, from
+its first message on, never read as if its id meant the same here. A bare id is taken as
+the current epoch's.
+
 An id the log never issued (ahead of the channel's latest) raises :class:`UnknownIdError`;
 a malformed one raises :class:`MalformedIdError`. Both are ``ValueError``.
 
 For one stream that covers several channels (an SSE connection subscribed to a user's
 channels), :func:`encode_cursor` / :func:`decode_cursor` pack the last id per channel into
-one opaque string — fit for the SSE ``id:`` field and the ``Last-Event-ID`` header — and
+one opaque string (``"chat=EPOCH:7,news=EPOCH:3"``; epochs optional) — fit for the SSE
+``id:`` field and the ``Last-Event-ID`` header — and
 :meth:`ReplayLog.read_cursor` resumes every channel of a cursor at once.
 """
 
@@ -33,7 +41,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .envelope import Envelope, EnvelopeError, validate_channel
-from .positions import MalformedPositionError, parse_position
+from .positions import (
+    MalformedPositionError,
+    new_epoch,
+    parse_position,
+    split_epoch,
+    validate_epoch,
+    with_epoch,
+)
 
 __all__ = [
     "CursorError",
@@ -47,7 +62,10 @@ __all__ = [
     "advance_cursor",
     "decode_cursor",
     "encode_cursor",
+    "new_epoch",
     "parse_id",
+    "split_epoch",
+    "with_epoch",
 ]
 
 _ID_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,17})$")
@@ -95,6 +113,7 @@ class Messages:
     messages: tuple[Envelope, ...]
     last_id: str
     more: bool = False
+    epoch: str = ""  # the epoch the ids belong to ("": the backplane's current one)
 
     @property
     def is_gap(self) -> bool:
@@ -109,6 +128,12 @@ class Gap:
     empty); ``messages`` are the held messages from there on (up to ``limit``), ``last_id``
     and ``more`` as in :class:`Messages`. A client that needs every message must re-fetch
     its state (e.g. from the database) before applying ``messages``.
+
+    ``reason`` is ``"trimmed"`` (the log dropped them) or ``"epoch"`` (the requested id is
+    from another epoch: what the client missed there is unknown, ``missed`` counts only
+    what this epoch trimmed). ``epoch`` is the epoch of the ids here; ``resume_id`` the
+    position right before ``messages`` (where a client stands after the gap itself;
+    ``None``: the backplane cannot name it, use ``last_id`` once the messages are in).
     """
 
     channel: str
@@ -118,6 +143,9 @@ class Gap:
     messages: tuple[Envelope, ...]
     last_id: str
     more: bool = False
+    reason: str = "trimmed"
+    epoch: str = ""
+    resume_id: str | None = None
 
     @property
     def is_gap(self) -> bool:
@@ -174,16 +202,23 @@ class ReplayLog:
             ``now`` passed to :meth:`append`, :meth:`trim` or :meth:`read_after`) are
             trimmed too, like JetStream's ``MaxAge``.
 
+        epoch: this log's epoch (default: :func:`~rtsim.core.positions.new_epoch`, random);
+            give a fixed one for reproducible runs. ``ValueError`` if malformed.
+
     Time must not go backwards between calls (a ``ValueError`` says so if it does).
     """
 
-    def __init__(self, max_len: int = 1000, max_age_s: float | None = None) -> None:
+    def __init__(
+        self, max_len: int = 1000, max_age_s: float | None = None, *, epoch: str | None = None
+    ) -> None:
         if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
             raise ValueError(f"max_len must be an integer >= 1, got {max_len!r}")
         if max_age_s is not None and not (math.isfinite(max_age_s) and max_age_s > 0):
             raise ValueError(f"max_age_s must be > 0 (or None for no age limit), got {max_age_s}")
         self.max_len = max_len
         self.max_age_s = max_age_s
+        #: The id space of this log: a cursor from another epoch gets a ``reason="epoch"`` gap.
+        self.epoch = new_epoch() if epoch is None else validate_epoch(epoch)
         self._channels: dict[str, _ChannelLog] = {}
         self._now = -math.inf
         #: Messages trimmed so far, over all channels.
@@ -229,8 +264,10 @@ class ReplayLog:
     ) -> ReadResult:
         """The messages of ``channel`` after ``after_id``, or a :class:`Gap`.
 
-        ``after_id`` is the last id the client has (``"0"`` for none). The answer is a
-        :class:`Gap` exactly when at least one message after ``after_id`` has been trimmed.
+        ``after_id`` is the last id the client has (``"0"`` for none), optionally with its
+        epoch (``"EPOCH:ID"``). The answer is a :class:`Gap` exactly when at least one
+        message after ``after_id`` has been trimmed (``reason="trimmed"``) or ``after_id``
+        is of another epoch (``reason="epoch"``: everything held follows).
         ``limit`` caps the number of messages returned (``None``: all). With ``now``, the
         log is first trimmed by age. Raises :class:`MalformedIdError` for a malformed id
         and :class:`UnknownIdError` for an id the channel has not issued yet.
@@ -240,14 +277,20 @@ class ReplayLog:
             raise ValueError(f"limit must be an integer >= 1 or None, got {limit!r}")
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
-        seq = parse_id(after_id)
+        try:
+            epoch, bare = split_epoch(after_id)
+        except MalformedPositionError as exc:
+            raise MalformedIdError(str(exc)) from None
+        seq = parse_id(bare)
+        if epoch is not None and epoch != self.epoch:
+            return self._epoch_gap(channel, after_id, limit, now)
         log = self._channels.get(channel)
         if log is None:
             if seq != 0:
                 raise UnknownIdError(
                     f"id {after_id!r} is unknown: channel {channel!r} has no messages yet"
                 )
-            return Messages(channel=channel, messages=(), last_id="0")
+            return Messages(channel=channel, messages=(), last_id="0", epoch=self.epoch)
         if now is not None:
             self._advance(now)
             self._trim_age(log)
@@ -260,9 +303,11 @@ class ReplayLog:
         start = max(seq + 1, first)
         items = log.slice_from(start, limit) if start <= latest else []
         more = bool(items) and int(items[-1].id) < latest
-        last_id = items[-1].id if items else after_id
+        last_id = items[-1].id if items else bare
         if seq + 1 >= first:
-            return Messages(channel=channel, messages=tuple(items), last_id=last_id, more=more)
+            return Messages(
+                channel=channel, messages=tuple(items), last_id=last_id, more=more, epoch=self.epoch
+            )
         oldest = log.oldest()
         return Gap(
             channel=channel,
@@ -272,6 +317,35 @@ class ReplayLog:
             messages=tuple(items),
             last_id=last_id if items else str(first - 1),
             more=more,
+            epoch=self.epoch,
+            resume_id=str(first - 1),
+        )
+
+    def _epoch_gap(self, channel: str, after_id: str, limit: int | None, now: float | None) -> Gap:
+        """The answer to a cursor of another epoch: everything held, from the first on."""
+        log = self._channels.get(channel)
+        if log is None:
+            return Gap(
+                channel, after_id, 0, None, (), "0", reason="epoch", epoch=self.epoch, resume_id="0"
+            )
+        if now is not None:
+            self._advance(now)
+            self._trim_age(log)
+        first = log.first_seq
+        latest = log.next_seq - 1
+        items = log.slice_from(first, limit) if first <= latest else []
+        oldest = log.oldest()
+        return Gap(
+            channel=channel,
+            after_id=after_id,
+            missed=first - 1,
+            first_available_id=oldest.id if oldest is not None else None,
+            messages=tuple(items),
+            last_id=items[-1].id if items else str(first - 1),
+            more=bool(items) and int(items[-1].id) < latest,
+            reason="epoch",
+            epoch=self.epoch,
+            resume_id=str(first - 1),
         )
 
     def read_cursor(
@@ -298,8 +372,8 @@ class ReplayLog:
         return None if oldest is None else oldest.id
 
     def cursor(self, channels: Iterable[str]) -> dict[str, str]:
-        """A cursor at the latest id of each of ``channels`` ("from now on")."""
-        return {ch: self.latest_id(ch) for ch in channels}
+        """A cursor at the latest id of each of ``channels`` ("from now on"), with the epoch."""
+        return {ch: with_epoch(self.epoch, self.latest_id(ch)) for ch in channels}
 
     def channels(self) -> list[str]:
         """Channels that have had at least one message, in first-append order."""
@@ -339,7 +413,8 @@ def encode_cursor(cursor: Mapping[str, str]) -> str:
     """Pack ``{channel: last id}`` into one opaque string, e.g. ``"chat=7,news=5"``.
 
     Ids may be any :func:`~rtsim.core.positions.parse_position` position, so broker ids
-    (``"chat=1718000000000-3"``) fit too.
+    (``"chat=1718000000000-3"``) fit too, each optionally with its epoch
+    (``"chat=k3f9:7"``, see :func:`~rtsim.core.positions.split_epoch`).
 
     Channels are sorted, so equal cursors encode equally. Channel names never contain
     ``=`` or ``,`` (see :data:`rtsim.core.envelope.CHANNEL_PATTERN`), and the result has no
@@ -349,7 +424,7 @@ def encode_cursor(cursor: Mapping[str, str]) -> str:
     for ch in sorted(cursor):
         try:
             validate_channel(ch)
-            parse_position(cursor[ch])
+            split_epoch(cursor[ch])
         except (EnvelopeError, MalformedPositionError) as exc:
             raise CursorError(f"cannot encode cursor entry {ch!r}: {exc}") from exc
         parts.append(f"{ch}={cursor[ch]}")
@@ -374,7 +449,7 @@ def decode_cursor(text: object) -> dict[str, str]:
             raise CursorError(f"cursor part {i} ({part!r}) is not of the form channel=id")
         try:
             validate_channel(ch)
-            parse_position(mid)
+            split_epoch(mid)
         except (EnvelopeError, MalformedPositionError) as exc:
             raise CursorError(f"cursor part {i} ({part!r}): {exc}") from exc
         if ch in out:
@@ -384,10 +459,18 @@ def decode_cursor(text: object) -> dict[str, str]:
 
 
 def advance_cursor(cursor: Mapping[str, str], envelope: Envelope) -> dict[str, str]:
-    """A copy of ``cursor`` with ``envelope.channel`` moved to ``envelope.id`` (never back)."""
+    """A copy of ``cursor`` with ``envelope.channel`` moved to ``envelope.id`` (never back).
+
+    The channel's epoch in ``cursor`` (if any) is kept: an envelope's id is of the epoch
+    the cursor is in (after an epoch gap, set the cursor to the gap's position first).
+    """
     out = dict(cursor)
     new = parse_position(envelope.id)
     old = out.get(envelope.channel)
-    if old is None or parse_position(old) < new:
+    if old is None:
         out[envelope.channel] = envelope.id
+        return out
+    epoch, old_id = split_epoch(old)
+    if parse_position(old_id) < new:
+        out[envelope.channel] = with_epoch(epoch, envelope.id)
     return out

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtsim.core.envelope import EnvelopeError, check_sendable, validate_channel
-from rtsim.core.positions import MalformedPositionError, parse_position
+from rtsim.core.positions import MalformedPositionError, split_epoch
 from rtsim.core.replaylog import CursorError, decode_cursor
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "check_json",
     "error_frame",
     "gap_frame",
+    "gap_object",
     "message_frame",
     "parse_channels",
     "parse_client_frame",
@@ -104,7 +105,7 @@ def _channel(value: object) -> str:
 
 def _id(value: object, what: str) -> str:
     try:
-        parse_position(value)  # "42" or a broker position such as "1718000000000-3"
+        split_epoch(value)  # "42", "1718000000000-3", each optionally "EPOCH:…"
     except MalformedPositionError as exc:
         raise ProtocolError("bad_cursor", f"{what}: {exc}") from None
     assert isinstance(value, str)
@@ -284,16 +285,42 @@ def message_frame(encoded_envelope: bytes) -> bytes:
     return b'{"type":"message",' + encoded_envelope[1:]
 
 
-def gap_frame(channel: str, since: str, missed: int, first_available_id: str | None) -> str:
-    return _dumps(
-        {
-            "type": "gap",
-            "channel": channel,
-            "since": since,
-            "missed": missed,
-            "first_available_id": first_available_id,
-        }
-    )
+def gap_frame(
+    channel: str,
+    since: str,
+    missed: int,
+    first_available_id: str | None,
+    *,
+    reason: str = "trimmed",
+    epoch: str = "",
+    position: str | None = None,
+) -> str:
+    """The ``gap`` frame (see :func:`gap_object`) as JSON text."""
+    return _dumps(gap_object(channel, since, missed, first_available_id, reason, epoch, position))
+
+
+def gap_object(
+    channel: str,
+    since: str,
+    missed: int,
+    first_available_id: str | None,
+    reason: str = "trimmed",
+    epoch: str = "",
+    position: str | None = None,
+) -> dict[str, Any]:
+    """``{"type":"gap","channel","since","missed","first_available_id","reason","epoch",
+    "position"}``: ``reason`` is ``"trimmed"`` or ``"epoch"``; ``position`` the cursor
+    (``"EPOCH:ID"``) right before the messages that follow, where the client stands now."""
+    return {
+        "type": "gap",
+        "channel": channel,
+        "since": since,
+        "missed": missed,
+        "first_available_id": first_available_id,
+        "reason": reason,
+        "epoch": epoch,
+        "position": position,
+    }
 
 
 def error_frame(code: str, message: str, ref: Any = None) -> str:

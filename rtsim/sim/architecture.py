@@ -5,7 +5,9 @@
 2. ``instances`` real-time service instances consume the stream and hold the client
    connections (each instance is one core: decode every message, then write one frame per
    local subscriber — a FIFO queue);
-3. every client subscribes to its own authenticated channel ``user:<id>`` and one topic;
+3. every client subscribes to its own authenticated channel ``user:<id>``, one topic
+   (client ``c`` follows topic ``c % topics``) and, if ``broadcast_rate > 0``, the one
+   broadcast channel every client follows;
 4. each instance routes a message to its local subscribers of that channel;
 5. a client that drops (``disconnects_per_hour`` while it is connected, never again while
    it is down; plus one scripted fault: instance 0 restarts at ``fault_at_s`` for
@@ -76,6 +78,9 @@ class _World:
 
     def outage_end(self, c: np.ndarray, t: np.ndarray | float) -> np.ndarray:
         """End of the outage client ``c`` is in at ``t``, or NaN if it is online."""
+        if len(self.out_c) == 0:  # no drops and no fault: everyone is always online
+            none: np.ndarray = np.full(np.broadcast(c, t).shape, np.nan)
+            return none
         keys = self.out_c * self.span + self.out_s
         q = c * self.span + np.asarray(t, dtype=float)
         i = np.searchsorted(keys, q, side="right") - 1
@@ -96,6 +101,10 @@ def _world(p: ArchitectureParams, rng: np.random.Generator) -> _World:
         m = rng.poisson(p.topic_rate * T)
         parts_t.append(rng.uniform(0, T, m))
         parts_c.append(np.full(m, n + topic))
+    if p.broadcast_rate > 0:  # one channel every client follows (after the topics)
+        m = rng.poisson(p.broadcast_rate * T)
+        parts_t.append(rng.uniform(0, T, m))
+        parts_c.append(np.full(m, n + p.topics))
     t_pub = np.concatenate(parts_t)
     ch = np.concatenate(parts_c).astype(np.int64)
     order = np.argsort(t_pub, kind="stable")
@@ -234,6 +243,8 @@ def _linger(t: np.ndarray, part: np.ndarray, linger: float) -> tuple[np.ndarray,
 def _subscribers(p: ArchitectureParams, ch: int) -> np.ndarray:
     if ch < p.clients:
         return np.array([ch])
+    if ch - p.clients >= p.topics:  # the broadcast channel
+        return np.arange(p.clients)
     return np.arange(ch - p.clients, p.clients, p.topics)
 
 
@@ -429,6 +440,8 @@ def _events(p: ArchitectureParams, w: _World, rng: np.random.Generator) -> dict[
             return
         res = log.read_after("stream", str(int(last_id[c])))
         mine = {c, n + c % p.topics} if p.topics else {c}
+        if p.broadcast_rate > 0:
+            mine.add(n + p.topics)
         at = env.now + 2 * dc
         for e in res.messages:
             m = int(e.data)
@@ -517,7 +530,11 @@ def _result(
         df = pd.DataFrame(
             {
                 "channel": pd.Categorical(
-                    np.where(ch < n, "user", "topic:" + (ch - n).astype(str))
+                    np.where(
+                        ch < n,
+                        "user",
+                        np.where(ch - n < p.topics, "topic:" + (ch - n).astype(str), "broadcast"),
+                    )
                 ),
                 "message_id": msg + 1,
                 "client": out["client"],

@@ -54,7 +54,7 @@ class ArchitectureParams:
     topics: int = param(
         10,
         lo=0,
-        help="broadcast channels every client follows",
+        help="topic channels; client c follows topic c % topics",
         source="10 broadcast channels (assumption)",
     )
     topic_rate: float = param(
@@ -63,6 +63,13 @@ class ArchitectureParams:
         unit="msg/s",
         help="messages per topic per second",
         source="one message every 20 s per topic (assumption)",
+    )
+    broadcast_rate: float = param(
+        0.0,
+        lo=0,
+        unit="msg/s",
+        help="messages per second on one channel every client follows",
+        source="0: no broadcast channel (the article's scenario has none)",
     )
     cpu_decode_us: float = param(
         5.0,
@@ -138,8 +145,15 @@ class ArchitectureParams:
         validate(self)
         if self.topics > self.clients:
             raise ValueError(f"topics ({self.topics}) must not exceed clients ({self.clients})")
-        if not (self.user_rate > 0 or (self.topics > 0 and self.topic_rate > 0)):
-            raise ValueError("nothing is published: set user_rate > 0 or topics and topic_rate > 0")
+        if not (
+            self.user_rate > 0
+            or (self.topics > 0 and self.topic_rate > 0)
+            or self.broadcast_rate > 0
+        ):
+            raise ValueError(
+                "nothing is published: set user_rate > 0, topics and topic_rate > 0,"
+                " or broadcast_rate > 0"
+            )
 
     @property
     def prof(self) -> BrokerProfile:

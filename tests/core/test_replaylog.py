@@ -16,6 +16,8 @@ from rtsim.core.replaylog import (
     decode_cursor,
     encode_cursor,
     parse_id,
+    split_epoch,
+    with_epoch,
 )
 
 CHANNELS = st.sampled_from(["a", "b", "user:42", "room.x"])
@@ -45,7 +47,7 @@ def test_append_and_read_basics() -> None:
     assert e1.ts == 1.0 and e1.channel == "news"
     r = log.read_after("news", "0")
     assert isinstance(r, Messages) and r.messages == (e1, e2) and r.last_id == "2"
-    assert log.read_after("news", "2") == Messages("news", (), "2")
+    assert log.read_after("news", "2") == Messages("news", (), "2", epoch=log.epoch)
     assert log.latest_id("news") == "2" and log.latest_id("other") == "0"
     assert log.first_id("news") == "1" and log.first_id("other") is None
 
@@ -202,7 +204,7 @@ def test_cursor_roundtrip_and_read() -> None:
     assert res["a"].messages == (a1,) and res["b"].messages == (b2,)
     assert advance_cursor(cur, b2) == {"a": "0", "b": "2"}
     assert advance_cursor({"b": "5"}, b2) == {"b": "5"}  # never moves back
-    assert log.cursor(["a", "z"]) == {"a": "1", "z": "0"}
+    assert log.cursor(["a", "z"]) == {"a": f"{log.epoch}:1", "z": f"{log.epoch}:0"}
     assert decode_cursor("") == {} and encode_cursor({}) == ""
 
 
@@ -243,3 +245,53 @@ def test_cursor_roundtrip_property(cur: dict[str, str]) -> None:
     text = encode_cursor(cur)
     assert "\n" not in text
     assert decode_cursor(text) == cur
+
+
+# --- epochs ---------------------------------------------------------------------------------
+def test_cursor_of_another_epoch_gets_an_epoch_gap_with_every_new_message() -> None:
+    """Issue 14.2: 3 messages, a restart (a new log), 5 messages, resume from the old 3."""
+    before = ReplayLog()
+    for i in range(3):
+        before.append("c", i, now=float(i))
+    old_cursor = before.cursor(["c"])["c"]
+    after = ReplayLog()
+    assert after.epoch != before.epoch
+    for i in range(5):
+        after.append("c", 10 + i, now=float(i))
+    r = after.read_after("c", old_cursor)
+    assert isinstance(r, Gap) and r.reason == "epoch" and r.epoch == after.epoch
+    assert [e.id for e in r.messages] == ["1", "2", "3", "4", "5"]
+    assert [e.data for e in r.messages] == [10, 11, 12, 13, 14]
+    assert (r.missed, r.first_available_id, r.resume_id, r.last_id) == (0, "1", "0", "5")
+    # The same id in the current epoch is an ordinary resume.
+    same = after.read_after("c", with_epoch(after.epoch, "3"))
+    assert isinstance(same, Messages) and [e.id for e in same.messages] == ["4", "5"]
+
+
+def test_epoch_gap_on_an_empty_or_trimmed_log() -> None:
+    log = ReplayLog(max_len=2, epoch="now")
+    empty = log.read_after("c", "then:7")  # an id ahead of anything: still a gap, not an error
+    assert isinstance(empty, Gap) and empty.reason == "epoch"
+    assert (empty.messages, empty.resume_id, empty.first_available_id) == ((), "0", None)
+    for i in range(5):
+        log.append("c", i, now=0.0)
+    r = log.read_after("c", "then:1", limit=1)
+    assert isinstance(r, Gap) and r.reason == "epoch" and r.missed == 3
+    assert ([e.id for e in r.messages], r.resume_id, r.more) == (["4"], "3", True)
+    trimmed = log.read_after("c", "now:1")
+    assert isinstance(trimmed, Gap) and trimmed.reason == "trimmed" and trimmed.resume_id == "3"
+
+
+def test_epoch_syntax_in_ids_and_cursors() -> None:
+    assert split_epoch("ab_1:7") == ("ab_1", "7") and split_epoch("7") == (None, "7")
+    assert with_epoch("e", "5-1") == "e:5-1" and with_epoch(None, "5") == "5"
+    cur = {"team:x": "e1:3", "b": "9"}  # channel names may hold ':'; the id part is last
+    assert decode_cursor(encode_cursor(cur)) == cur
+    for bad in ("e-1:3", ":3", "e:x", "a:b:3"):
+        with pytest.raises(MalformedIdError):
+            ReplayLog().read_after("c", bad)
+        with pytest.raises(CursorError):
+            decode_cursor(f"c={bad}")
+    with pytest.raises(ValueError, match="epoch"):
+        ReplayLog(epoch="not ok")
+    assert advance_cursor({"c": "e:3"}, Envelope("c", "4", None, 0.0)) == {"c": "e:4"}

@@ -150,7 +150,8 @@ def test_eventsource_resumes_with_last_event_id_after_the_server_drops_it(
     wait(page, "() => window.got.length === 6 && window.opens === 2")
     got = page.evaluate("() => window.got")
     assert [d for _, d in got] == [0, 1, 2, 3, 4, 5]  # none lost, none twice
-    assert [i for i, _ in got] == [f"raw={n}" for n in range(1, 7)]
+    epoch = srv.server.backplane.epoch
+    assert [i for i, _ in got] == [f"raw={epoch}:{n}" for n in range(1, 7)]
     assert srv.metric("rtsim_reconnections_total", {"transport": "sse"}) == 1
 
 
@@ -179,6 +180,30 @@ def test_page_reconnects_and_resumes_from_its_last_id(
     wait(page, "() => rt.chat.length >= 4 && rt.state === 'open'")
     assert page.evaluate("() => rt.chat.map(c => c.text)") == ["m0", "m1", "m2", "m3"]
     assert page.evaluate("() => rt.reconnects") >= 1
+
+
+@pytest.mark.parametrize("transports", ["websocket", "sse", "long-polling"])
+def test_page_comes_back_after_a_server_restart(serve: Serve, page: Any, transports: str) -> None:
+    """Issue 14.2: a chat line, then the server restarts on the same port (memory
+    backplane: a new epoch). The page was stuck "connecting" with nobody present; now its
+    old cursor gets an epoch gap, it is open again, present, and receives the next line."""
+    old = serve(poll_timeout_s=1.0)
+    port = int(old.url.rsplit(":", 1)[1])
+    open_room(page, old, f"room=r9&name=Ada&transports={transports}", transports)
+    page.fill("#text", "before the restart")
+    page.press("#text", "Enter")
+    wait(page, "() => rt.chat.some(c => c.text === 'before the restart')")
+    old_epoch = old.server.backplane.epoch
+    wait(page, "e => window.transport.ids['chat:r9'] === e + ':1'", old_epoch)
+    old.stop()
+    new = serve(port=port, poll_timeout_s=1.0)
+    epoch = new.server.backplane.epoch
+    wait(page, "e => window.transport.ids['chat:r9'] === e + ':0' && rt.state === 'open'", epoch)
+    wait(page, "() => Object.values(rt.members).some(m => m.name === 'Ada')")
+    assert any(e.get("reason") == "epoch" for e in page.evaluate("() => rt.errors"))
+    publish(new, "chat:r9", chat("after the restart"))
+    wait(page, "() => rt.chat.some(c => c.text === 'after the restart')")
+    assert page.evaluate("() => window.transport.ids['chat:r9']") == f"{epoch}:1"
 
 
 def test_two_pages_see_each_other_and_cursors(

@@ -65,7 +65,8 @@ from prometheus_client.registry import Collector
 
 from rtsim.core.backoff import Backoff
 from rtsim.core.envelope import Envelope
-from rtsim.core.replaylog import ReadResult
+from rtsim.core.positions import MalformedPositionError, split_epoch
+from rtsim.core.replaylog import Gap, MalformedIdError, ReadResult
 
 from ..protocol import ProtocolError
 
@@ -96,6 +97,9 @@ class Backplane(Protocol):
 
     name: str
     durable_replay: bool
+    #: The id space ids belong to (docs/protocol.md "Epochs"): a cursor of another epoch is
+    #: answered by ``read_after`` with a ``Gap(reason="epoch")`` of everything held.
+    epoch: str
 
     async def start(self, on_message: OnMessage) -> None: ...
 
@@ -269,6 +273,8 @@ class BrokerBackplane(abc.ABC):
         self._ever_up = False
         self._first: asyncio.Event | None = None  # set after the first connection attempt
         self._started = False  # start() returned: from now on state changes are logged
+        #: The broker's id space (set on connect by each broker; "" until then).
+        self.epoch = ""
 
     # --- what each broker implements -------------------------------------------------
     @abc.abstractmethod
@@ -282,6 +288,33 @@ class BrokerBackplane(abc.ABC):
     @abc.abstractmethod
     async def _disconnect(self) -> None:
         """Close the broker connection."""
+
+    # --- epochs ------------------------------------------------------------------------
+    @staticmethod
+    def _split(after_id: str) -> tuple[str | None, str]:
+        """``(epoch or None, bare id)`` of a resume position; :class:`MalformedIdError`."""
+        try:
+            return split_epoch(after_id)
+        except MalformedPositionError as exc:
+            raise MalformedIdError(str(exc)) from None
+
+    def _epoch_gap(self, read_from_start: ReadResult, after_id: str) -> Gap:
+        """The answer to ``after_id`` of another epoch: ``read_from_start`` (a read after
+        ``"0"``) as a ``Gap(reason="epoch")`` in the current epoch."""
+        r = read_from_start
+        first = r.messages[0].id if r.messages else None
+        return Gap(
+            channel=r.channel,
+            after_id=after_id,
+            missed=r.missed if isinstance(r, Gap) else 0,
+            first_available_id=r.first_available_id if isinstance(r, Gap) else first,
+            messages=r.messages,
+            last_id=r.last_id,
+            more=r.more,
+            reason="epoch",
+            epoch=self.epoch,
+            resume_id="0",
+        )
 
     # --- life cycle --------------------------------------------------------------------
     async def start(self, on_message: OnMessage) -> None:

@@ -53,6 +53,11 @@ class MemoryBackplane:
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
+    @property
+    def epoch(self) -> str:
+        """This server run's id space (random per instance: a restart starts a new one)."""
+        return self.log.epoch
+
     async def start(self, on_message: OnMessage) -> None:
         self._on_message = on_message
 

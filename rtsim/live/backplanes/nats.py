@@ -8,7 +8,9 @@ per subject to ``max_msgs_per_subject`` messages. A message's id is its stream s
 number: unique across channels, increasing within one, and the same on every server, so
 a client can resume on another instance. Every server reads the whole stream with one
 ordered push consumer (the *feed*) and fans out; after a broker outage the feed resumes
-after the last sequence it delivered.
+after the last sequence it delivered. The epoch is the stream's creation time: a stream
+deleted and re-created numbers from 1 again, and a cursor of the old one gets a ``gap``
+with reason ``"epoch"``.
 
 Sequence numbers are shared by all channels, so "is there a trimmed message of *this*
 channel after id N?" needs one more fact per message: the sequence of the channel's
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections import OrderedDict
 from typing import Any
@@ -59,6 +62,11 @@ def channel_token(channel: str) -> str:
 def token_channel(token: str) -> str:
     """The inverse of :func:`channel_token`."""
     return bytes.fromhex(token[1:]).decode() if token.startswith("~") else token
+
+
+def _epoch_of(info: Any) -> str:
+    """The stream's epoch: its creation time, digits only (a re-created stream differs)."""
+    return re.sub(r"[^A-Za-z0-9]", "", str(info.created or ""))[:32] or "js"
 
 
 def _seq(message_id: str) -> int:
@@ -139,6 +147,7 @@ class JetStreamBackplane(BrokerBackplane):
                 info = await js.add_stream(config)
             except APIError:  # exists with another limit: take ours
                 info = await js.update_stream(config)
+            self.epoch = _epoch_of(info)
             last = int(info.state.last_seq)
             if self._feed_last is None:
                 self._feed_last = last  # first connection: from now on
@@ -249,9 +258,17 @@ class JetStreamBackplane(BrokerBackplane):
         validate_channel(channel)
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
-        after = _seq(after_id)
+        epoch, bare = self._split(after_id)
+        after = _seq(bare)
         js = self._js_or_raise()
         subject = self._subject(channel)
+        if epoch is not None and epoch != self.epoch:
+            try:  # the stream may have been re-created since we connected
+                self.epoch = _epoch_of(await js.stream_info(self.stream))
+            except (NatsError, OSError, TimeoutError) as exc:
+                raise self._unavailable(exc) from None
+            if epoch != self.epoch:
+                return self._epoch_gap(await self.read_after(channel, "0", limit), after_id)
         try:
             last = await self._last_seq(js, subject)
             if after > last:
@@ -261,7 +278,7 @@ class JetStreamBackplane(BrokerBackplane):
                         f"id {after_id!r} is unknown: the stream's latest sequence is"
                         f" {info.state.last_seq}"
                     )
-                return Messages(channel=channel, messages=(), last_id=after_id)
+                return Messages(channel=channel, messages=(), last_id=bare, epoch=self.epoch)
             msgs: list[Envelope] = []
             prev_of_first: int | None = None
             seq = after + 1
@@ -278,9 +295,9 @@ class JetStreamBackplane(BrokerBackplane):
         except (NatsError, OSError, TimeoutError) as exc:
             raise self._unavailable(exc) from None
         more = bool(msgs) and int(msgs[-1].id) < last
-        last_id = msgs[-1].id if msgs else after_id
+        last_id = msgs[-1].id if msgs else bare
         if prev_of_first is None or prev_of_first <= after:
-            return Messages(channel=channel, messages=tuple(msgs), last_id=last_id, more=more)
+            return Messages(channel, tuple(msgs), last_id, more, epoch=self.epoch)
         return Gap(
             channel=channel,
             after_id=after_id,
@@ -289,6 +306,8 @@ class JetStreamBackplane(BrokerBackplane):
             messages=tuple(msgs),
             last_id=last_id,
             more=more,
+            epoch=self.epoch,
+            resume_id=str(prev_of_first),
         )
 
     async def latest_id(self, channel: str) -> str:

@@ -14,6 +14,12 @@ last entry this server delivered. A resume older than the stream holds is a ``ga
 exact). Redis does not count what it trimmed after a given id, so the gap's ``missed`` is
 a lower bound (exact for a resume from ``"0"``).
 
+The epoch is the value of ``{PREFIX}:epoch``, a random token created once with ``SET NX``
+(on connect, and by every publish, atomically with it): a ``FLUSHALL`` or a deleted prefix
+starts a new epoch, and a cursor of the old one gets a ``gap`` with reason ``"epoch"``.
+A channel stream deleted under the same epoch is recognised too (its first entry names
+no predecessor): that is answered the same way, never as if the old id still counted.
+
 ``redis-pubsub://HOST:PORT[?prefix=rtsim]``
 
 ``PUBLISH`` on one Redis channel, ``{PREFIX}:pubsub``. Redis keeps nothing, so each server
@@ -21,7 +27,9 @@ keeps its own replay buffer (the core :class:`~rtsim.core.replaylog.ReplayLog`) 
 saw, with ids ``"<instance>-<n>"`` that only this server can place. A client resuming on
 the same server within the buffer loses nothing; on another server (or after this one
 restarted) it gets ``gap`` and continues from now: what was published meanwhile is lost,
-as Pub/Sub predicts. :attr:`durable_replay` is ``False`` and ``/healthz`` says so.
+as Pub/Sub predicts. :attr:`durable_replay` is ``False`` and ``/healthz`` says so. The
+epoch is the instance number, so ``EPOCH:ID`` cursors of another server get a ``gap``
+with reason ``"epoch"``.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from rtsim.core.envelope import Envelope, validate_channel
-from rtsim.core.positions import MalformedPositionError, parse_position
+from rtsim.core.positions import MalformedPositionError, new_epoch, parse_position
 from rtsim.core.replaylog import (
     Gap,
     MalformedIdError,
@@ -52,7 +60,8 @@ from .base import BrokerBackplane, BrokerUrl, wall_to_loop
 
 __all__ = ["RedisPubSubBackplane", "RedisStreamsBackplane"]
 
-# KEYS: channel stream, feed. ARGV: maxlen, approx (1/0), feed maxlen, channel, data, ts.
+# KEYS: channel stream, feed, epoch. ARGV: maxlen, approx (1/0), feed maxlen, channel, data,
+# ts, a new epoch (kept only if the epoch key is missing).
 # Each entry records the id of the channel's previous entry (p) and its ordinal (n), read
 # from the newest entry (never trimmed) in the same atomic script: that is what makes the
 # gap test exact, since Redis (7.0) does not record what MAXLEN trimmed.
@@ -76,7 +85,8 @@ end
 local fprev = last_of(KEYS[2])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
            'p', fprev, 'c', ARGV[4], 'i', id, 'd', ARGV[5], 't', ARGV[6])
-return id
+redis.call('SET', KEYS[3], ARGV[7], 'NX')
+return {id, redis.call('GET', KEYS[3])}
 """
 
 
@@ -134,6 +144,7 @@ class RedisStreamsBackplane(_RedisBase):
         url.done()
         super().__init__(url, backoff=backoff)
         self._feed_key = f"{{{self.prefix}}}:feed"  # {hash tag}: one slot in a cluster
+        self._epoch_key = f"{{{self.prefix}}}:epoch"
         self._feed_last: str | None = None
         self._reader: aioredis.Redis | None = None
         self._script: Any = None
@@ -151,12 +162,19 @@ class RedisStreamsBackplane(_RedisBase):
             if self._feed_last is None:  # first connection: from now on
                 last: Any = await cmd.xrevrange(self._feed_key, "+", "-", count=1)
                 self._feed_last = str(last[0][0]) if last else "0"
+            self.epoch = await self._current_epoch(cmd)
         except BaseException:
             await cmd.aclose()
             await reader.aclose()
             raise
         self._script = cmd.register_script(_PUBLISH_LUA)
         self._cmd, self._reader = cmd, reader
+
+    async def _current_epoch(self, cmd: aioredis.Redis) -> str:
+        """The prefix's epoch, created (``SET NX``) if it is missing; Redis errors propagate."""
+        await cmd.set(self._epoch_key, new_epoch(), nx=True)
+        epoch: Any = await cmd.get(self._epoch_key)
+        return str(epoch)
 
     async def _disconnect(self) -> None:
         reader, self._reader = self._reader, None
@@ -188,8 +206,8 @@ class RedisStreamsBackplane(_RedisBase):
         self._client_or_raise()
         wall = time.time()
         try:
-            msg_id = await self._script(
-                keys=[self._key(channel), self._feed_key],
+            msg_id, self.epoch = await self._script(
+                keys=[self._key(channel), self._feed_key, self._epoch_key],
                 args=[
                     self.maxlen,
                     "1" if self.approx else "0",
@@ -197,8 +215,10 @@ class RedisStreamsBackplane(_RedisBase):
                     channel,
                     json.dumps(data, separators=(",", ":"), allow_nan=False),
                     repr(wall),
+                    new_epoch(),
                 ],
             )
+            msg_id, self.epoch = str(msg_id), str(self.epoch)
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from None
         # Delivery to this server's connections comes through the feed, in id order.
@@ -208,11 +228,19 @@ class RedisStreamsBackplane(_RedisBase):
         validate_channel(channel)
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        epoch, bare = self._split(after_id)
         try:
-            after = _redis_key(after_id)
+            after = _redis_key(bare)
         except MalformedPositionError as exc:
             raise MalformedIdError(str(exc)) from None
         cmd = self._client_or_raise()
+        if epoch is not None and epoch != self.epoch:  # or the cached epoch is stale
+            try:
+                self.epoch = await self._current_epoch(cmd)
+            except (RedisError, OSError) as exc:
+                raise self._unavailable(exc) from None
+            if epoch != self.epoch:
+                return self._epoch_gap(await self.read_after(channel, "0", limit), after_id)
         key = self._key(channel)
         start = "-" if after == (0, 0) else f"({after[0]}-{after[1]}"
         try:
@@ -229,7 +257,7 @@ class RedisStreamsBackplane(_RedisBase):
                 return Messages(channel=channel, messages=(), last_id="0")
             if after[0] > int(now[0]) * 1000 + int(now[1]) // 1000 + 1000:
                 raise UnknownIdError(f"id {after_id!r} is in the future for channel {channel!r}")
-            return Gap(channel, after_id, 0, None, (), after_id)
+            return Gap(channel, after_id, 0, None, (), bare, epoch=self.epoch, resume_id=bare)
         latest = str(newest[0][0])
         if after > _redis_key(latest):
             raise UnknownIdError(
@@ -240,9 +268,14 @@ class RedisStreamsBackplane(_RedisBase):
             for i, f in entries
         )
         more = bool(msgs) and msgs[-1].id != latest
-        last_id = msgs[-1].id if msgs else after_id
-        if not entries or _redis_key(entries[0][1]["p"]) <= after:
-            return Messages(channel=channel, messages=msgs, last_id=last_id, more=more)
+        last_id = msgs[-1].id if msgs else bare
+        first_prev = entries[0][1]["p"] if entries else "0"
+        if after != (0, 0) and entries and first_prev == "0":
+            # The first entry after the id is its stream's very first: the stream was
+            # deleted and created anew after the cursor, whose id belongs to the old one.
+            return self._epoch_gap(await self.read_after(channel, "0", limit), after_id)
+        if not entries or _redis_key(first_prev) <= after:
+            return Messages(channel, msgs, last_id, more, epoch=self.epoch)
         # The first entry after the id names a predecessor that is no longer held.
         return Gap(
             channel=channel,
@@ -254,6 +287,8 @@ class RedisStreamsBackplane(_RedisBase):
             messages=msgs,
             last_id=last_id,
             more=more,
+            epoch=self.epoch,
+            resume_id=first_prev,
         )
 
     async def latest_id(self, channel: str) -> str:
@@ -286,6 +321,7 @@ class RedisPubSubBackplane(_RedisBase):
         # Ids are "<instance>-<n>": n from this server's log, instance unique per process,
         # so a cursor from another server (or an earlier run) is recognised as foreign.
         self.instance = int(time.time() * 1000) * 1000 + secrets.randbelow(1000)
+        self.epoch = str(self.instance)  # the buffer's id space is this instance's
         self._topic = f"{{{self.prefix}}}:pubsub"
         self._pubsub: Any = None
 
@@ -359,26 +395,32 @@ class RedisPubSubBackplane(_RedisBase):
         return env
 
     async def read_after(self, channel: str, after_id: str, limit: int | None = None) -> ReadResult:
-        local = self._local(after_id)
+        epoch, bare = self._split(after_id)
+        local = self._local(bare) if epoch in (None, self.epoch) else None
         if local is None:
             # Not from this server: it cannot know what the client missed (Pub/Sub kept
             # nothing), so it says so and continues from now.
             latest = self.log.latest_id(channel)
             first = self.log.first_id(channel)
+            resume = "0" if latest == "0" else f"{self.instance}-{latest}"
             return Gap(
                 channel=channel,
                 after_id=after_id,
                 missed=0,
                 first_available_id=None if first is None else f"{self.instance}-{first}",
                 messages=(),
-                last_id="0" if latest == "0" else f"{self.instance}-{latest}",
+                last_id=resume,
+                reason="epoch",
+                epoch=self.epoch,
+                resume_id=resume,
             )
         r = self.log.read_after(channel, local, limit, now=self._now())
         msgs = tuple(self._wrap(e) for e in r.messages)
-        last_id = after_id if r.last_id == local else f"{self.instance}-{r.last_id}"
+        last_id = bare if r.last_id == local else f"{self.instance}-{r.last_id}"
         if isinstance(r, Messages):
-            return Messages(channel, msgs, last_id, r.more)
+            return Messages(channel, msgs, last_id, r.more, epoch=self.epoch)
         first = r.first_available_id
+        resume = r.resume_id if r.resume_id is not None else "0"
         return Gap(
             channel,
             after_id,
@@ -387,6 +429,8 @@ class RedisPubSubBackplane(_RedisBase):
             msgs,
             last_id,
             r.more,
+            epoch=self.epoch,
+            resume_id="0" if resume == "0" else f"{self.instance}-{resume}",
         )
 
     async def latest_id(self, channel: str) -> str:

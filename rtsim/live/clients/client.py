@@ -19,6 +19,14 @@ async). It is called before every connection attempt, so when the server ends a
 connection at its token's ``exp`` (WebSocket close 4001, SSE ``error`` event, long poll
 401 ``token_expired``) the client reconnects with a fresh token and resumes from its last
 ids: nothing is lost or repeated.
+
+Cursors carry the server's epoch (``"EPOCH:ID"``, docs/protocol.md): after a server
+restart (memory backplane) or a reset broker, the server answers the old cursor with a
+gap of reason ``"epoch"``; the client hands on a :class:`GapNotice`, moves its cursor to
+the gap's position and goes on receiving, from the new epoch's first held message. A
+cursor the server refuses (``bad_cursor``, e.g. a bare id ahead of a new epoch) is
+dropped likewise (a ``GapNotice`` with reason ``"bad_cursor"``) and the channel
+subscribed from now on: the client never stays connected but unsubscribed.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import aiohttp
 import numpy as np
 
 from rtsim.core.backoff import Backoff
+from rtsim.core.positions import split_epoch, with_epoch
 from rtsim.core.presence import Join, Leave, LeaveReason, PresenceView, Update
 from rtsim.core.reconnect import (
     Connect,
@@ -80,12 +89,21 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class GapNotice:
-    """The server could not replay ``missed`` messages of ``channel`` after ``since``."""
+    """The server could not replay ``missed`` messages of ``channel`` after ``since``.
+
+    ``reason``: ``"trimmed"`` (the replay log dropped them), ``"epoch"`` (``since`` was
+    of another epoch: a restarted server or a reset broker; what was missed there is
+    unknown) or ``"bad_cursor"`` (the server refused ``since``; subscribed from now on).
+    ``position`` is where the client resumed (``"EPOCH:ID"``; ``None`` if from now on).
+    """
 
     channel: str
     since: str
     missed: int
     first_available_id: str | None
+    reason: str = "trimmed"
+    epoch: str = ""
+    position: str | None = None
 
 
 class LiveClientError(RuntimeError):
@@ -99,7 +117,7 @@ class LiveClientError(RuntimeError):
 
 def _id_key(message_id: str) -> tuple[int, ...]:
     """Ids compare as integers, part by part ("7" < "12"; Redis-style "5-0" < "5-1")."""
-    return tuple(int(p) for p in message_id.split("-"))
+    return tuple(int(p) for p in split_epoch(message_id)[1].split("-"))
 
 
 @dataclass
@@ -388,6 +406,8 @@ class LiveClient:
                             self._fatal = LiveClientError(exc.status, exc.body)
                             self._ready.set()
                             return
+                    if exc.status == 400 and "bad_cursor" in exc.body:
+                        self.cursor_refused(list(self.cursor))  # retry from now on
                     reason = str(exc)
                 except _TokenUnavailable as exc:
                     reason = str(exc)
@@ -474,22 +494,57 @@ class LiveClient:
         if last is not None and _id_key(mid) <= _id_key(last):
             self.stats.duplicates += 1
             return
-        self.cursor[channel] = mid
+        # A message's id is of the epoch the cursor is in (a gap moves it to a new one).
+        self.cursor[channel] = with_epoch(split_epoch(last)[0] if last else None, mid)
         self.stats.received += 1
         self._items.put_nowait(Message(channel, mid, obj["data"], obj["ts"], transport))
 
     def merge_cursor(self, text: str) -> None:
-        """Move the cursor forward to a server cursor ``"a=3,b=7"`` (never back)."""
+        """Move the cursor forward to a server cursor ``"a=E:3,b=E:7"`` (never back within
+        one epoch; a cursor of another epoch than the client's is the server's word)."""
         for part in text.split(","):
             ch, _, mid = part.partition("=")
-            last = self.cursor.get(ch)
-            if ch in self.channels and (last is None or _id_key(mid) > _id_key(last)):
-                self.cursor[ch] = mid
+            if ch in self.channels:
+                self.merge_position(ch, mid)
+
+    def merge_position(self, channel: str, position: str) -> None:
+        """Move ``channel``'s cursor to the server's ``position`` (see :meth:`merge_cursor`)."""
+        last = self.cursor.get(channel)
+        if last is None:
+            self.cursor[channel] = position
+            return
+        (old_epoch, old_id), (epoch, mid) = split_epoch(last), split_epoch(position)
+        if old_epoch is None:  # an id without its epoch yet: the server's is this one
+            self.cursor[channel] = with_epoch(epoch, max(old_id, mid, key=_id_key))
+        elif old_epoch != epoch or _id_key(mid) > _id_key(old_id):
+            self.cursor[channel] = position
 
     def gap(self, obj: Mapping[str, Any]) -> None:
-        g = GapNotice(obj["channel"], obj["since"], obj["missed"], obj.get("first_available_id"))
+        position = obj.get("position")
+        g = GapNotice(
+            obj["channel"],
+            obj["since"],
+            obj["missed"],
+            obj.get("first_available_id"),
+            obj.get("reason", "trimmed"),
+            obj.get("epoch", ""),
+            position,
+        )
+        if isinstance(position, str) and g.channel in self.channels:
+            # Resubscribe from there: the messages that follow the gap are after it.
+            self.cursor[g.channel] = position
         self.gaps.append(g)
         self._items.put_nowait(g)
+
+    def cursor_refused(self, channels: Iterable[str]) -> None:
+        """The server refused the cursor of ``channels`` (``bad_cursor``): drop it, so they
+        are subscribed from now on, and hand on a :class:`GapNotice` for each."""
+        for ch in channels:
+            since = self.cursor.pop(ch, None)
+            if since is not None:
+                g = GapNotice(ch, since, 0, None, "bad_cursor")
+                self.gaps.append(g)
+                self._items.put_nowait(g)
 
     def on_presence(self, obj: Mapping[str, Any]) -> None:
         ch = obj["channel"]

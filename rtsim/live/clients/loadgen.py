@@ -37,7 +37,7 @@ import os
 import resource
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -157,6 +157,7 @@ class _Sub:
     dups: int = 0
     cursor: str = "0"
     alive: bool = True
+    gaps: int = 0  # gap frames/events seen (e.g. an epoch gap after a server restart)
 
 
 class _Worker:
@@ -171,6 +172,7 @@ class _Worker:
         self.errors: list[str] = []
         # Traced deliveries: (trace, port, scheduled, sent, read, handled), CLOCK_MONOTONIC s.
         self.traced: list[tuple[str, int, float, float, float, float]] = []
+        self.gap_samples: list[dict[str, Any]] = []
 
     def _got(self, k: int, data: Any, read_at: float, port: int) -> None:
         now = time.monotonic()
@@ -191,6 +193,11 @@ class _Worker:
         else:
             s.dups += 1
 
+    def _gap(self, k: int, obj: Mapping[str, Any]) -> None:
+        self.subs[k].gaps += 1
+        if len(self.gap_samples) < 5:
+            self.gap_samples.append(dict(obj))
+
     def _mark_ready(self) -> None:
         self.ready += 1
         if self.ready == len(self.ks):
@@ -206,6 +213,7 @@ class _Worker:
                 self.subs[k].channel,
                 lambda d, r, port: self._got(k, d, r, port),
                 self._mark_ready,
+                gap=lambda g: self._gap(k, g),
             )
         except asyncio.CancelledError:
             raise
@@ -247,6 +255,8 @@ class _Worker:
                     "subs": {k: (s.channel, s.unique, s.dups) for k, s in self.subs.items()},
                     "errors": self.errors[:20],
                     "n_errors": len(self.errors),
+                    "gaps": sum(s.gaps for s in self.subs.values()),
+                    "gap_samples": self.gap_samples,
                     "cpu_s": cpu,
                     "traced": self.traced,
                 },
@@ -444,6 +454,9 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         "loadgen_cpu_s": gen_cpu,
         "loadgen_processes": n_proc,
         "errors": sum(r["n_errors"] for r in results) + setup_errors,
+        # Gaps the server reported (trimmed replay, or an epoch change: a restarted server).
+        "gaps": sum(r["gaps"] for r in results),
+        "gap_samples": [g for r in results for g in r["gap_samples"]][:5],
         "error_samples": errors[:5],
         "traced_deliveries": len(traced),
         "stages": stage_summary(stages),  # p50/p99 per stage of the traced deliveries

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -23,7 +23,10 @@ from .wire import (
     response_port,
 )
 
-__all__ = ["CLIENT", "connect", "load_subscriber"]
+__all__ = ["CLIENT", "RETRY_S", "connect", "load_subscriber"]
+
+#: Seconds between the load subscriber's attempts while the server is unreachable.
+RETRY_S = 0.2
 
 TRANSPORT = Transport.LONG_POLLING
 
@@ -73,26 +76,41 @@ async def load_subscriber(
     channel: str,
     got: Callable[[Any, float, int], None],
     ready: Callable[[], None],
+    /,
+    gap: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> None:
-    """The load generator's long-polling subscriber (see :data:`~.wire.LoadSubscriber`)."""
+    """The load generator's long-polling subscriber (see :class:`~.wire.LoadSubscriber`).
+
+    A poll that fails to connect (e.g. the server is restarting) is retried after
+    ``RETRY_S`` with the same cursor, so a restart shows as an epoch ``gap``, not an end.
+    """
     cursor = "0"
     first = True
     while True:
         hold = 0 if first else LONG_POLL_HOLD_S
-        async with session.get(
-            f"{target.url}/poll",
-            params=channel_params([channel], after=cursor, timeout=hold),
-            headers=auth_headers(target.token),
-        ) as r:
-            port = response_port(r)
-            if r.status != 200:
-                raise RuntimeError(f"poll answered {r.status}: {await r.text()}")
-            raw = await r.read()
-            read_at = time.monotonic()
-            body = json.loads(raw)
+        try:
+            async with session.get(
+                f"{target.url}/poll",
+                params=channel_params([channel], after=cursor, timeout=hold),
+                headers=auth_headers(target.token),
+            ) as r:
+                port = response_port(r)
+                if r.status != 200:
+                    raise RuntimeError(f"poll answered {r.status}: {await r.text()}")
+                raw = await r.read()
+                read_at = time.monotonic()
+                body = json.loads(raw)
+        except (aiohttp.ClientConnectionError, TimeoutError):
+            if first:
+                raise
+            await asyncio.sleep(RETRY_S)
+            continue
         if first:
             first = False
             ready()
+        if gap is not None:
+            for g in body.get("gaps", []):
+                gap(g)
         for m in body.get("messages", []):
             got(m.get("data"), read_at, port)
         cursor = body.get("cursor", cursor)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -68,8 +68,10 @@ async def load_subscriber(
     channel: str,
     got: Callable[[Any, float, int], None],
     ready: Callable[[], None],
+    /,
+    gap: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> None:
-    """The load generator's SSE subscriber (see :data:`~.wire.LoadSubscriber`)."""
+    """The load generator's SSE subscriber (see :class:`~.wire.LoadSubscriber`)."""
     async with session.get(
         f"{target.url}/sse",
         params=channel_params([channel]),
@@ -82,8 +84,11 @@ async def load_subscriber(
         ready()
         async for events, _last_id in sse_events(r):
             read_at = time.monotonic()
-            for _event, obj in events:
-                got(obj.get("data"), read_at, port)
+            for event, obj in events:
+                if event == "message":
+                    got(obj.get("data"), read_at, port)
+                elif event == "gap" and gap is not None:
+                    gap(obj)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -58,7 +58,7 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                 if kind == "message":
                     c.deliver(obj, TRANSPORT)
                 elif kind == "subscribed":
-                    c.cursor.setdefault(obj["channel"], obj["since"])
+                    c.merge_position(obj["channel"], obj["since"])
                     waiting.discard(obj["channel"])
                     if not waiting:
                         c.mark_ready()
@@ -70,6 +70,12 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                     c.on_ack(obj)
                 elif kind == "error":
                     c.on_error(obj)
+                    if obj.get("code") == "bad_cursor" and waiting:
+                        # A refused resume: subscribe from now on, never stay unsubscribed.
+                        refused = [ch for ch in waiting if ch in c.cursor]
+                        c.cursor_refused(refused)
+                        for ch in refused:
+                            await ws.send_str(subscribe_frame(ch, None))
         finally:
             beat.cancel()
         if ws.close_code is not None and ws.close_code != 1000:
@@ -90,8 +96,10 @@ async def load_subscriber(
     channel: str,
     got: Callable[[Any, float, int], None],
     ready: Callable[[], None],
+    /,
+    gap: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> None:
-    """The load generator's WebSocket subscriber (see :data:`~.wire.LoadSubscriber`)."""
+    """The load generator's WebSocket subscriber (see :class:`~.wire.LoadSubscriber`)."""
     url = ws_url(target.url, target.ws_path, target.token)
     async with session.ws_connect(url, max_msg_size=0, autoping=True) as ws:
         port = local_port(ws.get_extra_info("sockname"))
@@ -102,8 +110,11 @@ async def load_subscriber(
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             obj = json.loads(msg.data)
-            if obj.get("type") == "message":
+            kind = obj.get("type")
+            if kind == "message":
                 got(obj.get("data"), read_at, port)
+            elif kind == "gap" and gap is not None:
+                gap(obj)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -145,6 +145,10 @@ class Connection(Protocol):
 
     def merge_cursor(self, text: str) -> None: ...
 
+    def merge_position(self, channel: str, position: str) -> None: ...
+
+    def cursor_refused(self, channels: Iterable[str]) -> None: ...
+
     def mark_ready(self) -> None: ...
 
     def attach_ws(self, ws: aiohttp.ClientWebSocketResponse | None) -> None: ...
@@ -163,22 +167,25 @@ class LoadTarget:
     ws_path: str = "/ws"
 
 
-#: A load-generator subscriber: ``(session, target, channel, got, ready)`` runs until
-#: cancelled or the connection ends, calling ``got(data, read_at, port)`` per message (the
-#: published ``data``; ``read_at``: ``time.monotonic()`` when its bytes were read off the
-#: socket, before JSON decoding; ``port``: the connection's local TCP port, -1 if unknown,
-#: which the server's stage records name it by) and ``ready()`` once subscribed; raises on
-#: a refusal.
-LoadSubscriber = Callable[
-    [
-        aiohttp.ClientSession,
-        LoadTarget,
-        str,
-        Callable[[Any, float, int], None],
-        Callable[[], None],
-    ],
-    Awaitable[None],
-]
+class LoadSubscriber(Protocol):
+    """A load-generator subscriber: ``(session, target, channel, got, ready, gap=None)``
+    runs until cancelled or the connection ends, calling ``got(data, read_at, port)`` per
+    message (the published ``data``; ``read_at``: ``time.monotonic()`` when its bytes were
+    read off the socket, before JSON decoding; ``port``: the connection's local TCP port, -1
+    if unknown, which the server's stage records name it by), ``ready()`` once subscribed
+    and ``gap(obj)`` per ``gap`` the server sends (e.g. reason ``"epoch"`` after a server
+    restart); raises on a refusal."""
+
+    def __call__(
+        self,
+        session: aiohttp.ClientSession,
+        target: LoadTarget,
+        channel: str,
+        got: Callable[[Any, float, int], None],
+        ready: Callable[[], None],
+        /,
+        gap: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> Awaitable[None]: ...
 
 
 def local_port(sockname: Any) -> int:

@@ -145,6 +145,7 @@ class LiveServer(ServerState):
             {
                 "status": "ok" if self.backplane.healthy() else "degraded",
                 "backplane": self.backplane.name,
+                "epoch": self.backplane.epoch,
                 "replay": "broker" if self.backplane.durable_replay else "local buffer only",
                 "broker": getattr(self.backplane, "status", dict)(),
                 "open_mode": self.config.open_mode,

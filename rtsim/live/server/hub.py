@@ -21,11 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 from rtsim.core.envelope import Envelope, encode
-from rtsim.core.replaylog import Gap, encode_cursor
+from rtsim.core.positions import MalformedPositionError, split_epoch, with_epoch
+from rtsim.core.replaylog import Gap, MalformedIdError, ReadResult, encode_cursor
 from rtsim.core.transport import Transport, format_sse_event, ws_frame
 
 from ..backplanes.base import Backplane
-from ..protocol import message_frame
+from ..protocol import gap_object, message_frame
 from .metrics import Metrics
 from .stages import StageRecorder, monotonic, peer_port, trace_of
 
@@ -46,12 +47,14 @@ class Broadcast:
         "_ws_wire",
         "channel",
         "env",
+        "epoch",
         "key",
         "trace",
     )
 
-    def __init__(self, env: Envelope, key: tuple[int, ...]) -> None:
+    def __init__(self, env: Envelope, key: tuple[int, ...], epoch: str = "") -> None:
         self.env = env
+        self.epoch = epoch  # the id space of env.id (for SSE cursors: "EPOCH:ID")
         self.channel = env.channel
         self.key = key
         self.trace: str | None = None  # set by the hub for a traced message (see .stages)
@@ -68,6 +71,11 @@ class Broadcast:
         if self._json is None:
             self._json = encode(self.env)
         return self._json
+
+    @property
+    def position(self) -> str:
+        """``"EPOCH:ID"``: the cursor right after this message."""
+        return with_epoch(self.epoch, self.env.id)
 
     @property
     def ws(self) -> bytes:
@@ -94,7 +102,7 @@ class Broadcast:
     def sse_single(self) -> bytes:
         """The whole SSE event for a stream of this one channel (cursor ``channel=id``)."""
         if self._sse_single is None:
-            cursor = encode_cursor({self.channel: self.env.id})
+            cursor = encode_cursor({self.channel: self.position})
             self._sse_single = format_sse_event(self.json.decode("utf-8"), id=cursor)
         return self._sse_single
 
@@ -315,7 +323,7 @@ class Hub:
 
     # --- the hot path ------------------------------------------------------------------
     def on_message(self, env: Envelope) -> None:
-        b = Broadcast(env, self._order_key(env.id))
+        b = Broadcast(env, self._order_key(env.id), self.backplane.epoch)
         recent = self._recent
         recent[(env.channel, env.id)] = b
         if len(recent) > self._recent_max:
@@ -401,7 +409,7 @@ class Hub:
     def broadcast_for(self, env: Envelope) -> Broadcast:
         """The shared :class:`Broadcast` of a stored envelope (cached for recent ones)."""
         b = self._recent.get((env.channel, env.id))
-        return b if b is not None else Broadcast(env, self._order_key(env.id))
+        return b if b is not None else Broadcast(env, self._order_key(env.id), self.backplane.epoch)
 
     def send_control(self, channel: str, obj: dict[str, Any]) -> None:
         """Send one control frame (e.g. a presence event) to every subscriber of ``channel``."""
@@ -415,15 +423,21 @@ class Hub:
     async def subscribe(self, sub: Subscriber, channel: str, since: str | None) -> str:
         """Subscribe ``sub`` to ``channel``; with ``since``, queue the replay first.
 
-        Returns the id the subscription starts after (``since``, or the channel's latest
-        id). Raises ``ValueError`` (the replay log's errors) for an id that cannot be
-        placed; the subscription is then not made.
+        Returns the position (``"EPOCH:ID"``) the subscription starts after: ``since`` in
+        the current epoch, the channel's latest id, or — after a ``gap`` — the gap's
+        position. ``since`` from another epoch is answered with a ``gap`` of reason
+        ``"epoch"`` and everything held, never an error. Raises ``ValueError`` (the replay
+        log's errors) for an id that cannot be placed; the subscription is then not made.
         """
+        try:
+            _, bare = split_epoch(since) if since is not None else (None, "")
+        except MalformedPositionError as exc:
+            raise MalformedIdError(str(exc)) from None
         self.subs.setdefault(channel, {})[sub] = None
         if since is None:
             sub.last[channel] = _EMPTY_KEY
             try:
-                return await self.backplane.latest_id(channel)
+                return with_epoch(self.backplane.epoch, await self.backplane.latest_id(channel))
             except BaseException:
                 self.unsubscribe(sub, channel)
                 raise
@@ -436,22 +450,17 @@ class Hub:
             raise
         if sub.transport is not None:
             self.metrics.reconnections.labels(sub.transport.value).inc()
-        last = self._order_key(since)
+        epoch = result.epoch or self.backplane.epoch
+        start = with_epoch(epoch, bare)
+        last = self._order_key(bare)
         if isinstance(result, Gap):
             self.metrics.gaps.inc()
-            sub.send(
-                Control(
-                    {
-                        "type": "gap",
-                        "channel": channel,
-                        "since": since,
-                        "missed": result.missed,
-                        "first_available_id": result.first_available_id,
-                    },
-                    # With no message to follow, the gap itself moves an SSE cursor on.
-                    advance=None if result.messages else (channel, result.last_id),
-                )
-            )
+            obj = self.gap_of(result, since)
+            start = str(obj["position"])
+            last = self._order_key(split_epoch(start)[1])
+            # The gap moves an SSE cursor to its position (the messages that follow move
+            # it on): a stream that ends right after the gap resumes in the new epoch.
+            sub.send(Control(obj, advance=(channel, start)))
         q = sub.own_queue() if result.messages else sub.queue
         for env in result.messages:
             b = self.broadcast_for(env)
@@ -464,7 +473,25 @@ class Hub:
         for b in held:
             sub.offer(b)
         sub.notify()
-        return since
+        return start
+
+    def gap_of(self, result: Gap, since: str) -> dict[str, Any]:
+        """The ``gap`` frame object for ``result`` (see :func:`~rtsim.live.protocol.gap_object`)."""
+        epoch = result.epoch or self.backplane.epoch
+        resume = result.resume_id if result.resume_id is not None else result.last_id
+        return gap_object(
+            result.channel,
+            since,
+            result.missed,
+            result.first_available_id,
+            result.reason,
+            epoch,
+            with_epoch(epoch, resume),
+        )
+
+    def position_after(self, result: ReadResult) -> str:
+        """``"EPOCH:ID"`` of ``result.last_id`` (where a reader stands after ``result``)."""
+        return with_epoch(result.epoch or self.backplane.epoch, result.last_id)
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         subs = self.subs.get(channel)

@@ -4,8 +4,8 @@ Without ``after`` the answer comes at once with the channels' latest ids as the 
 with it, the request is held until a message arrives on one of the channels or
 ``timeout`` seconds pass (default ``ServerConfig.poll_timeout_s``, the shared
 :data:`~rtsim.core.transport.LONG_POLL_HOLD_S`, at most ``poll_timeout_max_s``). A
-resume older than the replay log holds adds ``"gaps"``. A waiting poll counts as a
-connection (``max_connections``, ``max_connections_per_ip``,
+resume older than the replay log holds, or from another epoch, adds ``"gaps"``. A waiting
+poll counts as a connection (``max_connections``, ``max_connections_per_ip``,
 ``rtsim_connections{transport="long-polling"}``). A poll held when its token expires is
 answered at once with 401 ``token_expired`` (the client polls again with a fresh token
 from the same ``after``).
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from rtsim.core.positions import with_epoch
 from rtsim.core.replaylog import Gap, ReplayLogError, encode_cursor
 from rtsim.core.transport import Transport
 
@@ -62,7 +63,9 @@ class LongPollHandler:
                 request.query.get("timeout"), cfg.poll_timeout_s, cfg.poll_timeout_max_s
             )
             cursor = {
-                ch: resume[ch] if ch in resume else await st.backplane.latest_id(ch)
+                ch: resume[ch]
+                if ch in resume
+                else with_epoch(st.backplane.epoch, await st.backplane.latest_id(ch))
                 for ch in channels
             }
             port = peer_port(request.transport)  # names this client in traced stages
@@ -112,14 +115,9 @@ class LongPollHandler:
             result = await st.backplane.read_after(ch, after, st.config.poll_batch)
             if isinstance(result, Gap):
                 st.metrics.gaps.inc()
-                gaps.append(
-                    {
-                        "channel": ch,
-                        "since": after,
-                        "missed": result.missed,
-                        "first_available_id": result.first_available_id,
-                    }
-                )
+                gap = st.hub.gap_of(result, after)
+                del gap["type"]
+                gaps.append(gap)
             now = loop.time()
             for env in result.messages:
                 b = st.hub.broadcast_for(env)
@@ -127,7 +125,7 @@ class LongPollHandler:
                 latency.observe(now - env.ts)
                 if b.trace is not None:
                     st.hub.stages.written(b.trace, port, monotonic())
-            cursor[ch] = result.last_id
+            cursor[ch] = st.hub.position_after(result)
         if not parts and not gaps:
             return None
         st.metrics.deliveries_by[TRANSPORT].inc(len(parts))

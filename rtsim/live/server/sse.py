@@ -2,10 +2,11 @@
 
 The stream starts with ``retry:`` and an id-only event carrying the start cursor, then
 one presence snapshot per channel, then messages (``id:`` is the cursor of every channel,
-``"a=3,b=7"``; a single-channel stream uses the plain id). A client resumes with
-``Last-Event-ID`` (or ``?last_event_id=``). A single-channel chunked stream takes the
-hub's direct-write fast path: while nothing is queued for it, a broadcast's pre-framed
-event bytes go straight to the socket.
+``"a=EPOCH:3,b=EPOCH:7"``, see docs/protocol.md). A client resumes with ``Last-Event-ID``
+(or ``?last_event_id=``); a cursor from another epoch gets ``event: gap`` (reason
+``"epoch"``) and every message held, and the stream goes on in the current epoch. A
+single-channel chunked stream takes the hub's direct-write fast path: while nothing is
+queued for it, a broadcast's pre-framed event bytes go straight to the socket.
 
 When the connection's token expires the stream ends with an ``error`` event
 ``{"type": "error", "code": "token_expired", "message"}``; the client reconnects with a
@@ -154,7 +155,7 @@ class SseHandler:
                     continue
                 replay = isinstance(item, Replay)
                 b: Broadcast = item.b if isinstance(item, Replay) else item
-                cursor[b.channel] = b.env.id
+                cursor[b.channel] = b.position
                 if single:
                     chunks.append(b.sse_single)
                 else:

@@ -18,7 +18,7 @@ const CURSOR = `cursor:${room}`;
 // Everything a test (or a curious participant with the console open) may read.
 const rt = (window.rt = {
   me, room, received: [], chat: [], members: {}, latency: [], transport: null,
-  state: "idle", reconnects: 0, errors: [],
+  state: "idle", reconnects: 0, errors: [], epoch: "",
 });
 
 let t = null;
@@ -48,7 +48,10 @@ async function boot() {
   t.onstatus = onStatus;
   t.onerror = (f) => {
     rt.errors.push(f);
-    if (f.type === "gap") note(`missed ${f.missed} message(s) while away (gap)`);
+    if (f.type === "gap" && f.reason === "epoch") {
+      rt.epoch = f.epoch; // the server restarted (or its broker was reset): ids start anew
+      note("the server restarted: resumed from its new start (gap)");
+    } else if (f.type === "gap") note(`missed ${f.missed} message(s) while away (gap)`);
     else note(`error: ${f.code || ""} ${f.message || ""}`);
   };
   t.onrefused = (r) => {
@@ -135,8 +138,10 @@ function onChat(msg, d) {
     setSendState(d.mid, "sent", msg.id);
     return;
   }
-  if (rt.chat.some((c) => c.id === msg.id)) return; // already shown
-  rt.chat.push({ id: msg.id, name: d.name, text: d.text });
+  // Ids repeat after a server restart (a new epoch), so "already shown" is per epoch.
+  const key = `${rt.epoch}:${msg.id}`;
+  if (rt.chat.some((c) => c.key === key)) return; // already shown
+  rt.chat.push({ id: msg.id, key, name: d.name, text: d.text });
   addLine(d.name || "?", d.color, d.text);
 }
 

@@ -12,6 +12,9 @@
 //   rtsim.core.reconnect does: a server that accepts and closes at once is not re-dialled fast.
 // * Resume: the last id of each channel in `resume` is kept and sent back on reconnect
 //   (WebSocket `since`, SSE `?last_event_id=`, long-poll `after`), so nothing is missed.
+//   Positions carry the server's epoch ("EPOCH:ID"); after a server restart the old one is
+//   answered with a gap (reason "epoch", with the new `position`): the page moves there and
+//   goes on. A refused cursor (`bad_cursor`) is dropped and the channel subscribed anew.
 // * Publish: over the WebSocket with an ack (`ref`), else POST /publish; rejects on error
 //   or after `ackTimeoutMs`.
 // * A rejected token is not a transient fault: a 401/403 (on a poll, or found by asking
@@ -29,6 +32,16 @@ const CLOSE_TOKEN_EXPIRED = 4001; // the server's close code when the token runs
 
 function cursorString(ids) {
   return Object.keys(ids).sort().map((ch) => `${ch}=${ids[ch]}`).join(",");
+}
+
+// "EPOCH:ID" → its epoch ("" if none) / id; and back (docs/protocol.md, Epochs).
+function epochOf(pos) {
+  const i = pos ? pos.lastIndexOf(":") : -1;
+  return i >= 0 ? pos.slice(0, i) : "";
+}
+
+function withEpoch(epoch, id) {
+  return epoch ? `${epoch}:${id}` : id;
 }
 
 function parseCursor(text, into) {
@@ -197,8 +210,15 @@ class RtTransport {
 
 
   _deliver(msg) {
-    if (this.resume.has(msg.channel)) this.ids[msg.channel] = msg.id;
+    const ch = msg.channel;
+    if (this.resume.has(ch)) this.ids[ch] = withEpoch(epochOf(this.ids[ch]), msg.id);
     this.onmessage(msg);
+  }
+
+  // A gap frame/event: resubscribe from its position (the messages that follow are after it).
+  _gap(f) {
+    if (f.position && this.resume.has(f.channel)) this.ids[f.channel] = f.position;
+    this.onerror({ type: "gap", ...f });
   }
 
   _resumeIds() {
@@ -222,6 +242,7 @@ class RtTransport {
     }
     this._ws = ws;
     let subscribed = 0;
+    const pending = new Set(this.channels); // subscribe sent, "subscribed" not yet back
     ws.onopen = () => {
       for (const ch of this.channels) {
         const frame = { type: "subscribe", channel: ch };
@@ -234,7 +255,9 @@ class RtTransport {
       if (f.type === "message") this._deliver(f);
       else if (f.type === "presence") this.onpresence(f);
       else if (f.type === "subscribed") {
-        if (this.resume.has(f.channel) && this.ids[f.channel] === undefined) {
+        pending.delete(f.channel);
+        const had = this.ids[f.channel];
+        if (this.resume.has(f.channel) && (had === undefined || !epochOf(had))) {
           this.ids[f.channel] = f.since;
         }
         if (++subscribed === this.channels.length) onOpen();
@@ -247,8 +270,15 @@ class RtTransport {
           if (this._conn) this._conn();
           this._conn = null;
           this._refuse({ status: f.code === "forbidden" ? 403 : 401, code: f.code, message: f.message });
+        } else if (f.code === "bad_cursor" && pending.size) {
+          // A refused resume: subscribe from now on rather than stay unsubscribed.
+          this.onerror(f);
+          for (const ch of pending) {
+            delete this.ids[ch];
+            ws.send(JSON.stringify({ type: "subscribe", channel: ch }));
+          }
         } else this.onerror(f);
-      } else if (f.type === "gap") this.onerror(f);
+      } else if (f.type === "gap") this._gap(f);
     };
     ws.onclose = (ev) => {
       if (ev.code === CLOSE_TOKEN_EXPIRED) {
@@ -296,7 +326,7 @@ class RtTransport {
     es.addEventListener("presence", (ev) => this.onpresence(JSON.parse(ev.data)));
     es.addEventListener("gap", (ev) => {
       track(ev);
-      this.onerror(JSON.parse(ev.data));
+      this._gap(JSON.parse(ev.data));
     });
     // We own reconnection (backoff + jitter + fallback), so the EventSource's own retry is
     // turned off by closing it on the first error.
@@ -355,13 +385,23 @@ class RtTransport {
             this._refuse(refusal);
             return;
           }
+          if (r.status === 400) {
+            const refusal = await this._refusal(r);
+            if (refusal.code === "bad_cursor" && after) {
+              // A cursor the server cannot place: start from now on, do not retry it.
+              this.onerror({ type: "error", ...refusal });
+              for (const ch of this.resume) delete this.ids[ch];
+              after = ""; // without `after` the server answers at once, from now on
+              continue;
+            }
+          }
           if (!r.ok) throw new Error(`HTTP ${r.status}`);
           body = await r.json();
         } catch (e) {
           if (!ctl.signal.aborted) onDown(`poll failed: ${e.message || e}`);
           return;
         }
-        for (const g of body.gaps || []) this.onerror({ type: "gap", ...g });
+        for (const g of body.gaps || []) this._gap(g);
         for (const m of body.messages) this._deliver(m);
         after = body.cursor;
         const all = {};

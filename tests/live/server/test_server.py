@@ -45,7 +45,7 @@ async def test_publish_returns_ordered_ids_per_channel(srv, http) -> None:
 async def test_websocket_live_and_publish_ack(srv, http) -> None:
     async with http.ws_connect(srv.ws_url) as ws:
         sub = await subscribe(ws, "room")
-        assert sub["since"] == "0"
+        assert sub["since"] == f"{srv.server.backplane.epoch}:0"
         await ws.send_json({"type": "publish", "channel": "room", "data": {"t": 1}, "ref": "r"})
         ack = await ws_until(ws, "ack")
         assert ack["ref"] == "r" and ack["id"] == "1"
@@ -66,11 +66,12 @@ async def test_sse_stream_shape(srv, http) -> None:
         reader = SseReader(r)
         await reader.next("presence")
         assert reader.decoder.retry_ms == 2000
-        assert reader.decoder.last_event_id == "a=0,b=0"
+        e = srv.server.backplane.epoch
+        assert reader.decoder.last_event_id == f"a={e}:0,b={e}:0"
         await publish(http, srv.url, "b", "x")
         await publish(http, srv.url, "a", "y")
         ev1, ev2 = await reader.next(), await reader.next()
-        assert ev1.last_event_id == "a=0,b=1" and ev2.last_event_id == "a=1,b=1"
+        assert ev1.last_event_id == f"a={e}:0,b={e}:1" and ev2.last_event_id == f"a={e}:1,b={e}:1"
         assert json.loads(ev2.data) == {
             "channel": "a",
             "id": "1",
@@ -89,11 +90,12 @@ async def test_sse_keepalive_comments(serve: Serve, http) -> None:
 
 async def test_long_poll_answers_at_once_or_at_timeout(srv, http) -> None:
     async with http.get(srv.url + "/poll", params={"channel": "a", "timeout": "0.05"}) as r:
-        assert await r.json() == {"messages": [], "cursor": "a=0"}
+        e = srv.server.backplane.epoch
+        assert await r.json() == {"messages": [], "cursor": f"a={e}:0"}
     await publish(http, srv.url, "a", 1)
     async with http.get(srv.url + "/poll", params={"channel": "a", "after": "a=0"}) as r:
         body = await r.json()
-    assert [m["data"] for m in body["messages"]] == [1] and body["cursor"] == "a=1"
+    assert [m["data"] for m in body["messages"]] == [1] and body["cursor"] == f"a={e}:1"
 
 
 async def test_long_poll_wakes_on_publish(srv, http) -> None:
@@ -135,7 +137,8 @@ async def test_sse_resume_with_last_event_id_header_and_query(srv, http) -> None
             await publish(http, srv.url, "xy"[i % 2], i)
         await reader.next()
         cursor = (await reader.next()).last_event_id  # as if the stream broke here
-    assert cursor == "x=1,y=1"
+    e = srv.server.backplane.epoch
+    assert cursor == f"x={e}:1,y={e}:1"
     for i in range(4, 6):
         await publish(http, srv.url, "xy"[i % 2], i)
     headers = {"Last-Event-ID": cursor}
@@ -178,6 +181,9 @@ async def test_gap_on_each_transport_when_the_log_was_trimmed(serve: Serve, http
             "since": "2",
             "missed": 13,
             "first_available_id": "16",
+            "reason": "trimmed",
+            "epoch": srv.server.backplane.epoch,
+            "position": f"{srv.server.backplane.epoch}:15",
         }
         assert [m["id"] for m in await ws_collect(ws, 5)] == ["16", "17", "18", "19", "20"]
     async with http.get(srv.url + "/sse", params={"channel": "g", "last_event_id": "g=2"}) as r:
@@ -187,10 +193,19 @@ async def test_gap_on_each_transport_when_the_log_was_trimmed(serve: Serve, http
         assert [m["id"] for m in await reader.messages(5)] == ["16", "17", "18", "19", "20"]
     async with http.get(srv.url + "/poll", params={"channel": "g", "after": "2"}) as r:
         body = await r.json()
+    e = srv.server.backplane.epoch
     assert body["gaps"] == [
-        {"channel": "g", "since": "2", "missed": 13, "first_available_id": "16"}
+        {
+            "channel": "g",
+            "since": "2",
+            "missed": 13,
+            "first_available_id": "16",
+            "reason": "trimmed",
+            "epoch": e,
+            "position": f"{e}:15",
+        }
     ]
-    assert len(body["messages"]) == 5 and body["cursor"] == "g=20"
+    assert len(body["messages"]) == 5 and body["cursor"] == f"g={e}:20"
     assert srv.metric("rtsim_replay_gaps_total") == 3
 
 

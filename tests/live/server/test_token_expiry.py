@@ -16,7 +16,7 @@ import aiohttp
 
 from rtsim.live.server.auth import Authenticator, make_token
 
-from ..conftest import Serve, SseReader, publish, subscribe, ws_until
+from ..conftest import Serve, SseReader, publish, subscribe, wait_until, ws_until
 
 S = "k" * 32
 TTL_S = 2.0
@@ -63,7 +63,7 @@ async def test_websocket_closes_at_exp_with_4001_token_expired(serve: Serve, htt
     assert (msg.data, msg.extra) == (4001, "token_expired")
     assert ended >= exp - EARLY_S
     assert srv.metric("rtsim_token_expired_total", {"transport": "websocket"}) == 1
-    assert srv.metric("rtsim_connections", {"transport": "websocket"}) == 0
+    await wait_until(lambda: srv.metric("rtsim_connections", {"transport": "websocket"}) == 0)
 
 
 async def test_sse_stream_ends_with_a_token_expired_error_event(serve: Serve, http) -> None:
