@@ -232,6 +232,16 @@ def main() -> None:
         f"Command: {cmd}",
         "",
         machine() + load,
+        *(
+            [
+                f"The {'memory' if a.only == 'fanout' else 'fan-out'} table is kept from an "
+                f"earlier run: `{old.get('command', '?')}` "
+                f"({old.get('date', 'date not recorded')}).",
+                "",
+            ]
+            if a.only
+            else []
+        ),
         "Other work shared this machine's cores during the run (see the load average): "
         "CPU seconds (read from /proc) and RSS are meaningful, latency percentiles are not.",
         "",
@@ -278,7 +288,11 @@ def main() -> None:
     RESULTS_JSON.write_text(
         json.dumps(
             {
-                "command": cmd.strip("`"),
+                "command": cmd.strip("`") if not a.only else old.get("command", ""),
+                "date": f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
+                if not a.only
+                else old.get("date", ""),
+                "last_command": cmd.strip("`"),
                 "machine": machine(),
                 "load_average": {"before": load_before, "after": load_after},
                 "floor": floor,
