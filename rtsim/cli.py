@@ -82,6 +82,21 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--presence-timeout", type=_positive_float, default=60.0, help="seconds")
     p.add_argument(
+        "--overload-lag-ms",
+        type=_typed(Spec(kind="float", lo=0)),
+        default=None,
+        metavar="MS",
+        help="event-loop lag above which the server is overloaded and sends clients to"
+        " interval polling (default 250, see ServerConfig; 0 = never)",
+    )
+    p.add_argument(
+        "--degrade-poll-s",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="how often degraded clients poll, seconds (default 5, the article's 5-10 s)",
+    )
+    p.add_argument(
         "--disable",
         default="",
         metavar="T[,T]",
@@ -115,6 +130,8 @@ def _run_serve(a: argparse.Namespace) -> int:
             for name, value in (
                 ("max_connections_per_ip", a.max_connections_per_ip),
                 ("publish_rate_per_ip", a.publish_rate_per_ip),
+                ("overload_lag_ms", a.overload_lag_ms),
+                ("degrade_poll_s", a.degrade_poll_s),
             )
             if value is not None
         },

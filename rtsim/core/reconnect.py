@@ -17,6 +17,11 @@ once (e.g. its slow-consumer close 1013) would otherwise be dialled again every 
 milliseconds forever. The backoff schedule restarts only once a connection has stayed open
 for ``stable_after_s`` (told by :class:`Healthy`, or found when it is :class:`Lost`); a
 connection lost sooner counts as one more attempt, so the delays keep growing to the cap.
+
+An overloaded server may send its clients to the polling rung (:class:`Degrade`: a
+``degrade`` frame, or 503 with the interval): the policy then connects with
+:attr:`Transport.POLLING` at the server's interval until :class:`Recover` (a poll answer
+that says the server has recovered), and then starts again at the top of the cascade.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = [
     "TRANSITIONS",
     "Action",
     "Connect",
+    "Degrade",
     "Event",
     "Failed",
     "FellBack",
@@ -43,6 +49,7 @@ __all__ = [
     "Lost",
     "Opened",
     "ReconnectPolicy",
+    "Recover",
     "SetTimer",
     "StableAt",
     "Start",
@@ -100,7 +107,20 @@ class Stop:
     """The application closed the client; no more reconnects."""
 
 
-Event = Start | Opened | Healthy | Failed | Lost | TimerFired | Stop
+@dataclass(frozen=True, slots=True)
+class Degrade:
+    """The server is overloaded: poll every ``poll_s`` seconds (None: keep the policy's
+    ``poll_interval_s``) instead of holding a connection."""
+
+    poll_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """The server says it has recovered: go back to pushing (top of the cascade)."""
+
+
+Event = Start | Opened | Healthy | Failed | Lost | TimerFired | Stop | Degrade | Recover
 
 
 # --- actions (what the policy asks the caller to do) -------------------------------------
@@ -149,6 +169,9 @@ TRANSITIONS: dict[tuple[State, type], tuple[State, str]] = {
     (State.CONNECTING, Failed): (State.WAITING, "count_failure_and_back_off"),
     (State.OPEN, Lost): (State.WAITING, "back_off_after_loss"),
     (State.WAITING, TimerFired): (State.CONNECTING, "connect"),
+    (State.OPEN, Degrade): (State.WAITING, "degrade"),
+    (State.CONNECTING, Degrade): (State.WAITING, "degrade"),
+    (State.OPEN, Recover): (State.WAITING, "recover"),
     (State.IDLE, Stop): (State.CLOSED, "nothing"),
     (State.CONNECTING, Stop): (State.CLOSED, "nothing"),
     (State.OPEN, Stop): (State.CLOSED, "nothing"),
@@ -188,6 +211,7 @@ class ReconnectPolicy:
     attempt: int = field(default=0, init=False)  # consecutive, across transports (backoff)
     history: list[tuple[float, State, str]] = field(default_factory=list, init=False)
     opened_at: float | None = field(default=None, init=False)  # of the open connection
+    degraded: bool = field(default=False, init=False)  # sent to polling by the server
 
     def __post_init__(self) -> None:
         self.cascade = tuple(Transport(t) for t in self.cascade)
@@ -206,8 +230,8 @@ class ReconnectPolicy:
 
     @property
     def transport(self) -> Transport:
-        """The transport the policy is on now."""
-        return self.cascade[self.level]
+        """The transport the policy is on now (polling while the server has degraded it)."""
+        return Transport.POLLING if self.degraded else self.cascade[self.level]
 
     def handle(self, event: Event, now: float) -> list[Action]:
         """Apply ``event`` at time ``now``; return the actions to carry out, in order."""
@@ -217,7 +241,8 @@ class ReconnectPolicy:
                 f"{type(event).__name__} is not accepted in state {self.state.value!r}"
             )
         next_state, effect = TRANSITIONS[key]
-        actions: list[Action] = getattr(self, "_" + effect)(now)
+        method = getattr(self, "_" + effect)
+        actions: list[Action] = method(now, event) if effect == "degrade" else method(now)
         self.state = next_state
         self.history.append((now, next_state, type(event).__name__))
         return actions
@@ -246,7 +271,8 @@ class ReconnectPolicy:
     def _count_failure_and_back_off(self, now: float) -> list[Action]:
         actions: list[Action] = []
         self.failures += 1
-        if self.failures >= self.failures_before_fallback and self.level < len(self.cascade) - 1:
+        last = self.level >= len(self.cascade) - 1
+        if self.failures >= self.failures_before_fallback and not last and not self.degraded:
             old = self.transport
             self.level += 1
             self.failures = 0
@@ -266,6 +292,34 @@ class ReconnectPolicy:
             self.attempt += 1  # it flapped: one more attempt, a longer wait
         self.opened_at = None
         delay = self.backoff.delay(self.attempt, self.rng)
+        return [SetTimer(now + delay, delay)]
+
+    def _degrade(self, now: float, event: Degrade) -> list[Action]:
+        # Not a failure: the transport works, the server asks for less. Poll at the
+        # server's interval, the first poll jittered over it so that clients sent away
+        # together do not come back together.
+        old = self.transport
+        self.degraded = True
+        if event.poll_s is not None and math.isfinite(event.poll_s) and event.poll_s > 0:
+            self.poll_interval_s = event.poll_s
+        self.failures = 0
+        self.attempt = 0
+        self.opened_at = None
+        delay = float(self.rng.uniform(0, self.poll_interval_s))
+        actions: list[Action] = []
+        if old is not Transport.POLLING:
+            actions.append(FellBack(old, Transport.POLLING))
+        actions.append(SetTimer(now + delay, delay))
+        return actions
+
+    def _recover(self, now: float) -> list[Action]:
+        self.degraded = False
+        self.level = 0
+        self.failures = 0
+        self.attempt = 0
+        self.opened_at = None
+        # Jittered too: every polling client learns of the recovery within one interval.
+        delay = self.backoff.delay(0, self.rng)
         return [SetTimer(now + delay, delay)]
 
     def _nothing(self, now: float) -> list[Action]:

@@ -1,11 +1,14 @@
 """Reconnects in SimPy time, driven by the core :class:`~rtsim.core.reconnect.ReconnectPolicy`.
 
-Two experiments:
+Three experiments:
 
 * :func:`simulate_fallback` (claim C20): clients behind networks that block some transports
   (a proxy that refuses the WebSocket upgrade, one that buffers event streams) run the
   cascade WebSocket → SSE → long polling → polling; how long until each one is connected,
   and on what?
+* :func:`simulate_degradation` (claim C20, the server's side): a server whose core cannot
+  keep up sends its pushed clients to interval polling (the live server's own detector and
+  the clients' own policy) and calls them back once it has recovered;
 * :func:`simulate_reconnect_storm` (claim C21): a server restart drops every connection at
   once; clients come back with exponential backoff, with or without jitter, to a server that
   can only complete so many handshakes per second.
@@ -45,9 +48,12 @@ from .network import FifoCpu, Link
 from .seeding import children
 
 __all__ = [
+    "DegradeParams",
+    "DegradeResult",
     "FallbackParams",
     "StormParams",
     "StormResult",
+    "simulate_degradation",
     "simulate_fallback",
     "simulate_reconnect_storm",
     "storm_comparison",
@@ -323,3 +329,200 @@ def storm_comparison(
         r = simulate_reconnect_storm(replace(base, jitter=j), seed)
         rows.append({"jitter": Jitter(j).value, **r.summary})
     return pd.DataFrame(rows)
+
+
+# --- degradation under overload (C20, the server's side) --------------------------------------
+@dataclass(frozen=True)
+class DegradeParams:
+    """One server core fanning ``rate`` messages/s out to ``clients`` pushed connections.
+
+    Each push delivery costs ``push_us`` of the core; a poll costs ``poll_request_us`` plus
+    ``poll_message_us`` per message in its answer (the answer is one batch). The server
+    samples its lag (how long new work would wait for the core: the event loop's lag)
+    every ``sample_s`` and feeds the live server's core
+    :class:`~rtsim.core.overload.OverloadDetector`; while overloaded it sends pushed
+    clients to polling every ``degrade_poll_s`` (the article's 5–10 s) and refuses push
+    reconnects (503), and clients come back (a handshake of ``handshake_ms``) once a poll
+    answer says it has recovered — each client's moves are the core
+    :class:`~rtsim.core.reconnect.ReconnectPolicy`'s. ``overload_lag_ms`` 0: never
+    degrade (the server just falls behind).
+    """
+
+    clients: int = param(1000, lo=1, unit="clients", help="pushed connections at t = 0")
+    rate: float = param(50.0, lo=0, lo_open=True, unit="msg/s", help="messages published")
+    push_us: float = param(20.0, lo=0, unit="us", help="server CPU per push delivery")
+    poll_request_us: float = param(200.0, lo=0, unit="us", help="server CPU per poll")
+    poll_message_us: float = param(
+        2.0, lo=0, unit="us", help="server CPU per message in a poll answer"
+    )
+    handshake_ms: float = param(1.0, lo=0, unit="ms", help="server CPU per push reconnect")
+    overload_lag_ms: float = param(
+        250.0, lo=0, unit="ms", help="lag that counts as overload (0: never degrade)",
+        source="ServerConfig.overload_lag_ms",
+    )  # fmt: skip
+    degrade_poll_s: float = param(
+        5.0, lo=0, lo_open=True, unit="s", help="polling interval while degraded",
+        source="article: 5-10 s",
+    )  # fmt: skip
+    hold_s: float = param(5.0, lo=0, unit="s", help="least time between overload changes")
+    sample_s: float = param(0.1, lo=0, lo_open=True, unit="s", help="lag sampling period")
+    duration_s: float = param(30.0, lo=0, lo_open=True, unit="s", help="publishing time")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
+class DegradeResult:
+    params: dict[str, Any]
+    overload: pd.DataFrame  # one row per detector change: time, overloaded
+    summary: dict[str, float]
+
+
+def simulate_degradation(
+    params: DegradeParams, seed: int | np.random.SeedSequence = 0
+) -> DegradeResult:
+    """Publish for ``duration_s``, then let every client catch up; count and time it all.
+
+    ``summary``: ``degraded_clients`` (clients sent to polling at least once),
+    ``degrades`` (times), ``overloaded_s`` (time spent overloaded), ``delivered`` and
+    ``lost`` (every client must get every message once: ``lost`` is 0 by construction of
+    the cursor, and checked), ``p50_ms`` / ``p99_ms`` publish-to-delivery latency,
+    ``utilisation`` (core busy time over the run).
+    """
+    from ..core.overload import OverloadDetector
+    from ..core.reconnect import Degrade, Recover
+
+    p = params
+    env = simpy.Environment()
+    cpu = FifoCpu()
+    enabled = p.overload_lag_ms > 0
+    detector = OverloadDetector(enter_lag_ms=p.overload_lag_ms if enabled else 1.0, hold_s=p.hold_s)
+    n_msgs = max(1, round(p.rate * p.duration_s))
+    pub_t = np.arange(n_msgs) / p.rate
+    published = 0  # messages published so far
+    cursor = np.full(p.clients, -1)  # last message index each client has (or is sent)
+    received = np.zeros(p.clients, dtype=np.int64)
+    pushing: dict[int, None] = {}
+    degraded_once = np.zeros(p.clients, dtype=bool)
+    lat: list[np.ndarray] = []
+    changes: list[tuple[float, bool]] = []
+    counts = {"degrades": 0}
+    push_s, handshake_s = p.push_us / 1e6, p.handshake_ms / 1000
+
+    def deliver(k: int, upto: int, at: float) -> None:
+        first = cursor[k] + 1
+        if upto >= first:
+            lat.append(at - pub_t[first : upto + 1])
+            received[k] += upto + 1 - first
+            cursor[k] = upto
+
+    drivers: list[_Driver] = []
+
+    def degrade(d: _Driver, k: int) -> None:
+        counts["degrades"] += 1
+        degraded_once[k] = True
+        d.feed(Degrade(p.degrade_poll_s))
+
+    def attempt(k: int) -> Callable[[_Driver, Transport], None]:
+        def go(d: _Driver, t: Transport) -> None:
+            if t is Transport.POLLING:
+                d.later(0.0, Opened())
+                poll(d, k)
+                return
+            if detector.overloaded:  # 503 with the interval
+                degrade(d, k)
+                return
+            done = cpu.submit(env.now, handshake_s)
+
+            def opened(_e: Any) -> None:
+                d.feed(Opened())
+                deliver(k, published - 1, env.now)  # resume from the cursor (replay)
+                pushing[k] = None
+
+            env.timeout(done - env.now).callbacks.append(opened)
+
+        return go
+
+    def poll(d: _Driver, k: int) -> None:
+        m = max(0, published - 1 - int(cursor[k]))
+        upto = published - 1
+        done = cpu.submit(env.now, (p.poll_request_us + m * p.poll_message_us) / 1e6)
+
+        def answered(_e: Any) -> None:
+            deliver(k, upto, env.now)
+            if not detector.overloaded and d.policy.state.value == "open":
+                d.feed(Recover())
+            else:
+                env.timeout(p.degrade_poll_s).callbacks.append(lambda _e: poll(d, k))
+
+        env.timeout(done - env.now).callbacks.append(answered)
+
+    for k, child in enumerate(children(seed, p.clients)):
+        policy = ReconnectPolicy(
+            rng=np.random.default_rng(child),
+            cascade=[Transport.WEBSOCKET],
+            poll_interval_s=p.degrade_poll_s,
+        )
+        d = _Driver(env, policy, attempt(k))
+        policy.handle(Start(), 0.0)
+        policy.handle(Opened(), 0.0)
+        drivers.append(d)
+        pushing[k] = None
+
+    def publisher() -> Any:
+        nonlocal published
+        for i in range(n_msgs):
+            yield env.timeout(max(0.0, pub_t[i] - env.now))
+            published = i + 1
+            ks = list(pushing)
+            if not ks:
+                continue
+            start = cpu.start_time(env.now)
+            cpu.submit(env.now, push_s * len(ks))
+            ends = start + push_s * np.arange(1, len(ks) + 1)
+            lat.append(ends - pub_t[i])
+            idx = np.array(ks)
+            received[idx] += 1
+            cursor[idx] = i
+
+    def sampler() -> Any:
+        while True:
+            yield env.timeout(p.sample_s)
+            lag_ms = (cpu.start_time(env.now) - env.now) * 1000
+            change = detector.sample(env.now, lag_ms) if enabled else None
+            if change is None:
+                continue
+            changes.append((env.now, change.overloaded))
+            if change.overloaded:
+                for k in list(pushing):
+                    del pushing[k]
+                    degrade(drivers[k], k)
+
+    env.process(publisher())
+    env.process(sampler())
+    horizon = p.duration_s + 2 * p.degrade_poll_s + 2 * p.hold_s + 60
+    env.run(until=horizon)
+    # Whatever was still owed at the horizon (a client between polls) is counted as lost.
+    lost = int(n_msgs * p.clients - received.sum())
+    all_lat = np.concatenate(lat) if lat else np.zeros(0)
+    overloaded_s = 0.0
+    ends = [t for t, _ in changes[1:]] + [horizon]
+    for (t0, on), t1 in zip(changes, ends, strict=False):
+        if on:
+            overloaded_s += min(t1, horizon) - t0
+    summary = {
+        "clients": float(p.clients),
+        "messages": float(n_msgs),
+        "degraded_clients": float(degraded_once.sum()),
+        "degrades": float(counts["degrades"]),
+        "overload_changes": float(len(changes)),
+        "overloaded_s": overloaded_s,
+        "delivered": float(received.sum()),
+        "lost": float(lost),
+        "p50_ms": percentile(all_lat * 1000, 50, resolution=1e-3) if len(all_lat) else math.nan,
+        "p99_ms": percentile(all_lat * 1000, 99, resolution=1e-3) if len(all_lat) else math.nan,
+        "utilisation": cpu.busy_s / max(horizon, cpu.free_at),
+    }
+    overload = pd.DataFrame(changes, columns=["time", "overloaded"])
+    return DegradeResult(asdict(p), overload, summary)

@@ -27,6 +27,12 @@ the gap's position and goes on receiving, from the new epoch's first held messag
 cursor the server refuses (``bad_cursor``, e.g. a bare id ahead of a new epoch) is
 dropped likewise (a ``GapNotice`` with reason ``"bad_cursor"``) and the channel
 subscribed from now on: the client never stays connected but unsubscribed.
+
+Overload (claim C20): when the server says it is overloaded (a ``degrade`` frame or
+event, 503 with the interval, a long-poll answer with ``"degraded": true``), the core
+policy moves to its polling rung: the client polls ``/poll?timeout=0`` from its cursor
+every ``poll_s`` seconds (:attr:`LiveClient.degraded` is True) and returns to the top of
+its cascade when a poll answer says ``"degraded": false``. Nothing is lost or repeated.
 """
 
 from __future__ import annotations
@@ -49,11 +55,14 @@ from rtsim.core.positions import split_epoch, with_epoch
 from rtsim.core.presence import Join, Leave, LeaveReason, PresenceView, Update
 from rtsim.core.reconnect import (
     Connect,
+    Degrade,
+    Event,
     Failed,
     FellBack,
     Lost,
     Opened,
     ReconnectPolicy,
+    Recover,
     SetTimer,
     Start,
     Stop,
@@ -62,8 +71,9 @@ from rtsim.core.reconnect import (
 from rtsim.core.transport import LONG_POLL_HOLD_S, Transport, parse_transport
 
 from ..errors import ServerUnreachableError
+from . import polling
 from .transports import CLIENT_TRANSPORTS, client_transport
-from .wire import Refused, auth_headers, presence_frame, publish_frame
+from .wire import Degraded, Recovered, Refused, auth_headers, presence_frame, publish_frame
 
 __all__ = ["GapNotice", "LiveClient", "LiveClientError", "Message", "ServerUnreachableError"]
 
@@ -126,6 +136,8 @@ class _Stats:
     duplicates: int = 0
     reconnects: int = 0
     connects: dict[Transport, int] = field(default_factory=dict)
+    degrades: int = 0  # times an overloaded server sent this client to polling
+    recoveries: int = 0  # times it called the client back to pushing
 
 
 class LiveClient:
@@ -217,6 +229,7 @@ class LiveClient:
         self.fallbacks: list[tuple[Transport, Transport]] = []
         self.stats = _Stats()
         self.transport: Transport | None = None  # the one connected now (or last)
+        self.degraded = False  # the server has sent this client to interval polling
         self._items: asyncio.Queue[Message | GapNotice] = asyncio.Queue()
         self._ready = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -387,13 +400,22 @@ class LiveClient:
 
                 self._conn = loop.create_task(self._connect(transport, on_open))
                 reason = "closed"
+                degrade: Degraded | None = None
+                recovered = False
                 try:
                     await self._conn
                 except asyncio.CancelledError:
                     if self._stopping or not self._conn.cancelled():
                         raise
                     reason = "dropped"
+                except Degraded as exc:
+                    degrade = exc
+                    reason = str(exc)
+                except Recovered:
+                    recovered = True
+                    reason = "the server has recovered"
                 except Refused as exc:
+                    degrade = exc.degraded()
                     if exc.status in (401, 403):
                         self._auth_refusals += 1
                         # A function may give a fresh token (e.g. the old one expired):
@@ -418,7 +440,15 @@ class LiveClient:
                     self._ws = None
                     self.connected = False
                 self.last_error = reason
-                event = Lost(reason) if opened else Failed(reason)
+                event: Event = Lost(reason) if opened else Failed(reason)
+                if degrade is not None:
+                    event = Degrade(degrade.poll_s)
+                    self.degraded = True
+                    self.stats.degrades += 1
+                elif recovered:
+                    event = Recover()
+                    self.degraded = False
+                    self.stats.recoveries += 1
                 actions = self.policy.handle(event, loop.time())
                 for a in actions:
                     if isinstance(a, FellBack):
@@ -458,6 +488,9 @@ class LiveClient:
 
     async def _connect(self, transport: Transport, on_open: Any) -> None:
         await self._refresh_token()  # a function's token is fresh for every attempt
+        if transport is Transport.POLLING:  # the server's degraded mode only
+            await polling.connect(self, on_open)
+            return
         await client_transport(transport).connect(self, on_open)
 
     # --- receiving ---------------------------------------------------------------------
@@ -466,6 +499,15 @@ class LiveClient:
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "start the client first"
         return self._session
+
+    @property
+    def poll_interval_s(self) -> float:
+        """Seconds between polls while degraded (the server's ``poll_s``; the policy's)."""
+        return self.policy.poll_interval_s
+
+    @poll_interval_s.setter
+    def poll_interval_s(self, value: float) -> None:
+        self.policy.poll_interval_s = value
 
     @property
     def presence_state(self) -> Mapping[str, Mapping[str, Any]]:

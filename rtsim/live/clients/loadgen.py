@@ -14,6 +14,12 @@ HdrHistogram; every subscriber counts the messages of its channel it received, s
 ``lost`` and ``duplicates`` are exact (delivery is in order per channel, so a repeated or
 older sequence number is a duplicate).
 
+An overloaded server may send subscribers to interval polling (``docs/protocol.md``,
+degradation): they poll ``/poll?timeout=0`` from their last id and resubscribe from it
+when the server has recovered, so nothing is lost or repeated; before counting, the
+generator waits for subscribers still polling to catch up, and reports
+``extra["degraded_clients"]``.
+
 Message *i* goes to channel ``i % channels``; subscriber *k* listens to channel
 ``k % channels``. Publishing uses one WebSocket connection (``publish`` frames), so the
 same generator drives rtsim's server and the minimal peer servers in ``benchmarks/peers``.
@@ -31,13 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import multiprocessing as mp
 import os
 import resource
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -47,6 +54,7 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
+from rtsim.core.replaylog import decode_cursor
 from rtsim.core.results import (
     RunResult,
     Summary,
@@ -61,9 +69,27 @@ from rtsim.core.transport import Transport, parse_transport
 from ..errors import require_server
 from ..process import process_cpu_s, process_rss_bytes
 from .transports import CLIENT_TRANSPORTS
-from .wire import LoadTarget, publish_frame, ws_url
+from .wire import (
+    Degraded,
+    LoadTarget,
+    auth_headers,
+    channel_params,
+    publish_frame,
+    response_port,
+    ws_url,
+)
 
 __all__ = ["LoadParams", "capacity_search", "run_load"]
+
+#: Polling interval of a degraded subscriber when the server names none (its default).
+DEFAULT_DEGRADE_POLL_S = 5.0
+
+
+def _plain_id(cursor: str | None, channel: str) -> str | None:
+    """The id of ``channel`` in a cursor (``"ch=7"`` or a plain ``"7"``); None if absent."""
+    if cursor is None or "=" not in cursor:
+        return cursor
+    return decode_cursor(cursor).get(channel)
 
 
 def _choices(names: Sequence[str]) -> str:
@@ -158,6 +184,8 @@ class _Sub:
     cursor: str = "0"
     alive: bool = True
     gaps: int = 0  # gap frames/events seen (e.g. an epoch gap after a server restart)
+    degraded: bool = False  # sent to polling by an overloaded server at least once
+    polling: bool = False  # polling now
 
 
 class _Worker:
@@ -173,6 +201,7 @@ class _Worker:
         # Traced deliveries: (trace, port, scheduled, sent, read, handled), CLOCK_MONOTONIC s.
         self.traced: list[tuple[str, int, float, float, float, float]] = []
         self.gap_samples: list[dict[str, Any]] = []
+        self.poll_s = DEFAULT_DEGRADE_POLL_S  # the longest polling interval a server gave
 
     def _got(self, k: int, data: Any, read_at: float, port: int) -> None:
         now = time.monotonic()
@@ -198,6 +227,57 @@ class _Worker:
         if len(self.gap_samples) < 5:
             self.gap_samples.append(dict(obj))
 
+    async def _poll_degraded(
+        self,
+        session: aiohttp.ClientSession,
+        k: int,
+        degraded: Degraded,
+        ready: Callable[[], None],
+    ) -> str | None:
+        """Poll ``GET /poll?timeout=0`` from ``degraded.cursor`` every ``poll_s`` seconds
+        until an answer says ``"degraded": false``; returns the last id (to resume from)."""
+        s = self.subs[k]
+        cursor = _plain_id(degraded.cursor, s.channel)
+        poll_s = degraded.poll_s or DEFAULT_DEGRADE_POLL_S
+        while True:
+            async with session.get(
+                f"{self.p.url}/poll",
+                params=channel_params([s.channel], after=cursor, timeout=0),
+                headers=auth_headers(self.p.token),
+            ) as r:
+                port = response_port(r)
+                if r.status != 200:
+                    raise RuntimeError(f"poll answered {r.status}: {await r.text()}")
+                raw = await r.read()
+                read_at = time.monotonic()
+            body = json.loads(raw)
+            ready()
+            for m in body.get("messages", []):
+                self._got(k, m.get("data"), read_at, port)
+            cursor = _plain_id(body.get("cursor"), s.channel) or cursor
+            if body.get("degraded") is False:
+                return cursor
+            given = body.get("poll_s")
+            if isinstance(given, int | float) and 0 < given < math.inf:
+                poll_s = float(given)
+                self.poll_s = max(self.poll_s, poll_s)
+            await asyncio.sleep(poll_s)
+
+    async def _catch_up(self, sent: int) -> None:
+        """Wait (at most two polling intervals and a bit) until every subscriber that is
+        polling now has every message of its channel: they lag by up to ``poll_s``."""
+        deadline = time.monotonic() + 2 * self.poll_s + 5
+
+        def behind() -> bool:
+            for k, s in self.subs.items():
+                owed = len(range(k % self.p.channels, sent, self.p.channels))
+                if s.alive and s.polling and s.unique < owed:
+                    return True
+            return False
+
+        while behind() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
     def _mark_ready(self) -> None:
         self.ready += 1
         if self.ready == len(self.ks):
@@ -206,15 +286,36 @@ class _Worker:
     async def one(self, session: aiohttp.ClientSession, k: int) -> None:
         subscribe = CLIENT_TRANSPORTS[self.p.transport].load
         target = LoadTarget(self.p.url, self.p.token, self.p.ws_path)
+        s = self.subs[k]
+        ready_once = False
+
+        def ready() -> None:
+            nonlocal ready_once
+            if not ready_once:
+                ready_once = True
+                self._mark_ready()
+
+        since: str | None = None
         try:
-            await subscribe(
-                session,
-                target,
-                self.subs[k].channel,
-                lambda d, r, port: self._got(k, d, r, port),
-                self._mark_ready,
-                gap=lambda g: self._gap(k, g),
-            )
+            while True:
+                try:
+                    kw = {} if since is None else {"since": since}
+                    await subscribe(
+                        session,
+                        target,
+                        s.channel,
+                        lambda d, r, port: self._got(k, d, r, port),
+                        ready,
+                        gap=lambda g: self._gap(k, g),
+                        **kw,
+                    )
+                    return
+                except Degraded as exc:  # overloaded: poll from the cursor until recovered
+                    s.degraded = s.polling = True
+                    try:
+                        since = await self._poll_degraded(session, k, exc, ready)
+                    finally:
+                        s.polling = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # counted, not fatal: the others go on
@@ -239,9 +340,10 @@ class _Worker:
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
             conn.send(("ready", len(self.errors)))
             loop = asyncio.get_running_loop()
-            cmd = await loop.run_in_executor(None, conn.recv)
+            cmd, sent = await loop.run_in_executor(None, conn.recv)
             assert cmd == "stop"
             await asyncio.sleep(self.p.settle_s)
+            await self._catch_up(sent)
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             for t in self.tasks.values():
                 t.cancel()
@@ -252,7 +354,9 @@ class _Worker:
                 "done",
                 {
                     "hist": encode_histogram(self.hist),
-                    "subs": {k: (s.channel, s.unique, s.dups) for k, s in self.subs.items()},
+                    "subs": {
+                        k: (s.channel, s.unique, s.dups, s.degraded) for k, s in self.subs.items()
+                    },
                     "errors": self.errors[:20],
                     "n_errors": len(self.errors),
                     "gaps": sum(s.gaps for s in self.subs.values()),
@@ -405,7 +509,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         sent, late = _run_blocking(_publish(p, progress))
         publish_wall = time.monotonic() - t_start
         for c in conns:
-            c.send("stop")
+            c.send(("stop", sent))
         results = []
         for c in conns:
             if not c.poll(p.settle_s + 120):
@@ -421,15 +525,16 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
 
     hist = new_latency_histogram()
     per_channel_sent = np.bincount(np.arange(sent) % p.channels, minlength=p.channels)
-    expected = delivered = dups = 0
+    expected = delivered = dups = degraded = 0
     errors: list[str] = []
     for r in results:
         hist.add(decode_histogram(r["hist"]))
         errors += r["errors"]
-        for k, (_ch, unique, d) in r["subs"].items():
+        for k, (_ch, unique, d, was_degraded) in r["subs"].items():
             expected += int(per_channel_sent[int(k) % p.channels])
             delivered += unique
             dups += d
+            degraded += int(was_degraded)
     traced = [tuple(t) for r in results for t in r["traced"]]
     stages = stage_frame(traced, _server_stages(p)) if traced else stage_frame([], {})
     gen_cpu = (
@@ -442,6 +547,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         "expected": expected,
         "delivered": delivered,
         "duplicates": dups,
+        "degraded_clients": degraded,  # sent to polling by an overloaded server (C20)
         "published": sent,
         "publisher_late_max_ms": late * 1000,
         "publish_wall_s": publish_wall,

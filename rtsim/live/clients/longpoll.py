@@ -15,6 +15,7 @@ from rtsim.core.transport import LONG_POLL_HOLD_S, Transport
 from .wire import (
     ClientTransport,
     Connection,
+    Degraded,
     LoadTarget,
     Refused,
     auth_headers,
@@ -51,7 +52,7 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
             ) as r:
                 body = await r.text()
                 if r.status != 200:
-                    raise Refused(r.status, body)
+                    raise Refused(r.status, body, r.headers.get("Retry-After"))
             obj = json.loads(body)
             if first:
                 first = False
@@ -65,6 +66,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                 c.deliver(m, TRANSPORT)
             c.merge_cursor(obj["cursor"])
             c.mark_ready()
+            if obj.get("degraded") is True:  # overloaded: poll at its interval instead
+                raise Degraded(obj.get("poll_s"))
     finally:
         if beat is not None:
             beat.cancel()
@@ -78,13 +81,14 @@ async def load_subscriber(
     ready: Callable[[], None],
     /,
     gap: Callable[[Mapping[str, Any]], None] | None = None,
+    since: str | None = None,
 ) -> None:
     """The load generator's long-polling subscriber (see :class:`~.wire.LoadSubscriber`).
 
     A poll that fails to connect (e.g. the server is restarting) is retried after
     ``RETRY_S`` with the same cursor, so a restart shows as an epoch ``gap``, not an end.
     """
-    cursor = "0"
+    cursor = since or "0"
     first = True
     while True:
         hold = 0 if first else LONG_POLL_HOLD_S
@@ -114,6 +118,8 @@ async def load_subscriber(
         for m in body.get("messages", []):
             got(m.get("data"), read_at, port)
         cursor = body.get("cursor", cursor)
+        if body.get("degraded") is True:
+            raise Degraded(body.get("poll_s"), cursor)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -14,11 +14,13 @@ from rtsim.core.transport import Transport
 from .wire import (
     ClientTransport,
     Connection,
+    Degraded,
     LoadTarget,
     Refused,
     auth_headers,
     channel_params,
     cursor_of,
+    degraded_refusal,
     response_port,
     sse_events,
 )
@@ -38,15 +40,18 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
     params = channel_params(c.channels, token=c.token)
     async with c.session.get(c.url + "/sse", params=params, headers=headers) as r:
         if r.status != 200:
-            raise Refused(r.status, await r.text())
+            raise Refused(r.status, await r.text(), r.headers.get("Retry-After"))
         on_open()
         for ch, state in c.presence_state.items():
             await c.send_presence(ch, state)
         beat = asyncio.get_running_loop().create_task(c.http_heartbeat())
         try:
             async for events, last_id in sse_events(r):
+                degrade: Degraded | None = None
                 for event, obj in events:
-                    if event == "message":
+                    if event == "degrade":  # overloaded: poll instead, from the cursor
+                        degrade = Degraded(obj.get("poll_s"))
+                    elif event == "message":
                         c.deliver(obj, TRANSPORT)
                     elif event == "gap":
                         c.gap(obj)
@@ -57,6 +62,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                 if last_id:
                     c.merge_cursor(last_id)
                     c.mark_ready()
+                if degrade is not None:
+                    raise degrade
         finally:
             beat.cancel()
     raise ConnectionResetError("the event stream ended")
@@ -70,25 +77,37 @@ async def load_subscriber(
     ready: Callable[[], None],
     /,
     gap: Callable[[Mapping[str, Any]], None] | None = None,
+    since: str | None = None,
 ) -> None:
     """The load generator's SSE subscriber (see :class:`~.wire.LoadSubscriber`)."""
+    headers = auth_headers(target.token)
+    if since is not None:
+        headers["Last-Event-ID"] = since
     async with session.get(
         f"{target.url}/sse",
         params=channel_params([channel]),
-        headers=auth_headers(target.token),
+        headers=headers,
         timeout=aiohttp.ClientTimeout(),
     ) as r:
         if r.status != 200:
-            raise RuntimeError(f"SSE answered {r.status}: {await r.text()}")
+            body = await r.text()
+            degraded = degraded_refusal(r.status, body, r.headers.get("Retry-After"))
+            if degraded is not None:
+                raise Degraded(degraded.poll_s, since)
+            raise RuntimeError(f"SSE answered {r.status}: {body}")
         port = response_port(r)
         ready()
-        async for events, _last_id in sse_events(r):
+        last = since
+        async for events, last_id in sse_events(r):
             read_at = time.monotonic()
             for event, obj in events:
+                if event == "degrade":
+                    raise Degraded(obj.get("poll_s"), last)
                 if event == "message":
                     got(obj.get("data"), read_at, port)
                 elif event == "gap" and gap is not None:
                     gap(obj)
+            last = last_id or last
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -17,8 +17,10 @@ from .wire import (
     HEARTBEAT_FRAME,
     ClientTransport,
     Connection,
+    Degraded,
     LoadTarget,
     Refused,
+    degraded_refusal,
     local_port,
     presence_frame,
     subscribe_frame,
@@ -39,7 +41,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
     try:
         ws = await c.session.ws_connect(ws_url(c.url), params=params, heartbeat=None)
     except aiohttp.WSServerHandshakeError as exc:
-        raise Refused(exc.status, exc.message) from None
+        retry = exc.headers.get("Retry-After") if exc.headers else None
+        raise Refused(exc.status, exc.message, retry) from None
     async with ws:
         c.attach_ws(ws)
         on_open()
@@ -76,6 +79,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                         c.cursor_refused(refused)
                         for ch in refused:
                             await ws.send_str(subscribe_frame(ch, None))
+                elif kind == "degrade":  # overloaded: poll instead, from the cursor
+                    raise Degraded(obj.get("poll_s"))
         finally:
             beat.cancel()
         if ws.close_code is not None and ws.close_code != 1000:
@@ -98,12 +103,22 @@ async def load_subscriber(
     ready: Callable[[], None],
     /,
     gap: Callable[[Mapping[str, Any]], None] | None = None,
+    since: str | None = None,
 ) -> None:
     """The load generator's WebSocket subscriber (see :class:`~.wire.LoadSubscriber`)."""
     url = ws_url(target.url, target.ws_path, target.token)
-    async with session.ws_connect(url, max_msg_size=0, autoping=True) as ws:
+    try:
+        ws = await session.ws_connect(url, max_msg_size=0, autoping=True)
+    except aiohttp.WSServerHandshakeError as exc:
+        retry = exc.headers.get("Retry-After") if exc.headers else None
+        degraded = degraded_refusal(exc.status, exc.message, retry)
+        if degraded is not None:
+            raise Degraded(degraded.poll_s, since) from None
+        raise
+    last = since
+    async with ws:
         port = local_port(ws.get_extra_info("sockname"))
-        await ws.send_str(subscribe_frame(channel))
+        await ws.send_str(subscribe_frame(channel, since))
         ready()
         async for msg in ws:
             read_at = time.monotonic()
@@ -112,9 +127,16 @@ async def load_subscriber(
             obj = json.loads(msg.data)
             kind = obj.get("type")
             if kind == "message":
+                last = obj.get("id", last)
                 got(obj.get("data"), read_at, port)
-            elif kind == "gap" and gap is not None:
-                gap(obj)
+            elif kind == "gap":
+                last = obj.get("position", last)
+                if gap is not None:
+                    gap(obj)
+            elif kind == "subscribed" and last is None:
+                last = obj.get("since")
+            elif kind == "degrade":
+                raise Degraded(obj.get("poll_s"), last)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

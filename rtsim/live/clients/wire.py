@@ -25,12 +25,15 @@ __all__ = [
     "HEARTBEAT_FRAME",
     "ClientTransport",
     "Connection",
+    "Degraded",
     "LoadSubscriber",
     "LoadTarget",
+    "Recovered",
     "Refused",
     "auth_headers",
     "channel_params",
     "cursor_of",
+    "degraded_refusal",
     "local_port",
     "presence_frame",
     "publish_frame",
@@ -42,12 +45,54 @@ __all__ = [
 
 
 class Refused(Exception):
-    """The server answered a connection attempt with an HTTP error ``status``."""
+    """The server answered a connection attempt with an HTTP error ``status``.
 
-    def __init__(self, status: int, body: str) -> None:
+    ``retry_after``: its ``Retry-After`` header, seconds (None without one)."""
+
+    def __init__(self, status: int, body: str, retry_after: str | None = None) -> None:
         super().__init__(f"HTTP {status}: {body}")
         self.status = status
         self.body = body
+        self.retry_after = retry_after
+
+    def degraded(self) -> Degraded | None:
+        """The overloaded server's 503 (``{"code": "degraded", "poll_s"}`` and/or
+        ``Retry-After``; a WebSocket handshake shows only the header) as :class:`Degraded`,
+        else None."""
+        if self.status != 503:
+            return None
+        try:
+            obj = json.loads(self.body)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("code") == "degraded":
+            return Degraded(_seconds(obj.get("poll_s")))
+        if self.retry_after is not None:  # too_many_connections has no Retry-After
+            return Degraded(_seconds(self.retry_after))
+        return None
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        return None
+    return s if s > 0 and s != float("inf") else None
+
+
+class Degraded(Exception):
+    """The server is overloaded: poll every ``poll_s`` seconds (None: the client's own
+    interval) until it says it has recovered (``docs/protocol.md``, degradation).
+    ``cursor``: the last id the raiser had (a load subscriber's one channel; None: none)."""
+
+    def __init__(self, poll_s: float | None, cursor: str | None = None) -> None:
+        super().__init__(f"the server is overloaded; poll every {poll_s} s")
+        self.poll_s = poll_s
+        self.cursor = cursor
+
+
+class Recovered(Exception):
+    """A poll answer said ``"degraded": false``: go back to pushing."""
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -124,6 +169,7 @@ class Connection(Protocol):
     channels: list[str]
     cursor: dict[str, str]
     poll_timeout_s: float
+    poll_interval_s: float  # interval polling (while the server is degraded), seconds
     request_timeout_s: float
     heartbeat_s: float
 
@@ -168,13 +214,16 @@ class LoadTarget:
 
 
 class LoadSubscriber(Protocol):
-    """A load-generator subscriber: ``(session, target, channel, got, ready, gap=None)``
-    runs until cancelled or the connection ends, calling ``got(data, read_at, port)`` per
-    message (the published ``data``; ``read_at``: ``time.monotonic()`` when its bytes were
-    read off the socket, before JSON decoding; ``port``: the connection's local TCP port, -1
-    if unknown, which the server's stage records name it by), ``ready()`` once subscribed
-    and ``gap(obj)`` per ``gap`` the server sends (e.g. reason ``"epoch"`` after a server
-    restart); raises on a refusal."""
+    """A load-generator subscriber: ``(session, target, channel, got, ready, gap=None,
+    since=None)`` runs until cancelled or the connection ends, calling
+    ``got(data, read_at, port)`` per message (the published ``data``; ``read_at``:
+    ``time.monotonic()`` when its bytes were read off the socket, before JSON decoding;
+    ``port``: the connection's local TCP port, -1 if unknown, which the server's stage
+    records name it by), ``ready()`` once subscribed and ``gap(obj)`` per ``gap`` the server
+    sends (e.g. reason ``"epoch"`` after a server restart). ``since``: resume after this id
+    (the load generator passes it when it comes back from polling). Raises on a refusal,
+    and :class:`Degraded` (with its last position as ``cursor``) when an overloaded server
+    sends it to polling."""
 
     def __call__(
         self,
@@ -185,7 +234,13 @@ class LoadSubscriber(Protocol):
         ready: Callable[[], None],
         /,
         gap: Callable[[Mapping[str, Any]], None] | None = None,
+        since: str | None = None,
     ) -> Awaitable[None]: ...
+
+
+def degraded_refusal(status: int, body: str, retry_after: str | None) -> Degraded | None:
+    """:meth:`Refused.degraded` of an HTTP answer (None unless the server is degraded)."""
+    return Refused(status, body, retry_after).degraded()
 
 
 def local_port(sockname: Any) -> int:

@@ -110,6 +110,7 @@ class LiveServer(ServerState):
             self.config.presence_timeout_s, self.hub.send_control, self.metrics
         )
         self.presence.start()
+        self.overload.start()
 
     async def on_shutdown(self, app: web.Application) -> None:
         """End every connection promptly: WebSockets (``/ws``, ``/yjs``) close with 1001
@@ -133,6 +134,7 @@ class LiveServer(ServerState):
         await asyncio.gather(*closing, return_exceptions=True)
 
     async def on_cleanup(self, app: web.Application) -> None:
+        await self.overload.stop()
         for handler in self.handlers:
             await handler.close()
         if self.presence is not None:
@@ -149,6 +151,7 @@ class LiveServer(ServerState):
                 "replay": "broker" if self.backplane.durable_replay else "local buffer only",
                 "broker": getattr(self.backplane, "status", dict)(),
                 "open_mode": self.config.open_mode,
+                "overloaded": self.overload.overloaded,
                 "transports": [t.value for t in self.transports],
                 "connections": {
                     t.value: int(self.metrics.sample("rtsim_connections", {"transport": t.value}))

@@ -48,6 +48,18 @@ class ServerConfig:
       next one gets 429 ``too_many_publishes_per_ip``. Chat lines and cursor moves come at
       tens per second per person; 1000/s leaves room for a NAT and ten times the load
       generator's default rate (100/s) while one address cannot flood the backplane.
+
+    Overload (:mod:`rtsim.live.server.overload`, claim C20):
+
+    * ``overload_lag_ms`` (default 250 ms; 0 turns degradation off): event-loop lag above
+      which a sample counts as overloaded (3 in a row enter; 10 below half of it leave).
+      A healthy loop lags a few ms and a GC pause or a burst may cost 100 ms once; a timer
+      a quarter of a second late three times in a row (about a second) means the loop
+      cannot keep up, and every message is already that late for every client.
+    * ``degrade_poll_s`` (default 5 s, the article's 5–10 s polling interval): how often
+      degraded clients poll.
+    * ``overload_sample_s`` (0.1 s): the lag timer's period; ``overload_hold_s`` (5 s, one
+      polling interval): the least time between entering and leaving overload.
     """
 
     host: str = "127.0.0.1"
@@ -72,6 +84,10 @@ class ServerConfig:
     ws_ping_s: float | None = 30.0  # WebSocket ping interval (None: off)
     close_grace_s: float = 2.0  # how long a close frame to a slow client may take
     transports: tuple[Transport, ...] | None = None  # enabled transports (None: all served)
+    overload_lag_ms: float = 250.0  # see the class docstring; 0: never degrade
+    degrade_poll_s: float = 5.0  # the article's 5-10 s polling interval
+    overload_sample_s: float = 0.1  # the lag timer's period
+    overload_hold_s: float = 5.0  # least time between entering and leaving overload
     allow_open_remote: bool = field(default=False, repr=False)  # only for tests of the refusal
 
     def __post_init__(self) -> None:
@@ -100,6 +116,14 @@ class ServerConfig:
             )
         if not (math.isfinite(self.publish_rate_per_ip) and self.publish_rate_per_ip >= 1):
             raise ValueError(f"publish_rate_per_ip must be >= 1, got {self.publish_rate_per_ip}")
+        if not (math.isfinite(self.overload_lag_ms) and self.overload_lag_ms >= 0):
+            raise ValueError(f"overload_lag_ms must be >= 0, got {self.overload_lag_ms}")
+        for name in ("degrade_poll_s", "overload_sample_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be > 0, got {v}")
+        if not (math.isfinite(self.overload_hold_s) and self.overload_hold_s >= 0):
+            raise ValueError(f"overload_hold_s must be >= 0, got {self.overload_hold_s}")
         if self.retry_ms < 0:
             raise ValueError(f"retry_ms must be >= 0, got {self.retry_ms}")
         if self.transports is not None:

@@ -9,6 +9,11 @@ poll counts as a connection (``max_connections``, ``max_connections_per_ip``,
 ``rtsim_connections{transport="long-polling"}``). A poll held when its token expires is
 answered at once with 401 ``token_expired`` (the client polls again with a fresh token
 from the same ``after``).
+
+Every answer carries ``"degraded"``: ``true`` (with ``"poll_s"``) while the server is
+overloaded — polls are then answered at once and the client polls with ``timeout=0``
+every ``poll_s`` seconds — ``false`` otherwise (a degraded client goes back to pushing;
+:mod:`rtsim.live.server.overload`).
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ class LongPollHandler:
             timeout = parse_timeout(
                 request.query.get("timeout"), cfg.poll_timeout_s, cfg.poll_timeout_max_s
             )
+            long_poll = timeout > 0
+            if st.overload.overloaded:
+                timeout = 0  # degraded: answer at once; the client polls every poll_s
             cursor = {
                 ch: resume[ch]
                 if ch in resume
@@ -99,6 +107,7 @@ class LongPollHandler:
             return gate.http_error(exc)
         if body is None:
             body = b'{"messages":[],"cursor":' + json.dumps(encode_cursor(cursor)).encode() + b"}"
+        body = body[:-1] + st.overload.poll_fields(long_poll) + b"}"
         return web.Response(body=body, content_type="application/json")
 
     async def _collect(self, cursor: dict[str, str], port: int = -1) -> bytes | None:

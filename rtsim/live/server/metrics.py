@@ -110,6 +110,18 @@ class Metrics:
         self.presence_expired = Counter(
             "rtsim_presence_expired", "Members removed because their TTL ran out", registry=r
         )
+        self.overloaded = Gauge(
+            "rtsim_overloaded", "1 while the server sends clients to polling (overload)",
+            registry=r,
+        )  # fmt: skip
+        self.degraded = Counter(
+            "rtsim_degraded",
+            "Clients told to poll: degrade frames/events, degraded long polls, 503 refusals",
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "rtsim_loop_lag_seconds", "Event-loop lag, the last sample", registry=r
+        )
         # Resolved children for the hot path (label lookups cost more than the increment).
         self.latency_by = {t: self.latency.labels(t.value) for t in served}
         self.deliveries_by = {t: self.deliveries.labels(t.value) for t in served}

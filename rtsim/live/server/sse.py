@@ -70,6 +70,8 @@ class SseHandler:
         cursor: dict[str, str] = {}
         try:
             grant = gate.admit(request, TRANSPORT)
+            if st.overload.overloaded:  # poll instead (503 with the interval)
+                return st.overload.refusal()
             channels = parse_channels(request.query.getall("channel", []), cfg.max_subscriptions)
             for ch in channels:
                 grant.check_subscribe(ch)

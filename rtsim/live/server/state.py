@@ -21,6 +21,7 @@ from .config import ServerConfig
 from .gate import Gate
 from .hub import Hub
 from .metrics import Metrics
+from .overload import OverloadMonitor
 from .presence import PresenceService
 
 __all__ = ["CLOSE_GOING_AWAY", "Handler", "ServerState", "TransportHandler"]
@@ -89,6 +90,7 @@ class ServerState:
         self.sockets: set[web.WebSocketResponse] = set()  # open /ws and /yjs connections
         self.shutting_down = False
         self.tasks: set[asyncio.Task[None]] = set()  # background tasks kept alive
+        self.overload = OverloadMonitor(self)  # started with the app
 
     @property
     def active(self) -> int:

@@ -412,6 +412,8 @@ class RtTransport {
           onOpen();
           this._pollPresence();
         }
+        // An overloaded server answers at once and asks for interval polling (docs/protocol.md).
+        if (body.degraded && body.poll_s > 0) await new Promise((ok) => setTimeout(ok, body.poll_s * 1000));
       }
     };
     loop();

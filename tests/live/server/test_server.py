@@ -91,7 +91,7 @@ async def test_sse_keepalive_comments(serve: Serve, http) -> None:
 async def test_long_poll_answers_at_once_or_at_timeout(srv, http) -> None:
     async with http.get(srv.url + "/poll", params={"channel": "a", "timeout": "0.05"}) as r:
         e = srv.server.backplane.epoch
-        assert await r.json() == {"messages": [], "cursor": f"a={e}:0"}
+        assert await r.json() == {"messages": [], "cursor": f"a={e}:0", "degraded": False}
     await publish(http, srv.url, "a", 1)
     async with http.get(srv.url + "/poll", params={"channel": "a", "after": "a=0"}) as r:
         body = await r.json()

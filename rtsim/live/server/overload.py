@@ -1,0 +1,174 @@
+"""Graceful degradation under overload (claim C20, the server's side).
+
+The server watches its own load: a periodic timer every ``overload_sample_s`` measures
+how late it fires (the event loop's lag) and the fill of the fullest send queue, and feeds
+both to the core :class:`~rtsim.core.overload.OverloadDetector` (hysteresis and a hold
+time, so the server does not flap). While it is overloaded, rather than dropping anyone:
+
+* new WebSocket and SSE connections get **503** with ``Retry-After`` (the interval in
+  whole seconds, rounded up) and ``{"code": "degraded", "poll_s": …}`` (plus the usual
+  ``error`` object);
+* open ones get a ``degrade`` frame (WebSocket) / ``degrade`` event (SSE)
+  ``{"type": "degrade", "poll_s": …}``, and held long polls are answered at once;
+* every ``/poll`` answer carries ``"degraded": true`` and ``"poll_s"`` (``false`` once the
+  server has recovered), so a client polls from its cursor with ``timeout=0`` every
+  ``poll_s`` seconds — the replay log makes this lossless — and goes back to pushing when
+  an answer says ``"degraded": false``.
+
+Metrics: ``rtsim_overloaded`` (gauge, 0/1), ``rtsim_degraded_total`` (clients told to poll:
+``degrade`` frames/events sent, long polls (``timeout`` > 0) answered degraded, connections
+refused with 503), ``rtsim_loop_lag_seconds``
+(the last lag sample). Yjs rooms are not degraded (a y-websocket client cannot poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from rtsim.core.overload import Change, OverloadDetector
+from rtsim.core.transport import Transport
+
+from .hub import Control, Subscriber
+
+if TYPE_CHECKING:
+    from .state import ServerState
+
+__all__ = ["DEGRADE", "DEGRADED", "OverloadMonitor"]
+
+#: The ``code`` of a 503 refusal while overloaded.
+DEGRADED = "degraded"
+#: The ``type`` of the frame (WebSocket) / name of the event (SSE) to open connections.
+DEGRADE = "degrade"
+_STREAMING = (Transport.WEBSOCKET, Transport.SSE)
+
+
+class OverloadMonitor:
+    """Watch the loop of one server and degrade its clients while it is overloaded.
+
+    ``state``: the server's shared state (config: ``overload_lag_ms`` — 0 turns the
+    monitor off —, ``overload_sample_s``, ``overload_hold_s``, ``degrade_poll_s``).
+    :meth:`force` is the test hook: it overrides the detector until ``force(None)``.
+    """
+
+    def __init__(self, state: ServerState) -> None:
+        cfg = state.config
+        self.state = state
+        self.poll_s = cfg.degrade_poll_s
+        self.enabled = cfg.overload_lag_ms > 0
+        self.detector = OverloadDetector(
+            enter_lag_ms=cfg.overload_lag_ms if self.enabled else 1.0,
+            hold_s=cfg.overload_hold_s,
+        )
+        self.sample_s = cfg.overload_sample_s
+        self.overloaded = False
+        self.lag_s = 0.0
+        self._forced: bool | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # --- life cycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self.enabled and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.sample_s
+            await asyncio.sleep(self.sample_s)
+            now = loop.time()
+            self.lag_s = max(0.0, now - due)
+            self.state.metrics.loop_lag.set(self.lag_s)
+            change = self.detector.sample(now, self.lag_s * 1000, self.queue_fill())
+            if change is not None and self._forced is None:
+                self._apply(change.overloaded)
+
+    def queue_fill(self) -> float:
+        """The fullest streaming send queue as a fraction of its bound (0..1)."""
+        fill = 0.0
+        for sub in self._streaming():
+            fill = max(fill, (len(sub.queue) - sub.credit) / sub.max_queue)
+        return min(fill, 1.0)
+
+    def _streaming(self) -> Iterable[Subscriber]:
+        seen: dict[Subscriber, None] = {}
+        for subs in self.state.hub.subs.values():
+            for s in subs:
+                if s.transport in _STREAMING and not s.closed:
+                    seen[s] = None
+        return seen
+
+    # --- state changes -------------------------------------------------------------------
+    def force(self, overloaded: bool | None) -> Change | None:
+        """Test hook: hold the server overloaded (True) or not (False); None hands control
+        back to the detector. Call on the server's loop. Returns the change, if any."""
+        self._forced = overloaded
+        target = self.detector.overloaded if overloaded is None else overloaded
+        if target != self.overloaded:
+            self._apply(target)
+            return Change(target, asyncio.get_running_loop().time())
+        return None
+
+    def _apply(self, overloaded: bool) -> None:
+        self.overloaded = overloaded
+        m = self.state.metrics
+        m.overloaded.set(1 if overloaded else 0)
+        if not overloaded:
+            return  # clients hear it in their next poll answer ("degraded": false)
+        item = Control({"type": DEGRADE, "poll_s": self.poll_s})
+        n = 0
+        for sub in self._streaming():
+            sub.send(item)
+            n += 1
+        m.degraded.inc(n)  # long polls count when they are answered (poll_fields)
+        for waiting in list(self.state.hub.waiters.values()):
+            for fut in list(waiting):
+                if not fut.done():
+                    fut.set_result(None)  # a held long poll answers now, degraded
+
+    # --- answers -------------------------------------------------------------------------
+    def refusal(self) -> web.Response:
+        """The 503 a new persistent connection gets while overloaded (counted)."""
+        m = self.state.metrics
+        m.degraded.inc()
+        m.rejected.labels(DEGRADED).inc()
+        m.errors.labels(DEGRADED).inc()
+        body: dict[str, Any] = {
+            "code": DEGRADED,
+            "poll_s": self.poll_s,
+            "error": {
+                "code": DEGRADED,
+                "message": f"the server is overloaded; poll /poll every {self.poll_s:g} s",
+            },
+        }
+        return web.Response(
+            body=json.dumps(body, separators=(",", ":")).encode(),
+            status=503,
+            content_type="application/json",
+            headers={"Retry-After": str(max(1, math.ceil(self.poll_s)))},
+        )
+
+    def poll_fields(self, long_poll: bool = False) -> bytes:
+        """What every ``/poll`` answer ends with: ``,"degraded":…[,"poll_s":…]``.
+
+        ``long_poll``: the request asked to be held (``timeout`` > 0), so a degraded
+        answer tells a long-polling client to poll instead (counted in
+        ``rtsim_degraded_total``; interval polls with ``timeout=0`` are not)."""
+        if self.overloaded:
+            if long_poll:
+                self.state.metrics.degraded.inc()
+            return b',"degraded":true,"poll_s":' + json.dumps(self.poll_s).encode()
+        return b',"degraded":false'
