@@ -6,6 +6,12 @@ Servers, each started fresh as its own process:
 * ``rtsim+uvloop``   — the same server on uvloop
 * ``websockets``     — a minimal broadcast server on the `websockets` library (broadcast())
 * ``node-ws``        — a minimal broadcast server on Node's `ws`
+* ``C floor``        — not a server: ``peers/send_floor.c`` (compiled here with ``gcc -O2``
+  into a temporary directory) opens as many loopback TCP connections as there are
+  subscribers and, for each broadcast, does one ``send()`` of a pre-framed 120-byte
+  WebSocket frame per connection. Its CPU per delivery is the floor on this machine (on
+  loopback the receiver's TCP work runs inside the sender's ``send()``), and every server's
+  CPU per delivery is also given as a multiple of it.
 
 The same load generator (``rtsim.live.clients.loadgen``) drives all of them over WebSocket. The
 headline is the server's own CPU time per delivered message, read from /proc for the
@@ -13,7 +19,12 @@ server process; latency percentiles, deliveries/s and the load generator's own C
 stand beside it. Memory per idle connection is the RSS growth of a fresh server holding N
 subscribers, over its RSS before the first connection.
 
-    .venv/bin/python benchmarks/bench_fanout.py [--quick]
+    .venv/bin/python benchmarks/bench_fanout.py [--quick] [--only fanout|memory]
+        [--sizes 1000,5000,10000]
+
+The result files carry the machine, the command and the load average before and after the
+run: on a shared machine CPU time (from /proc) and RSS still mean something, latency
+percentiles do not.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,6 +89,27 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def send_floor(subscribers: int, rounds: int) -> dict[str, object] | None:
+    """CPU µs per delivery of the C send loop (None without gcc); raises on its failure."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="rtsim-floor-") as tmp:
+        exe = Path(tmp) / "send_floor"
+        subprocess.run(
+            [gcc, "-O2", "-o", str(exe), str(HERE / "peers" / "send_floor.c")], check=True
+        )
+        out = subprocess.run(
+            [str(exe), str(subscribers), str(rounds), "120"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    row: dict[str, object] = json.loads(out)
+    row["server"] = "C floor"
+    return row
 
 
 def fanout(kind: str, subscribers: int, rate: float, duration: float) -> dict[str, object]:
@@ -148,17 +181,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", choices=["fanout", "memory"], help="re-run one part, keep the other")
+    ap.add_argument("--sizes", help="memory: connection counts, comma-separated")
     a = ap.parse_args()
+    load_before = os.getloadavg()
     old = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     kinds = ["rtsim", "rtsim+uvloop", "websockets"] + (["node-ws"] if shutil.which("node") else [])
     subs, rate, dur = (500, 10.0, 3.0) if a.quick else (2000, 10.0, 10.0)
     fan = [] if a.only != "memory" else old.get("fanout", [])
+    floor = None if a.only == "memory" else send_floor(subs, round(rate * dur))
+    if floor is not None:
+        print(json.dumps(floor), flush=True)
+    elif a.only == "memory":
+        floor = old.get("floor")
     for kind in kinds if a.only != "memory" else []:
         row = fanout(kind, subs, rate, dur)
         fan.append(row)
         print(json.dumps(row), flush=True)
+    floor_us = floor["cpu_us_per_delivery"] if floor else None
+    for r in fan:
+        r["x_floor"] = r["server_cpu_us_per_delivery"] / floor_us if floor_us else None
     mem = [] if a.only != "fanout" else old.get("memory", [])
-    sizes = () if a.only == "fanout" else (500,) if a.quick else (1000, 5000, 10_000)
+    sizes: tuple[int, ...] = (500,) if a.quick else (1000, 5000, 10_000)
+    if a.sizes:
+        sizes = tuple(int(x) for x in a.sizes.split(","))
+    if a.only == "fanout":
+        sizes = ()
     for n in sizes:
         for kind, transport in [
             ("rtsim", "websocket"),
@@ -169,26 +216,56 @@ def main() -> None:
             row = memory(kind, transport, n)
             mem.append(row)
             print(json.dumps(row), flush=True)
-    cmd = "`.venv/bin/python benchmarks/bench_fanout.py" + (" --quick`" if a.quick else "`")
+    cmd = (
+        "`.venv/bin/python benchmarks/bench_fanout.py"
+        + "".join(" " + x for x in sys.argv[1:])
+        + "`"
+    )
+    load_after = os.getloadavg()
+    load = (
+        f"- load average (1/5/15 min): before {'/'.join(f'{x:.2f}' for x in load_before)}, "
+        f"after {'/'.join(f'{x:.2f}' for x in load_after)}\n"
+    )
     lines = [
         "# Fan-out and memory per connection",
         "",
         f"Command: {cmd}",
         "",
-        machine(),
+        machine() + load,
+        *(
+            [
+                f"The {'memory' if a.only == 'fanout' else 'fan-out'} table is kept from an "
+                f"earlier run: `{old.get('command', '?')}` "
+                f"({old.get('date', 'date not recorded')}).",
+                "",
+            ]
+            if a.only
+            else []
+        ),
+        "Other work shared this machine's cores during the run (see the load average): "
+        "CPU seconds (read from /proc) and RSS are meaningful, latency percentiles are not.",
+        "",
         f"## Broadcast fan-out: {subs:,} WebSocket subscribers, one channel, {rate:g} "
         f"broadcasts/s for {dur:g} s",
         "",
         "Server CPU µs per delivery is the headline (server process CPU from /proc ÷ "
-        "deliveries); the load generator's own CPU seconds are shown beside it.",
+        "deliveries); the load generator's own CPU seconds are shown beside it. "
+        "× floor is that figure over the C send loop's (one `send()` of a pre-framed "
+        "120-byte frame per connection, same number of loopback connections and broadcasts).",
         "",
-        "| server | CPU µs/delivery | deliveries/s | p50 ms | p95 ms | p99 ms | lost | dup "
-        "| server CPU s | load-gen CPU s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | CPU µs/delivery | × floor | deliveries/s | p50 ms | p95 ms | p99 ms | lost "
+        "| dup | server CPU s | load-gen CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in fan:
+    if floor:
         lines.append(
-            f"| {r['server']} | {r['server_cpu_us_per_delivery']:.2f} "
+            f"| C floor (send loop) | {floor['cpu_us_per_delivery']:.2f} | 1.00 | | | | "
+            f"| | | {floor['send_cpu_s']:.2f} | |"
+        )
+    for r in fan:
+        xf = f"{r['x_floor']:.2f}" if r.get("x_floor") else "–"
+        lines.append(
+            f"| {r['server']} | {r['server_cpu_us_per_delivery']:.2f} | {xf} "
             f"| {r['deliveries_per_s']:,.0f} "
             f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['lost']} "
             f"| {r['duplicates']} | {r['server_cpu_s']:.2f} | {r['loadgen_cpu_s']:.2f} |"
@@ -208,7 +285,23 @@ def main() -> None:
         )
     RESULTS_MD.parent.mkdir(exist_ok=True)
     RESULTS_MD.write_text("\n".join(lines) + "\n")
-    RESULTS_JSON.write_text(json.dumps({"fanout": fan, "memory": mem}, indent=1))
+    RESULTS_JSON.write_text(
+        json.dumps(
+            {
+                "command": cmd.strip("`") if not a.only else old.get("command", ""),
+                "date": f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
+                if not a.only
+                else old.get("date", ""),
+                "last_command": cmd.strip("`"),
+                "machine": machine(),
+                "load_average": {"before": load_before, "after": load_after},
+                "floor": floor,
+                "fanout": fan,
+                "memory": mem,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {RESULTS_MD}")
 
 

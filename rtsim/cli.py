@@ -87,7 +87,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         metavar="MS",
         help="event-loop lag above which the server is overloaded and sends clients to"
-        " interval polling (default 250, see ServerConfig; 0 = never)",
+        " interval polling (default 0 = never, see ServerConfig; 250 is the suggested setting)",
     )
     p.add_argument(
         "--degrade-poll-s",

@@ -51,11 +51,14 @@ class ServerConfig:
 
     Overload (:mod:`rtsim.live.server.overload`, claim C20):
 
-    * ``overload_lag_ms`` (default 250 ms; 0 turns degradation off): event-loop lag above
-      which a sample counts as overloaded (3 in a row enter; 10 below half of it leave).
-      A healthy loop lags a few ms and a GC pause or a burst may cost 100 ms once; a timer
-      a quarter of a second late three times in a row (about a second) means the loop
-      cannot keep up, and every message is already that late for every client.
+    * ``overload_lag_ms`` (default 0: degradation off; 250 ms is the suggested setting):
+      event-loop lag above which a sample counts as overloaded (3 in a row enter; 10 below
+      half of it leave). Off by default because this server is a measuring instrument: a
+      load test or ``rtsim compare`` near capacity must measure push delivery, not a
+      server that has sent its clients to polling. With 250 ms: a healthy loop lags a few
+      ms and a GC pause or a burst may cost 100 ms once; a timer a quarter of a second late
+      three times in a row (about a second) means the loop cannot keep up, and every
+      message is already that late for every client.
     * ``degrade_poll_s`` (default 5 s, the article's 5–10 s polling interval): how often
       degraded clients poll.
     * ``overload_sample_s`` (0.1 s): the lag timer's period; ``overload_hold_s`` (5 s, one
@@ -84,7 +87,7 @@ class ServerConfig:
     ws_ping_s: float | None = 30.0  # WebSocket ping interval (None: off)
     close_grace_s: float = 2.0  # how long a close frame to a slow client may take
     transports: tuple[Transport, ...] | None = None  # enabled transports (None: all served)
-    overload_lag_ms: float = 250.0  # see the class docstring; 0: never degrade
+    overload_lag_ms: float = 0.0  # see the class docstring; 0: never degrade (default)
     degrade_poll_s: float = 5.0  # the article's 5-10 s polling interval
     overload_sample_s: float = 0.1  # the lag timer's period
     overload_hold_s: float = 5.0  # least time between entering and leaving overload

@@ -149,20 +149,48 @@ class Control:
 
 Item = Broadcast | Replay | Control
 
+#: The queue of every subscriber with nothing queued: shared, and always empty (maxlen 0:
+#: an append to it is dropped, so appenders go through :meth:`Subscriber.own_queue`).
+NO_QUEUE: deque[Item] = deque(maxlen=0)
+
 
 class Subscriber:
     """One streaming connection's subscriptions and its bounded send queue.
 
-    The transport handler owns a writer loop: ``while not closed: await wait(); drain
-    queue``. :attr:`closed` with :attr:`close_reason` ``"slow consumer"`` means the queue
-    overflowed; the handler then closes the connection.
+    Its transport handler drains :attr:`queue` — either a writer loop (``while not closed:
+    await wait(); drain queue``) or, with :attr:`on_wake` set, a writer started only when
+    something is queued (a WebSocket: an idle one has no writer task). :attr:`closed` with
+    :attr:`close_reason` ``"slow consumer"`` means the queue overflowed; the handler then
+    closes the connection.
+
+    Slotted, and its wake-up event is made only when a writer first waits on it: an idle
+    connection's subscriber is a few small objects.
     """
+
+    __slots__ = (
+        "_event",
+        "close_reason",
+        "closed",
+        "credit",
+        "direct",
+        "direct_limit",
+        "direct_sse",
+        "last",
+        "max_queue",
+        "on_fail",
+        "on_overflow",
+        "on_wake",
+        "pending",
+        "port",
+        "queue",
+        "transport",
+    )
 
     def __init__(self, transport: Transport | None, max_queue: int) -> None:
         self.transport = transport  # None: an in-process reader (a Yjs room's follower)
         self.max_queue = max_queue
-        self.queue: deque[Item] = deque()
-        self.wake = asyncio.Event()
+        self.queue: deque[Item] = NO_QUEUE  # its own deque while something is queued
+        self._event: asyncio.Event | None = None  # made by the first wait()
         self.last: dict[str, tuple[int, ...]] = {}  # highest key queued, per channel
         self.pending: dict[str, list[Broadcast]] = {}  # live messages held during replay
         self.credit = 0  # replayed items still queued (not counted against max_queue)
@@ -172,6 +200,9 @@ class Subscriber:
         # Called once when a send to this connection raised (see :meth:`fail`): the
         # handler closes the connection; other subscribers never see the error.
         self.on_fail: Callable[[Subscriber], None] | None = None
+        # Called (with no argument) whenever something was queued or the subscriber
+        # closed: a handler that starts its writer on demand sets it.
+        self.on_wake: Callable[[], None] | None = None
         # The fast path: a WebSocket's raw transport. While nothing is queued and the
         # socket's write buffer is below ``direct_limit``, a broadcast's pre-framed bytes
         # are written straight to it — no queue, no task switch, no per-connection framing.
@@ -179,6 +210,20 @@ class Subscriber:
         self.direct_sse = False  # a single-channel, chunked SSE stream (else a WebSocket)
         self.direct_limit = 64 * 1024
         self.port = -2  # the client's TCP port, looked up at the first traced message
+
+    def own_queue(self) -> deque[Item]:
+        """The queue to append to (its own deque, made now if it had none)."""
+        q = self.queue
+        if q is NO_QUEUE:
+            q = self.queue = deque()
+        return q
+
+    def notify(self) -> None:
+        """Wake the writer: something was queued, or the subscriber closed."""
+        if self._event is not None:
+            self._event.set()
+        if self.on_wake is not None:
+            self.on_wake()
 
     def offer(self, b: Broadcast) -> bool:
         """Send or queue a live message (the hot path). True if it was written directly."""
@@ -206,18 +251,22 @@ class Subscriber:
                 self.on_overflow(self)
             return False
         self.last[b.channel] = b.key
-        q.append(b)
-        self.wake.set()
+        self.own_queue().append(b)
+        self.notify()
         return False
 
     def send(self, item: Control) -> None:
         """Queue a control frame (never dropped; these are few and small)."""
         if not self.closed:
-            self.queue.append(item)
-            self.wake.set()
+            self.own_queue().append(item)
+            self.notify()
 
     def pop(self) -> Item:
-        item = self.queue.popleft()
+        """The next queued item (``IndexError`` if none); the last one frees the deque."""
+        q = self.queue
+        item = q.popleft()
+        if not q:
+            self.queue = NO_QUEUE
         if self.credit and isinstance(item, Replay):
             self.credit -= 1
         return item
@@ -227,7 +276,7 @@ class Subscriber:
         if not self.closed:
             self.closed = True
             self.close_reason = reason
-            self.wake.set()
+            self.notify()
 
     def fail(self, reason: str = "send failed") -> None:
         """A send to this connection raised: close it and tell its handler (``on_fail``)."""
@@ -241,12 +290,15 @@ class Subscriber:
         """Wait until there is something to send or the subscriber closed (False: timeout)."""
         if self.queue or self.closed:
             return True
-        self.wake.clear()
+        event = self._event
+        if event is None:
+            event = self._event = asyncio.Event()
+        event.clear()
         if timeout is None:
-            await self.wake.wait()
+            await event.wait()
             return True
         try:
-            await asyncio.wait_for(self.wake.wait(), timeout)
+            await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             return False
         return True
@@ -409,7 +461,7 @@ class Hub:
             # The gap moves an SSE cursor to its position (the messages that follow move
             # it on): a stream that ends right after the gap resumes in the new epoch.
             sub.send(Control(obj, advance=(channel, start)))
-        q = sub.queue
+        q = sub.own_queue() if result.messages else sub.queue
         for env in result.messages:
             b = self.broadcast_for(env)
             q.append(Replay(b))
@@ -420,7 +472,7 @@ class Hub:
         held = sub.pending.pop(channel, [])
         for b in held:
             sub.offer(b)
-        sub.wake.set()
+        sub.notify()
         return start
 
     def gap_of(self, result: Gap, since: str) -> dict[str, Any]:

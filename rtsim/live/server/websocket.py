@@ -108,22 +108,11 @@ class WebSocketHandler:
             sub.direct = transport
         presence_state: dict[str, dict[str, Any]] = {}
         gate.opened(TRANSPORT, peer)
-        loop = asyncio.get_running_loop()
-        writer = loop.create_task(self._writer(sub, ws))
-
-        def overflow(s: Subscriber) -> None:
-            gate.slow_consumer(TRANSPORT)
-            st.spawn(self._kill(ws, writer, transport, CLOSE_SLOW, s.close_reason))
-
-        def expired() -> None:
-            sub.close(TOKEN_EXPIRED)  # nothing more is sent to it
-            st.spawn(self._kill(ws, writer, transport, CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED))
-
-        sub.on_overflow = overflow
-        sub.on_fail = lambda s: st.spawn(
-            self._kill(ws, writer, transport, CLOSE_INTERNAL, s.close_reason)
-        )
-        expiry = gate.on_expiry(grant, TRANSPORT, expired)
+        conn = _Conn(self, ws, sub, transport)
+        sub.on_wake = conn.wake  # no writer task until something is queued
+        sub.on_overflow = conn.overflow
+        sub.on_fail = conn.failed
+        expiry = gate.on_expiry(grant, TRANSPORT, conn.expired)
         errors = 0
         try:
             async for msg in ws:
@@ -166,28 +155,24 @@ class WebSocketHandler:
             gate.closed(TRANSPORT, peer)
             st.sockets.discard(ws)
             if not slow:
-                if sub.close_reason in ("too many errors", BACKPLANE_DOWN):
+                writer = conn.writer
+                if sub.close_reason in ("too many errors", BACKPLANE_DOWN) and writer is not None:
                     # Let the writer flush the error frames first.
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(asyncio.shield(writer), cfg.close_grace_s)
                 code = CLOSE_TOKEN_EXPIRED if sub.close_reason == TOKEN_EXPIRED else CLOSE_POLICY
                 if sub.close_reason == BACKPLANE_DOWN:
                     code = CLOSE_SLOW
-                await self._kill(ws, writer, transport, code, sub.close_reason)
+                await self._kill(conn, code, sub.close_reason)
         return ws
 
-    async def _kill(
-        self,
-        ws: web.WebSocketResponse,
-        writer: asyncio.Task[None],
-        transport: asyncio.BaseTransport | None,
-        code: int,
-        reason: str,
-    ) -> None:
+    async def _kill(self, conn: _Conn, code: int, reason: str) -> None:
         """Stop the writer and close the WebSocket (with ``code`` unless the client closed)."""
-        writer.cancel()
-        with contextlib.suppress(BaseException):
-            await writer
+        ws, transport, writer = conn.ws, conn.transport, conn.writer
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
         if not ws.closed:
             if reason in (
                 "slow consumer",
@@ -271,20 +256,17 @@ class WebSocketHandler:
             presence_state[frame.channel] = frame.state
             presence.set(frame.channel, member, frame.state)
 
-    async def _writer(self, sub: Subscriber, ws: web.WebSocketResponse) -> None:
+    async def _writer(self, conn: _Conn) -> None:
+        """Drain the queue, then end: the next queued item starts a new writer."""
+        sub, ws = conn.sub, conn.ws
         loop = asyncio.get_running_loop()
         latency = self.state.metrics.latency_by[TRANSPORT]
         deliveries = self.state.metrics.deliveries_by[TRANSPORT]
         text = WSMsgType.TEXT
         try:
-            while True:
-                await sub.wait()
+            while sub.queue:
                 if sub.closed and sub.close_reason not in ("too many errors", BACKPLANE_DOWN):
                     return
-                if not sub.queue:
-                    if sub.closed:
-                        return
-                    continue
                 now = loop.time()
                 n = 0
                 while sub.queue:
@@ -305,3 +287,46 @@ class WebSocketHandler:
             sub.close("send failed")
         except Exception:  # e.g. a frame that cannot be encoded: drop this connection only
             self.state.hub.send_failed(sub)
+        finally:
+            conn.writer = None
+
+
+class _Conn:
+    """One WebSocket's parts that its callbacks need (bound methods, not closures).
+
+    :attr:`writer` is the task draining the subscriber's queue, or None while nothing is
+    queued — an idle socket has no writer task (the hub writes to it directly).
+    """
+
+    __slots__ = ("handler", "sub", "transport", "writer", "ws")
+
+    def __init__(
+        self,
+        handler: WebSocketHandler,
+        ws: web.WebSocketResponse,
+        sub: Subscriber,
+        transport: asyncio.BaseTransport | None,
+    ) -> None:
+        self.handler = handler
+        self.ws = ws
+        self.sub = sub
+        self.transport = transport
+        self.writer: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Something was queued (or the subscriber closed): start a writer if none runs."""
+        w = self.writer
+        if (w is None or w.done()) and self.sub.queue and not self.sub.closed:
+            self.writer = asyncio.get_running_loop().create_task(self.handler._writer(self))
+
+    def overflow(self, s: Subscriber) -> None:
+        st = self.handler.state
+        st.gate.slow_consumer(TRANSPORT)
+        st.spawn(self.handler._kill(self, CLOSE_SLOW, s.close_reason))
+
+    def failed(self, s: Subscriber) -> None:
+        self.handler.state.spawn(self.handler._kill(self, CLOSE_INTERNAL, s.close_reason))
+
+    def expired(self) -> None:
+        self.sub.close(TOKEN_EXPIRED)  # nothing more is sent to it
+        self.handler.state.spawn(self.handler._kill(self, CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED))
