@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from rtsim.core.backoff import Backoff
+from rtsim.core.positions import split_epoch
 from rtsim.live.clients.client import LiveClient, Message
 
 CLIENTS = 500
@@ -120,8 +121,12 @@ async def test_soak_exactly_once_in_order(server_process: str) -> None:
         t2 = loop.time()
         final = str(per_channel)
 
+        def at_final(c: LiveClient, ch: str) -> bool:
+            # Cursors carry the server's epoch ("EPOCH:ID"); compare the id.
+            return ch in c.cursor and split_epoch(c.cursor[ch])[1] == final
+
         async def caught_up() -> None:
-            while not all(all(c.cursor.get(ch) == final for ch in c.channels) for c in clients):
+            while not all(all(at_final(c, ch) for ch in c.channels) for c in clients):
                 await asyncio.sleep(0.1)
 
         await asyncio.wait_for(caught_up(), 90)
