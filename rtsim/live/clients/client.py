@@ -43,7 +43,6 @@ import inspect
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -72,6 +71,8 @@ from rtsim.core.transport import LONG_POLL_HOLD_S, Transport, parse_transport
 
 from ..errors import ServerUnreachableError
 from . import polling
+from .events import ClientStats, GapNotice, LiveClientError, Message
+from .events import id_key as _id_key
 from .transports import CLIENT_TRANSPORTS, client_transport
 from .wire import Degraded, Recovered, Refused, auth_headers, presence_frame, publish_frame
 
@@ -86,58 +87,6 @@ TokenSource = str | Callable[[], str | Awaitable[str]]
 
 class _TokenUnavailable(Exception):
     """The token function raised or gave something that is not a token."""
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    channel: str
-    id: str
-    data: Any
-    ts: float
-    transport: Transport | None = None  # the transport it arrived over
-
-
-@dataclass(frozen=True, slots=True)
-class GapNotice:
-    """The server could not replay ``missed`` messages of ``channel`` after ``since``.
-
-    ``reason``: ``"trimmed"`` (the replay log dropped them), ``"epoch"`` (``since`` was
-    of another epoch: a restarted server or a reset broker; what was missed there is
-    unknown) or ``"bad_cursor"`` (the server refused ``since``; subscribed from now on).
-    ``position`` is where the client resumed (``"EPOCH:ID"``; ``None`` if from now on).
-    """
-
-    channel: str
-    since: str
-    missed: int
-    first_available_id: str | None
-    reason: str = "trimmed"
-    epoch: str = ""
-    position: str | None = None
-
-
-class LiveClientError(RuntimeError):
-    """A failure reconnecting cannot fix (e.g. 401/403: a missing, expired or wrong token)."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"server refused the client with {status}: {body}")
-        self.status = status
-        self.body = body
-
-
-def _id_key(message_id: str) -> tuple[int, ...]:
-    """Ids compare as integers, part by part ("7" < "12"; Redis-style "5-0" < "5-1")."""
-    return tuple(int(p) for p in split_epoch(message_id)[1].split("-"))
-
-
-@dataclass
-class _Stats:
-    received: int = 0
-    duplicates: int = 0
-    reconnects: int = 0
-    connects: dict[Transport, int] = field(default_factory=dict)
-    degrades: int = 0  # times an overloaded server sent this client to polling
-    recoveries: int = 0  # times it called the client back to pushing
 
 
 class LiveClient:
@@ -227,7 +176,7 @@ class LiveClient:
         self.errors: list[dict[str, Any]] = []
         self.gaps: list[GapNotice] = []
         self.fallbacks: list[tuple[Transport, Transport]] = []
-        self.stats = _Stats()
+        self.stats = ClientStats()
         self.transport: Transport | None = None  # the one connected now (or last)
         self.degraded = False  # the server has sent this client to interval polling
         self._items: asyncio.Queue[Message | GapNotice] = asyncio.Queue()

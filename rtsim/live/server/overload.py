@@ -35,10 +35,11 @@ from aiohttp import web
 from rtsim.core.overload import Change, OverloadDetector
 from rtsim.core.transport import Transport
 
-from .hub import Control, Subscriber
+from .hub import Control, Hub, Subscriber
 
 if TYPE_CHECKING:
-    from .state import ServerState
+    from .config import ServerConfig
+    from .metrics import Metrics
 
 __all__ = ["DEGRADE", "DEGRADED", "OverloadMonitor"]
 
@@ -52,14 +53,15 @@ _STREAMING = (Transport.WEBSOCKET, Transport.SSE)
 class OverloadMonitor:
     """Watch the loop of one server and degrade its clients while it is overloaded.
 
-    ``state``: the server's shared state (config: ``overload_lag_ms`` — 0 turns the
+    ``config``, ``metrics``, ``hub``: the server's (config: ``overload_lag_ms`` — 0 turns the
     monitor off —, ``overload_sample_s``, ``overload_hold_s``, ``degrade_poll_s``).
     :meth:`force` is the test hook: it overrides the detector until ``force(None)``.
     """
 
-    def __init__(self, state: ServerState) -> None:
-        cfg = state.config
-        self.state = state
+    def __init__(self, config: ServerConfig, metrics: Metrics, hub: Hub) -> None:
+        cfg = config
+        self.metrics = metrics
+        self.hub = hub
         self.poll_s = cfg.degrade_poll_s
         self.enabled = cfg.overload_lag_ms > 0
         self.detector = OverloadDetector(
@@ -91,7 +93,7 @@ class OverloadMonitor:
             await asyncio.sleep(self.sample_s)
             now = loop.time()
             self.lag_s = max(0.0, now - due)
-            self.state.metrics.loop_lag.set(self.lag_s)
+            self.metrics.loop_lag.set(self.lag_s)
             change = self.detector.sample(now, self.lag_s * 1000, self.queue_fill())
             if change is not None and self._forced is None:
                 self._apply(change.overloaded)
@@ -105,7 +107,7 @@ class OverloadMonitor:
 
     def _streaming(self) -> Iterable[Subscriber]:
         seen: dict[Subscriber, None] = {}
-        for subs in self.state.hub.subs.values():
+        for subs in self.hub.subs.values():
             for s in subs:
                 if s.transport in _STREAMING and not s.closed:
                     seen[s] = None
@@ -124,7 +126,7 @@ class OverloadMonitor:
 
     def _apply(self, overloaded: bool) -> None:
         self.overloaded = overloaded
-        m = self.state.metrics
+        m = self.metrics
         m.overloaded.set(1 if overloaded else 0)
         if not overloaded:
             return  # clients hear it in their next poll answer ("degraded": false)
@@ -134,7 +136,7 @@ class OverloadMonitor:
             sub.send(item)
             n += 1
         m.degraded.inc(n)  # long polls count when they are answered (poll_fields)
-        for waiting in list(self.state.hub.waiters.values()):
+        for waiting in list(self.hub.waiters.values()):
             for fut in list(waiting):
                 if not fut.done():
                     fut.set_result(None)  # a held long poll answers now, degraded
@@ -142,7 +144,7 @@ class OverloadMonitor:
     # --- answers -------------------------------------------------------------------------
     def refusal(self) -> web.Response:
         """The 503 a new persistent connection gets while overloaded (counted)."""
-        m = self.state.metrics
+        m = self.metrics
         m.degraded.inc()
         m.rejected.labels(DEGRADED).inc()
         m.errors.labels(DEGRADED).inc()
@@ -169,6 +171,6 @@ class OverloadMonitor:
         ``rtsim_degraded_total``; interval polls with ``timeout=0`` are not)."""
         if self.overloaded:
             if long_poll:
-                self.state.metrics.degraded.inc()
+                self.metrics.degraded.inc()
             return b',"degraded":true,"poll_s":' + json.dumps(self.poll_s).encode()
         return b',"degraded":false'

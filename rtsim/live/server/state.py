@@ -90,7 +90,7 @@ class ServerState:
         self.sockets: set[web.WebSocketResponse] = set()  # open /ws and /yjs connections
         self.shutting_down = False
         self.tasks: set[asyncio.Task[None]] = set()  # background tasks kept alive
-        self.overload = OverloadMonitor(self)  # started with the app
+        self.overload = OverloadMonitor(self.config, self.metrics, self.hub)  # started with the app
 
     @property
     def active(self) -> int:

@@ -1,0 +1,102 @@
+"""The parameters of one load run (:func:`rtsim.live.clients.loadgen.run_load`), validated
+on construction (``ValueError`` naming the field)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from rtsim.core.transport import Transport, parse_transport
+
+from .transports import CLIENT_TRANSPORTS
+
+__all__ = ["LoadParams"]
+
+
+def _choices(names: Sequence[str]) -> str:
+    """``"a, b or c"``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    """One load run. ``url`` is the server's base URL (``http://host:port``)."""
+
+    url: str
+    transport: Transport = Transport.WEBSOCKET
+    subscribers: int = 100
+    channels: int = 1
+    rate: float = 100.0  # messages published per second, over all channels
+    duration_s: float = 10.0
+    payload_bytes: int = 100
+    token: str | None = None
+    processes: int = 0  # 0: one per core, at most one per 100 subscribers
+    settle_s: float = 2.0  # wait for stragglers after the last publish
+    ws_path: str = "/ws"
+    server_pid: int | None = None  # read RSS/CPU from /proc instead of /metrics
+    kill_before_publish: int = 0  # subscribers that disconnect before publishing starts
+    connect_timeout_s: float = 60.0
+    traced: int = 200  # messages (spread evenly) that carry a trace key: stage timestamps
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transport", parse_transport(self.transport))
+        parts = urlsplit(self.url)
+        checks = [
+            (
+                parts.scheme in ("http", "https") and bool(parts.netloc),
+                f"url must be http(s)://host:port, got {self.url!r}",
+            ),
+            (
+                self.transport in CLIENT_TRANSPORTS,
+                "transport must be " + _choices([t.value for t in CLIENT_TRANSPORTS]),
+            ),
+            (self.subscribers >= 1, f"subscribers must be >= 1, got {self.subscribers}"),
+            (
+                1 <= self.channels <= self.subscribers,
+                f"channels must be between 1 and subscribers, got {self.channels}",
+            ),
+            (math.isfinite(self.rate) and self.rate > 0, f"rate must be > 0, got {self.rate}"),
+            (
+                math.isfinite(self.duration_s) and self.duration_s > 0,
+                f"duration must be > 0, got {self.duration_s}",
+            ),
+            (self.payload_bytes >= 0, f"payload_bytes must be >= 0, got {self.payload_bytes}"),
+            (self.processes >= 0, f"processes must be >= 0, got {self.processes}"),
+            (self.traced >= 0, f"traced must be >= 0, got {self.traced}"),
+            (self.settle_s >= 0, f"settle_s must be >= 0, got {self.settle_s}"),
+            (
+                0 <= self.kill_before_publish <= self.subscribers,
+                "kill_before_publish must be between 0 and subscribers",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def messages(self) -> int:
+        return max(1, round(self.rate * self.duration_s))
+
+    @property
+    def trace_every(self) -> int:
+        """Every how many messages one is traced (0: none)."""
+        if self.traced == 0:
+            return 0
+        return max(1, self.messages // self.traced)
+
+    def channel_name(self, k: int) -> str:
+        return f"load-{self.run_id}-{k % self.channels}"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["transport"] = self.transport.value
+        d.pop("token")
+        return d
+
+
+# --- subscribers (worker processes) -------------------------------------------------------
