@@ -61,6 +61,13 @@ RESULTS_JSON = HERE / "results" / "soak.json"
 TRANSPORTS = ("websocket", "sse", "long-polling")
 
 
+def _same(position: str | None, final: str) -> bool:
+    """A client's cursor ("EPOCH:ID") is at ``final`` (an id, with or without its epoch)."""
+    from rtsim.core.positions import split_epoch
+
+    return position is not None and split_epoch(position)[1] == split_epoch(final)[1]
+
+
 def _reachable(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -207,7 +214,7 @@ async def _worker_main(
         await asyncio.gather(listen(), chaos())
         caught_up = True
         end = loop.time() + spec["catch_up_s"]
-        while not all(c.cursor.get(ch) == final[ch] for c in clients for ch in c.channels):
+        while not all(_same(c.cursor.get(ch), final[ch]) for c in clients for ch in c.channels):
             if loop.time() > end:
                 caught_up = False
                 break
@@ -217,7 +224,7 @@ async def _worker_main(
             "clients": len(clients), "drops": drops, "reconnects": 0, "wire_duplicates": 0,
             "lost": 0, "duplicated": 0, "out_of_order": 0, "gaps": 0, "gap_missed": 0,
             "not_caught_up": 0 if caught_up else sum(
-                any(c.cursor.get(ch) != final[ch] for ch in c.channels) for c in clients
+                any(not _same(c.cursor.get(ch), final[ch]) for ch in c.channels) for c in clients
             ),
             "received": 0, "examples": [],
         }  # fmt: skip
