@@ -27,10 +27,10 @@ sys.path.insert(0, str(HERE))
 from _machine import machine  # noqa: E402
 
 from rtsim.core import strictjson  # noqa: E402
-from rtsim.lab.compare import (  # noqa: E402
+from rtsim.lab.stage_compare import (  # noqa: E402
     calibrate_stage_model,
     compare_stage_model,
-    start_server,
+    stage_server,
 )
 
 RESULTS_MD = HERE / "results" / "compare_stages.md"
@@ -48,14 +48,14 @@ def main() -> None:
     ap.add_argument("--loads", default=FULL_LOADS)
     ap.add_argument("--subscribers", default="50,2000")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=4.0)
+    ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--note", default="", help="a line for the results file")
     a = ap.parse_args()
     loads = _floats(a.loads)
     subs = [int(x) for x in a.subscribers.split(",")]
     transports = [t for t in a.transports.split(",") if t]
     rows, stages = [], {}
-    with start_server() as (url, pid):
+    with stage_server() as (url, pid):
         scal, info = calibrate_stage_model(url, pid, duration_s=a.duration)
         print(json.dumps(info), flush=True)
         for t in transports:

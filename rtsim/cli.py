@@ -321,9 +321,9 @@ def _loads(text: str) -> list[float]:
 
 
 def _run_compare_stages(a: argparse.Namespace) -> int:
-    from .lab.compare import calibrate_stage_model, compare_stage_model, start_server
+    from .lab.stage_compare import calibrate_stage_model, compare_stage_model, stage_server
 
-    with start_server() as (url, pid):
+    with stage_server() as (url, pid):
         scal, info = calibrate_stage_model(url, pid, duration_s=a.duration)
         rows, stages = compare_stage_model(
             url, pid, scal, a.transport, a.loads, a.subscribers, a.repeats, a.duration, a.seed

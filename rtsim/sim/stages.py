@@ -1,43 +1,48 @@
-"""The live path as stages, each drawn from a distribution measured on this machine.
+"""The live path as stages on processes sharing the machine's cores.
 
 :func:`calibrate_stages` reads one ``rtsim load`` run with stage timestamps (the lab
 calibrates on WebSocket, 200 subscribers, 50% load) into a :class:`StageCalibration`;
 :func:`simulate_stages` then predicts any transport, load and subscriber count with the
-same stages as :mod:`rtsim.core.stages`:
+same stages as :mod:`rtsim.core.stages`. The machine is modelled as it is: the server,
+the load generator's ``P`` worker processes and the publisher are single-threaded
+processes sharing ``C`` cores (:class:`~rtsim.sim.cpu_share.SharedCores`, processor
+sharing); each stage is either CPU work on one of them or a delay:
 
 =====================  ===========================================================  ======
 stage                  model                                                        source
 =====================  ===========================================================  ======
 ``publish_timer``      the publisher's sleep ends on a whole millisecond (epoll      [1]
                        timeouts are whole ms: ``ceil`` of the remaining delay) plus
-                       the measured residual lateness (empirical quantiles)
-``publish_transit``    loopback + parse, empirical (measured transit minus the time  [2]
-                       the server was still busy with the previous fan-out), then a
-                       FIFO wait for the server's one core
-``server_to_fanout``   empirical                                                     [2]
-``fanout_to_write``    fan-out in subscription order: write *i* at start + (i+1) ×   [2]
-                       c, c drawn per message from the measured per-delivery cost
-                       (fan-out duration / n) — its variance included; long polling:
-                       a subscriber whose next request has not arrived gets it in
-                       that request's answer (per-request cost [3])
-``write_to_read``      loopback (empirical, the fastest tenth of write → read), then [2]
-                       subscriber's client process: FIFO, ``client_us`` per delivery,
-                       stretched by processor sharing when the server and P client
-                       processes want more than C cores
+                       the measured residual wake-up (empirical), then its send
+                       (CPU on the publisher, ``publish_us``)
+``publish_transit``    loopback + the server loop's wake-up when it was idle         [2]
+                       (empirical), else queued behind the server's work
+``server_to_fanout``   CPU on the server (empirical)                                 [2]
+``fanout_to_write``    fan-out in subscription order, one job of ``server_us`` per   [2][4]
+                       subscriber, its variance per message (measured fan-out
+                       durations); long polling: a subscriber whose next request has
+                       not arrived gets the message in that request's answer
+``write_to_read``      loopback + the client loop's wake-up when its process was     [2][4]
+                       idle (empirical), then ``client_us`` of CPU on that process,
+                       after the deliveries queued before it
 ``client_handle``      empirical                                                     [2]
 =====================  ===========================================================  ======
 
 [1] ``selectors.EpollSelector.select`` rounds its timeout up to whole milliseconds
-(CPython ``Lib/selectors.py``; libuv's timers are in ms too).
-[2] ``rtsim load --transport websocket --subscribers 200 --rate R --json`` at 50% load:
-the stage frame of its traced deliveries (``RunResult.deliveries``), see
-:func:`calibrate_stages`. [3] ``TransportParams.cpu_per_request_us`` (100 µs, assumption).
+(CPython ``Lib/selectors.py``). [2] ``rtsim load --transport websocket --subscribers
+200 --rate R --json`` at 50% load: the stage frame of its traced deliveries
+(``RunResult.deliveries``) and the CPU seconds of the server, the workers and the
+publisher; see :func:`calibrate_stages`. [3] ``TransportParams.cpu_per_request_us``
+(100 µs, assumption) when no long-polling cost was measured. [4] Per transport, CPU per
+delivery of the server and the clients (and per request for long polling): one short
+``rtsim load`` run of that transport at the calibration's size
+(:func:`rtsim.lab.compare.calibrate`), the only thing measured per transport.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -45,9 +50,10 @@ import pandas as pd
 
 from ..core.stages import STAGES
 from ..core.transport import Transport, parse_transport
+from .cpu_share import SharedCores
 from .seeding import as_seed_sequence
 
-__all__ = ["StageCalibration", "calibrate_stages", "simulate_stages"]
+__all__ = ["StageCalibration", "TransportCosts", "calibrate_stages", "simulate_stages"]
 
 _QS = np.linspace(0, 100, 101)
 
@@ -67,20 +73,125 @@ def _draw(rng: np.random.Generator, qs: list[float], n: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class TransportCosts:
+    """CPU microseconds of one transport on this machine.
+
+    ``server_us``: the server per delivery (per subscriber of a fan-out); ``client_us``:
+    a load-generator worker per delivery; ``request_us``: the server per long-poll request
+    (beyond its deliveries); ``client_request_us``: a worker per long-poll response.
+    """
+
+    server_us: float
+    client_us: float
+    request_us: float = 0.0
+    client_request_us: float = 0.0
+    #: Costs grow with the connections a process serves (caches): cost × (n / at_n) ** e,
+    #: ``e`` fitted from two runs of different sizes (:meth:`fit`); 0 = flat.
+    at_n: int = 200
+    server_exponent: float = 0.0
+    client_exponent: float = 0.0
+
+    def at(self, subscribers: int) -> TransportCosts:
+        """These costs for ``subscribers`` connections (the size law applied)."""
+        r = max(subscribers, 1) / self.at_n
+        fs, fc = r**self.server_exponent, r**self.client_exponent
+        return replace(
+            self,
+            server_us=self.server_us * fs,
+            request_us=self.request_us * fs,
+            client_us=self.client_us * fc,
+            client_request_us=self.client_request_us * fc,
+            at_n=max(subscribers, 1),
+            server_exponent=0.0,
+            client_exponent=0.0,
+        )
+
+    @staticmethod
+    def fit(small: TransportCosts, large: TransportCosts) -> TransportCosts:
+        """``small``'s costs with the size exponents that make them ``large``'s at its
+        size (each clipped to [0, 1])."""
+        k = math.log(large.at_n / small.at_n)
+
+        def e(a: float, b: float) -> float:
+            return min(max(math.log(b / a) / k, 0.0), 1.0) if a > 0 and b > 0 and k else 0.0
+
+        srv = (small.server_us + small.request_us, large.server_us + large.request_us)
+        cli = (
+            small.client_us + small.client_request_us,
+            large.client_us + large.client_request_us,
+        )
+        return replace(small, server_exponent=e(*srv), client_exponent=e(*cli))
+
+
+@dataclass(frozen=True)
 class StageCalibration:
-    """Empirical stage distributions (0..100th percentiles, ms) and costs of one machine."""
+    """Empirical stage distributions (0..100th percentiles, ms) and CPU costs of one machine.
+
+    ``costs`` maps a transport's value to its :class:`TransportCosts` (the calibration's
+    own transport always; others when measured — a transport without costs falls back to
+    WebSocket's). ``fanout_shape``: per-message fan-out cost relative to its mean.
+    """
 
     timer_residual_ms: list[float]
     transit_ms: list[float]
     server_to_fanout_ms: list[float]
-    per_delivery_us: list[float]
+    fanout_shape: list[float]
     loopback_ms: list[float]
     client_handle_ms: list[float]
-    client_us: float
+    costs: dict[str, TransportCosts]
+    publish_us: float
     cores: int
     client_processes: int
-    per_request_us: float = 100.0
+    loopback_min_ms: float = 0.02
+    #: Median wake-up of an idle loop by how long it slept (:func:`rtsim.live.wakeup.
+    #: measure_wakeup`); empty: wake-ups do not depend on the idle gap.
+    wakeup_gaps_ms: list[float] = field(default_factory=list)
+    wakeup_ms: list[float] = field(default_factory=list)
+    #: The idle gaps (ms) of the calibration run: server, worker, publisher.
+    idle_gap_ms: dict[str, float] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def per_delivery_us(self) -> float:
+        """The server's CPU per WebSocket delivery (µs)."""
+        return self.costs["websocket"].server_us
+
+    @property
+    def client_us(self) -> float:
+        """A worker's CPU per WebSocket delivery (µs)."""
+        return self.costs["websocket"].client_us
+
+    def with_costs(self, transport: Transport | str, costs: TransportCosts) -> StageCalibration:
+        """A copy with ``transport``'s CPU costs set (measured by a short run of it)."""
+        t = parse_transport(transport).value
+        return replace(self, costs={**self.costs, t: costs})
+
+    def cost(self, transport: Transport | str) -> TransportCosts:
+        t = parse_transport(transport).value
+        return self.costs.get(t, self.costs["websocket"])
+
+    def capacity_deliveries_per_s(self, transport: Transport | str, subscribers: int) -> float:
+        """Deliveries/s at which the server's core, or all cores together, are full
+        (server + workers + publisher per message), from the calibrated mean costs."""
+        n = max(1, subscribers)
+        c = self.cost(transport).at(n)
+        per_msg_us = float(np.mean(self.server_to_fanout_ms)) * 1e3
+        server = c.server_us + c.request_us + per_msg_us / n
+        total = server + c.client_us + c.client_request_us + self.publish_us / n
+        return float(min(1e6 / server, self.cores * 1e6 / total))
+
+    def wake_shift_ms(self, role: str, gap_ms: float) -> float:
+        """How much longer (ms; negative: shorter) a ``role`` loop idle for ``gap_ms``
+        takes to wake than it did in the calibration run."""
+        if not self.wakeup_gaps_ms or role not in self.idle_gap_ms:
+            return 0.0
+        x = np.log(np.asarray(self.wakeup_gaps_ms))
+        y = np.asarray(self.wakeup_ms)
+
+        def w(g: float) -> float:
+            return float(np.interp(math.log(max(g, 1e-3)), x, y))
+
+        return w(gap_ms) - w(self.idle_gap_ms[role])
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,16 +205,27 @@ def calibrate_stages(
     cores: int,
     client_processes: int,
     command: str = "",
+    *,
+    server_cpu_s: float | None = None,
+    messages: int | None = None,
+    publisher_cpu_s: float | None = None,
+    wakeup: dict[float, float] | None = None,
 ) -> StageCalibration:
-    """A :class:`StageCalibration` from one measured run's stage frame.
+    """A :class:`StageCalibration` from one measured WebSocket run's stage frame.
 
     Args:
         frame: ``RunResult.deliveries`` of :func:`~rtsim.live.clients.loadgen.run_load`
             (one row per traced delivery; trace every message for the transit correction).
-        loadgen_cpu_s: the load generator's CPU seconds (client cost = this / deliveries).
-        deliveries: deliveries of that run.
+        loadgen_cpu_s: the load generator's CPU seconds (workers and publisher).
+        deliveries: deliveries of that run; messages: messages it published (default:
+            the traced messages).
         rate: its publish rate (messages/s), for the publisher's epoll rounding.
         cores: cores of the machine; client_processes: the load generator's processes.
+        server_cpu_s: the server's CPU seconds in that run (default: estimated from the
+            fan-out durations); publisher_cpu_s: the publisher's share of
+            ``loadgen_cpu_s`` (default: 60 µs per message, an assumption).
+        wakeup: :func:`rtsim.live.wakeup.measure_wakeup` of this machine (idle gap ms →
+            median wake-up ms); without it wake-ups do not depend on the load.
         command: the command that measured it (recorded as the source).
 
     Raises ``ValueError`` for an empty frame.
@@ -111,44 +233,79 @@ def calibrate_stages(
     if len(frame) == 0 or deliveries <= 0:
         raise ValueError("the calibration run has no traced deliveries")
     per_msg = frame.groupby("trace", sort=False).first()
-    # Server busy with the previous fan-out when this publish arrived: not transit.
-    order = np.argsort(per_msg["publish_timer"].index.map(lambda t: int(str(t).rsplit(":", 1)[1])))
-    pm = per_msg.iloc[order]
+    idx = per_msg.index.map(lambda t: int(str(t).rsplit(":", 1)[1]))
+    pm = per_msg.iloc[np.argsort(np.asarray(idx))]
+    seq = np.sort(np.asarray(idx, dtype=float))
+    m = int(messages) if messages else len(pm)
     interval_ms = 1e3 / rate
     fan_ms = pm["fanout_ms"].to_numpy(dtype=float)
     transit = pm["publish_transit"].to_numpy(dtype=float)
-    # The previous fan-out ends (relative to this message's send) roughly at
-    # -interval + its own lateness + transit + to_fanout + fan-out duration.
     timer = pm["publish_timer"].to_numpy(dtype=float)
     to_fan = pm["server_to_fanout"].to_numpy(dtype=float)
+    n = np.maximum(pm["n"].to_numpy(dtype=float), 1)
+    # The server still busy with the previous fan-out when a publish arrived: not transit.
+    due = seq * interval_ms
+    sent = due + timer
     prev_end = np.full(len(pm), -np.inf)
     if len(pm) > 1:
-        prev_end[1:] = (
-            -interval_ms + timer[:-1] + transit[:-1] + to_fan[:-1] + fan_ms[:-1] - timer[1:]
-        )
-    wait = np.clip(prev_end, 0.0, None)
-    free_transit = np.maximum(transit - wait, 0.0)
-    epoll = (math.ceil(interval_ms) - interval_ms) if interval_ms > 1 else 0.0
-    n = np.maximum(pm["n"].to_numpy(dtype=float), 1)
-    # Loopback + client wake-up without a backlog: the fastest tenth of write → read (the
-    # rest waited behind other deliveries in the client process, which the model queues).
+        prev_end[1:] = sent[:-1] + transit[:-1] + to_fan[:-1] + fan_ms[:-1] - sent[1:]
+    free_transit = np.maximum(transit - np.clip(prev_end, 0.0, None), 0.0)
+    idle = -prev_end[np.isfinite(prev_end) & (prev_end < 0)]
+    n_mean = float(np.mean(n))
+    # The publisher's wake-up beyond the whole-millisecond rounding of its sleep (the sleep
+    # began right after the previous send; consecutive traced messages only).
+    residual = timer.copy()
+    if len(pm) > 1:
+        gap = np.diff(seq) == 1
+        delay = due[1:] - sent[:-1]
+        rounding = np.where(delay > 0, np.ceil(delay - 1e-9) - delay, 0.0)
+        r = timer[1:] - rounding
+        residual = np.where(gap & (delay > 0), r, np.nan)
+        residual = residual[np.isfinite(residual)]
+        if len(residual) == 0:
+            residual = timer
+    publish_us = (publisher_cpu_s / max(m, 1) * 1e6) if publisher_cpu_s else 60.0
+    worker_cpu_s = loadgen_cpu_s - (publisher_cpu_s or m * publish_us * 1e-6)
+    client_us = max(worker_cpu_s, 0.0) / deliveries * 1e6
+    per_msg_us = float(np.mean(to_fan)) * 1e3
+    if server_cpu_s is not None:
+        server_us = max(server_cpu_s * 1e6 - m * per_msg_us, 0.0) / deliveries
+    else:
+        server_us = float(np.mean(fan_ms / n)) * 1e3
+    shape = fan_ms / n
+    shape = shape / shape.mean() if shape.mean() > 0 else np.ones_like(shape)
+    # Loopback + client wake-up without a backlog: the fastest tenth of write → read less
+    # the worker's own CPU for the delivery (the rest waited behind other deliveries in the
+    # client process, which the model queues).
     w2r = frame["write_to_read"].to_numpy(dtype=float)
-    fast = w2r[w2r <= np.percentile(w2r, 10)]
+    fast = w2r[w2r <= np.percentile(w2r, 10)] - client_us * 1e-3
     cmd = command or "rtsim load --transport websocket --subscribers 200 (50% load) --json"
     return StageCalibration(
-        timer_residual_ms=_quantiles(timer - epoll),
+        timer_residual_ms=_quantiles(residual),
         transit_ms=_quantiles(free_transit),
         server_to_fanout_ms=_quantiles(to_fan),
-        per_delivery_us=_quantiles(fan_ms / n * 1e3),
+        fanout_shape=_quantiles(shape),
         loopback_ms=_quantiles(fast),
         client_handle_ms=_quantiles(frame["client_handle"].to_numpy(dtype=float)),
-        client_us=loadgen_cpu_s / deliveries * 1e6,
+        costs={"websocket": TransportCosts(server_us=server_us, client_us=client_us)},
+        publish_us=publish_us,
         cores=cores,
         client_processes=client_processes,
+        loopback_min_ms=float(max(np.percentile(free_transit, 1), 0.0)) if len(pm) else 0.02,
+        wakeup_gaps_ms=sorted(wakeup) if wakeup else [],
+        wakeup_ms=[wakeup[g] for g in sorted(wakeup)] if wakeup else [],
+        idle_gap_ms={
+            "server": float(np.median(idle)) if len(idle) else interval_ms,
+            "client": max(interval_ms - n_mean / client_processes * client_us * 1e-3, 0.01),
+            "publisher": max(interval_ms - publish_us * 1e-3, 0.01),
+        },
         source={
             "stages": cmd,
             "epoll": "CPython selectors.EpollSelector: timeout rounded up to whole ms",
-            "per_request_us": "TransportParams.cpu_per_request_us default (assumption)",
+            "costs": "CPU seconds of the server (/proc), the workers and the publisher"
+            " (getrusage) in that run",
+            "per_request_us": "TransportParams.cpu_per_request_us default (assumption)"
+            " unless a long-polling run measured it",
         },
     )
 
@@ -164,119 +321,195 @@ def simulate_stages(
     epoll_ms: bool = True,
     fanout_variance: bool = True,
     core_sharing: bool = True,
+    server_core: bool = True,
+    wake_busy: bool = True,
+    idle_gap: bool = True,
 ) -> pd.DataFrame:
     """Simulate the stages of every delivery; one row per delivery (ms), the
     :func:`~rtsim.core.stages.stage_frame` columns (``trace`` is the message number).
 
     The three switches turn one mechanism off each (to measure what it closes):
     ``epoll_ms`` (whole-ms timer wake-ups), ``fanout_variance`` (per-message cost drawn
-    instead of its mean), ``core_sharing`` (processor sharing of the cores).
-    Raises ``ValueError`` for bad sizes.
+    instead of its mean), ``core_sharing`` (a core for every process instead of
+    ``cal.cores`` shared). Raises ``ValueError`` for bad sizes.
     """
     t = parse_transport(transport)
     if subscribers < 1 or not rate > 0 or not duration_s > 0:
         raise ValueError("subscribers must be >= 1, rate and duration_s > 0")
     rng = np.random.default_rng(as_seed_sequence(seed))
     m = max(1, round(rate * duration_s))
-    interval = 1.0 / rate
+    n = subscribers
     P = max(1, cal.client_processes)
-    C = max(1, cal.cores)
-    c_client = cal.client_us * 1e-6
-    c_req = cal.per_request_us * 1e-6
-    mean_c = float(np.mean(cal.per_delivery_us)) * 1e-6
-    # Processor sharing: the server and P client processes on C cores.
-    busy_share = min(1.0, C / (P + 1)) if core_sharing else 1.0
-    idle_share = min(1.0, C / P) if core_sharing else 1.0
-    proc = np.arange(subscribers) % P
-    client_free = np.zeros(P)
-    server_free = 0.0
-    last_sent = 0.0
-    timer_res = _draw(rng, cal.timer_residual_ms, m) * 1e-3
+    SRV, PUB = 0, P + 1
+    eng = SharedCores(
+        P + 2, cal.cores if core_sharing else P + 2, dedicated=SRV if server_core else None
+    )
+    cost = cal.cost(t).at(n)
+    c_srv = cost.server_us * 1e-6
+    c_cli = cost.client_us * 1e-6
+    c_req = (cost.request_us or 100.0) * 1e-6
+    c_cli_req = cost.client_request_us * 1e-6
+    c_pub = cal.publish_us * 1e-6
+    lo_min = cal.loopback_min_ms * 1e-3
+    residual = _draw(rng, cal.timer_residual_ms, m + 1) * 1e-3
     transit = _draw(rng, cal.transit_ms, m) * 1e-3
     to_fan = _draw(rng, cal.server_to_fanout_ms, m) * 1e-3
-    per_c = _draw(rng, cal.per_delivery_us, m) * 1e-6 if fanout_variance else np.full(m, mean_c)
-    # Long polling: when each subscriber's next request is parked at the server, and the
-    # time of the answer it is in (messages published before it share that answer).
-    parked = np.zeros(subscribers)
-    answer_at = np.full(subscribers, -math.inf)
-    answer_rx = np.zeros(subscribers)
-    answer_done = np.zeros(subscribers)
-    rows: list[pd.DataFrame] = []
-    pos = np.arange(subscribers)
-    for i in range(m):
-        due = i * interval
-        # The publisher slept until `due`: the wake-up lands on a whole ms after its last send.
-        if epoll_ms and i > 0 and due > last_sent:
-            delay_ms = (due - last_sent) * 1e3
-            wake = last_sent + math.ceil(delay_ms - 1e-9) * 1e-3
-        else:
-            wake = max(due, last_sent)
-        sent = max(due, wake) + timer_res[i]
-        last_sent = sent
-        received = max(sent + transit[i], server_free)
-        start = received + to_fan[i]
-        c = float(per_c[i])  # measured under the calibration's contention: used as is
-        if t is Transport.LONG_POLLING:
-            ready = parked <= start
-            write = np.empty(subscribers)
-            k_ready = np.flatnonzero(ready)
-            write[k_ready] = start + c * (np.arange(len(k_ready)) + 1)
-            end = start + c * len(k_ready)
-            late = np.flatnonzero(~ready)
-            in_answer = late[answer_at[late] >= start]  # already answered: rides along
-            fresh = late[answer_at[late] < start]
-            write[in_answer] = answer_at[in_answer]
-            # Answered when the request arrives (its cost then; not queued ahead of the
-            # next publish: the core is idle meanwhile).
-            write[fresh] = np.maximum(parked[fresh], end) + c_req + c
-        else:
-            write = start + c * (pos + 1)
-            end = start + c * subscribers
-        server_free = end
-        loop = _draw(rng, cal.loopback_ms, subscribers) * 1e-3
-        arrive = write + loop
-        done = np.empty(subscribers)
-        for q in range(P):
-            sel = np.flatnonzero(proc == q)
-            order = sel[np.argsort(arrive[sel], kind="stable")]
-            free = client_free[q]
-            a = arrive[order]
-            out = np.empty(len(order))
-            for j, at in enumerate(a.tolist()):
-                s0 = max(at, free)
-                share = busy_share if s0 < end else idle_share
-                free = s0 + c_client / share
-                out[j] = free
-            client_free[q] = free
-            done[order] = out
-        if t is Transport.LONG_POLLING:
-            same = write == answer_at
-            done[same] = np.maximum(done[same], answer_done[same])
-            new = ~same
-            answer_at[new] = write[new]
-            answer_rx[new] = arrive[new]
-            answer_done[new] = done[new]
-            parked[new] = done[new] + _draw(rng, cal.transit_ms, int(new.sum())) * 1e-3
-        handle = _draw(rng, cal.client_handle_ms, subscribers) * 1e-3
-        handled = done + handle
-        read = done
-        rows.append(
-            pd.DataFrame(
-                {
-                    "trace": i,
-                    "n": subscribers,
-                    "position": pos,
-                    "fanout_ms": (end - start) * 1e3,
-                    "publish_timer": (sent - due) * 1e3,
-                    "publish_transit": (received - sent) * 1e3,
-                    "server_to_fanout": (start - received) * 1e3,
-                    "fanout_to_write": (write - start) * 1e3,
-                    "write_to_read": (read - write) * 1e3,
-                    "client_handle": (handled - read) * 1e3,
-                    "end_to_end": (handled - due) * 1e3,
-                }
-            )
-        )
-    frame = pd.concat(rows, ignore_index=True)
+    shape = _draw(rng, cal.fanout_shape, m) if fanout_variance else np.ones(m)
+    loop_q = np.asarray(cal.loopback_ms)
+    due = np.arange(m) / rate
+    sent = np.zeros(m)
+    received = np.zeros(m)
+    start = np.zeros(m)
+    fan_end = np.zeros(m)
+    arrived = np.zeros(m)
+    write = np.full((m, n), np.nan)
+    read = np.full((m, n), np.nan)
+    proc = np.arange(n) % P
+
+    def shifted(role: str, p: int, at: float, base: float) -> float:
+        # The calibrated wake-up, moved to this loop's idle gap (longer sleep: slower).
+        if not idle_gap:
+            return base
+        gap_ms = (at - eng.busy_until[p]) * 1e3
+        return max(base + cal.wake_shift_ms(role, gap_ms) * 1e-3, lo_min)
+
+    def loop_delay(p: int, at: float) -> float:
+        if eng.idle(p, at) and (eng.free_core() or not wake_busy):
+            base = float(np.interp(rng.uniform(0, 100), _QS, loop_q)) * 1e-3
+            return shifted("client", p, at, base)
+        return lo_min
+
+    def on_read(i: int, k: int) -> Any:
+        def done(now: float) -> None:
+            read[i, k] = now
+
+        return done
+
+    # --- push transports: one write per subscriber in the fan-out ------------------------
+    def on_write(i: int, k: int) -> Any:
+        def done(now: float) -> None:
+            write[i, k] = now
+            fan_end[i] = now
+            q = 1 + int(proc[k])
+            eng.submit(q, now + loop_delay(q, now), c_cli, on_read(i, k))
+
+        return done
+
+    # --- long polling: parked requests answered, the rest at their next request ----------
+    cursor = np.full(n, -1)  # last message index answered to each subscriber
+    parked = np.ones(n, dtype=bool)  # every subscriber's first request is waiting
+    upto = [-1]  # messages whose fan-out has begun
+
+    def answer(k: int, at: float) -> None:
+        first, last = int(cursor[k]) + 1, upto[0]
+        cursor[k] = last
+        parked[k] = False
+        count = last - first + 1
+
+        def written(now: float) -> None:
+            write[first : last + 1, k] = now
+            q = 1 + int(proc[k])
+
+            def handled(done_at: float) -> None:
+                read[first : last + 1, k] = done_at
+                eng.submit(
+                    SRV,
+                    done_at + float(_draw(rng, cal.transit_ms, 1)[0]) * 1e-3,
+                    c_req,
+                    requested(k),
+                )
+
+            eng.submit(q, now + loop_delay(q, now), c_cli_req + c_cli * count, handled)
+
+        eng.submit(SRV, at, c_srv * count, written)
+
+    def requested(k: int) -> Any:
+        def done(now: float) -> None:
+            if upto[0] > cursor[k]:
+                answer(k, now)
+            else:
+                parked[k] = True
+
+        return done
+
+    def fan_out(i: int) -> Any:
+        def done(now: float) -> None:
+            start[i] = now
+            fan_end[i] = now
+            upto[0] = i
+            # Ready since the publish arrived: ahead of anything that arrived after it
+            # (the fan-out runs in the same callback as the publish, as in the server).
+            at = float(arrived[i])
+            if t is Transport.LONG_POLLING:
+                for kk in np.flatnonzero(parked):
+                    answer(int(kk), at)
+            else:
+                c = c_srv * float(shape[i])
+                for k in range(n):
+                    eng.submit(SRV, at, c, on_write(i, k))
+
+        return done
+
+    def on_received(i: int) -> Any:
+        def done(now: float) -> None:
+            received[i] = now
+
+        return done
+
+    def stamped(i: int) -> Any:
+        def done(now: float) -> None:
+            sent[i] = now  # the publisher stamps ``sent`` before its send (its CPU)
+
+        return done
+
+    def published(i: int) -> Any:
+        def done(now: float) -> None:
+            idle = eng.idle(SRV, now) and (eng.free_core() or not wake_busy)
+            tr = shifted("server", SRV, sent[i], float(transit[i])) if idle else lo_min
+            arrive = sent[i] + tr
+            arrived[i] = arrive
+            eng.submit(SRV, arrive, 0.0, on_received(i))
+            eng.submit(SRV, arrive, float(to_fan[i]), fan_out(i))
+            if i + 1 < m:
+                at = wake(now, float(due[i + 1]), i + 1)
+                eng.submit(PUB, at, 0.0, stamped(i + 1))
+                eng.submit(PUB, at, c_pub, published(i + 1))
+
+        return done
+
+    def wake(now: float, due_at: float, i: int) -> float:
+        if due_at <= now:
+            return now
+        delay = due_at - now
+        if epoll_ms:
+            delay = math.ceil(delay * 1e3 - 1e-9) * 1e-3
+        r = float(residual[i])
+        if idle_gap:
+            r = max(r + cal.wake_shift_ms("publisher", delay * 1e3) * 1e-3, 0.0)
+        return now + delay + r
+
+    eng.submit(PUB, float(residual[0]), 0.0, stamped(0))
+    eng.submit(PUB, float(residual[0]), c_pub, published(0))
+    eng.run()
+    handle = _draw(rng, cal.client_handle_ms, m * n).reshape(m, n) * 1e-3
+    handled = read + handle
+    if t is Transport.LONG_POLLING:
+        fan_end = start.copy()
+    pos = np.tile(np.arange(n), m)
+    frame = pd.DataFrame(
+        {
+            "trace": np.repeat(np.arange(m), n),
+            "n": n,
+            "position": pos,
+            "fanout_ms": np.repeat((fan_end - start) * 1e3, n),
+            "publish_timer": np.repeat((sent - due) * 1e3, n),
+            "publish_transit": np.repeat((received - sent) * 1e3, n),
+            "server_to_fanout": np.repeat((start - received) * 1e3, n),
+            "fanout_to_write": (write - start[:, None]).ravel() * 1e3,
+            "write_to_read": (read - write).ravel() * 1e3,
+            "client_handle": (handled - read).ravel() * 1e3,
+            "end_to_end": (handled - due[:, None]).ravel() * 1e3,
+        }
+    )
     assert set(STAGES) <= set(frame.columns)
     return frame

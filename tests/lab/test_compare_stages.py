@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from rtsim.lab.compare import _ci95, passes
+from rtsim.lab.stage_compare import ci95 as _ci95
+from rtsim.lab.stage_compare import passes
 
 
 def test_ci95_brackets_the_mean_and_widens_with_spread() -> None:

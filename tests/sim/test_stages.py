@@ -6,7 +6,12 @@ import pandas as pd
 import pytest
 
 from rtsim.core.stages import STAGES, stage_summary
-from rtsim.sim.stages import StageCalibration, calibrate_stages, simulate_stages
+from rtsim.sim.stages import (
+    StageCalibration,
+    TransportCosts,
+    calibrate_stages,
+    simulate_stages,
+)
 
 
 def _frame(rng: np.random.Generator, messages: int = 40, n: int = 20) -> pd.DataFrame:
@@ -31,25 +36,68 @@ def _frame(rng: np.random.Generator, messages: int = 40, n: int = 20) -> pd.Data
     return pd.DataFrame(rows)
 
 
+WAKE = {0.5: 0.1, 5.0: 0.3, 100.0: 0.5}  # idle gap ms -> wake-up ms (a made-up machine)
+
+
 @pytest.fixture(scope="module")
 def cal() -> StageCalibration:
     rng = np.random.default_rng(1)
-    return calibrate_stages(_frame(rng), 0.04, 800, rate=20, cores=2, client_processes=2)
+    return calibrate_stages(
+        _frame(rng),
+        0.05,
+        800,
+        rate=20,
+        cores=2,
+        client_processes=2,
+        server_cpu_s=0.008,
+        messages=40,
+        publisher_cpu_s=0.01,
+        wakeup=WAKE,
+    )
 
 
 def test_calibration_names_its_sources_and_costs(cal: StageCalibration) -> None:
     assert "rtsim load" in cal.source["stages"] and "Epoll" in cal.source["epoll"]
-    assert cal.client_us == pytest.approx(50.0)  # 0.04 s / 800 deliveries
-    assert 5 < np.median(cal.per_delivery_us) < 15  # 0.1–0.3 ms over 20 subscribers
+    assert cal.publish_us == pytest.approx(250.0)  # 0.01 s / 40 messages
+    assert cal.client_us == pytest.approx(50.0)  # (0.05 - 0.01) s / 800 deliveries
+    # (8 ms - 40 messages x 50 µs before the fan-out) / 800 deliveries
+    assert cal.per_delivery_us == pytest.approx(7.5)
+    assert np.mean(cal.fanout_shape) == pytest.approx(1.0, rel=0.1)
     assert all(np.diff(q).min() >= 0 for q in (cal.transit_ms, cal.loopback_ms))
+    assert set(cal.idle_gap_ms) == {"server", "client", "publisher"}
     with pytest.raises(ValueError, match="no traced deliveries"):
         calibrate_stages(_frame(np.random.default_rng(0)).iloc[:0], 1, 1, 1, 2, 2)
+
+
+def test_wake_shift_follows_the_measured_curve(cal: StageCalibration) -> None:
+    g = cal.idle_gap_ms["server"]
+    assert cal.wake_shift_ms("server", g) == pytest.approx(0.0, abs=1e-12)
+    assert cal.wake_shift_ms("server", 100.0) > 0 > cal.wake_shift_ms("server", 0.5)
+    flat = calibrate_stages(_frame(np.random.default_rng(1)), 0.05, 800, 20, 2, 2)
+    assert flat.wake_shift_ms("server", 100.0) == 0.0
+
+
+def test_costs_grow_with_connections_as_fitted() -> None:
+    small = TransportCosts(server_us=5.0, client_us=10.0, at_n=200)
+    large = TransportCosts(server_us=7.0, client_us=20.0, at_n=1000)
+    fit = TransportCosts.fit(small, large)
+    assert fit.at(1000).server_us == pytest.approx(7.0)
+    assert fit.at(1000).client_us == pytest.approx(20.0)
+    assert fit.at(200).client_us == pytest.approx(10.0)
+    assert fit.at(2000).client_us > 20.0 > fit.at(50).client_us
+    # A cost that shrinks with size is held flat (exponent clipped at 0).
+    shrinking = TransportCosts.fit(
+        TransportCosts(server_us=7.0, client_us=10.0, at_n=200),
+        TransportCosts(server_us=5.0, client_us=10.0, at_n=1000),
+    )
+    assert shrinking.at(5000).server_us == pytest.approx(7.0)
 
 
 @pytest.mark.parametrize("transport", ["websocket", "sse", "long-polling"])
 def test_stages_add_up_and_are_causal(cal: StageCalibration, transport: str) -> None:
     df = simulate_stages(cal, transport, 30, 50, 1.0, seed=3)
     assert len(df) == 30 * 50
+    assert df["end_to_end"].notna().all()
     assert (df[list(STAGES)] >= -1e-9).all().all()
     np.testing.assert_allclose(df[list(STAGES)].sum(axis=1), df["end_to_end"], atol=1e-9)
 
@@ -60,16 +108,24 @@ def test_same_seed_same_result_and_load_matters(cal: StageCalibration) -> None:
     pd.testing.assert_frame_equal(a, b)
     light = stage_summary(simulate_stages(cal, "websocket", 200, 5, 2.0))
     heavy = stage_summary(simulate_stages(cal, "websocket", 200, 300, 2.0))
-    # Not flat: queueing in the fan-out and the client processes grows with the load.
+    # Past the cores' capacity (200 x 300 deliveries/s at ~60 µs each) the queues grow.
     assert heavy["end_to_end"]["p99_ms"] > light["end_to_end"]["p99_ms"]
 
 
 def test_epoll_switch_moves_only_the_timer(cal: StageCalibration) -> None:
     on = stage_summary(simulate_stages(cal, "websocket", 10, 30, 2.0, seed=2))
     off = stage_summary(simulate_stages(cal, "websocket", 10, 30, 2.0, seed=2, epoll_ms=False))
-    # 1/30 s = 33.3 ms: the wake-up lands on 34 ms, 0.67 ms late on average.
-    assert on["publish_timer"]["mean_ms"] - off["publish_timer"]["mean_ms"] > 0.3
+    # 1/30 s = 33.3 ms: the wake-up lands on a whole ms, about 0.5 ms late on average.
+    assert on["publish_timer"]["mean_ms"] - off["publish_timer"]["mean_ms"] > 0.2
     assert on["client_handle"]["p50_ms"] == off["client_handle"]["p50_ms"]
+
+
+def test_sharing_two_cores_slows_a_crowded_machine(cal: StageCalibration) -> None:
+    shared = stage_summary(simulate_stages(cal, "websocket", 400, 100, 1.0, seed=4))
+    alone = stage_summary(
+        simulate_stages(cal, "websocket", 400, 100, 1.0, seed=4, core_sharing=False)
+    )
+    assert shared["write_to_read"]["p50_ms"] > alone["write_to_read"]["p50_ms"]
 
 
 def test_bad_sizes() -> None:

@@ -433,6 +433,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
             sent, late = _run_blocking(_publish(p, progress))
         finally:
             gc.unfreeze()
+        ru_pub = resource.getrusage(resource.RUSAGE_SELF)
         publish_wall = time.monotonic() - t_start
         for c in conns:
             c.send(("stop", sent))
@@ -484,6 +485,8 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         if server_cpu is not None and delivered
         else None,
         "loadgen_cpu_s": gen_cpu,
+        # The publisher's share (this process, while publishing).
+        "publisher_cpu_s": (ru_pub.ru_utime - ru0.ru_utime) + (ru_pub.ru_stime - ru0.ru_stime),
         "loadgen_processes": n_proc,
         "errors": sum(r["n_errors"] for r in results) + setup_errors,
         # Gaps the server reported (trimmed replay, or an epoch change: a restarted server).

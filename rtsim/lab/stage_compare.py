@@ -1,0 +1,407 @@
+"""The stage model against the live server: calibrate once, predict held-out runs.
+
+1. :func:`calibrate_stage_model` measures this machine: the wake-up of an idle event loop
+   by how long it slept (:func:`rtsim.live.wakeup.measure_wakeup`), the CPU per delivery
+   of each transport at two sizes (:func:`measure_costs`, :data:`COST_SIZES`), and one
+   traced run of :data:`CALIBRATION_CONFIG` (WebSocket, 200 subscribers, 50% load) whose
+   stage timestamps give the stage distributions (:func:`rtsim.sim.stages.calibrate_stages`).
+2. :func:`compare_stage_model` then predicts configurations the calibration never saw
+   (other loads, 50 and 2,000 subscribers, SSE and long polling) with
+   :func:`rtsim.sim.stages.simulate_stages`, runs each ``repeats`` times live, and reports
+   the measured mean with its 95% CI beside the simulated value and whether the point
+   passes (:func:`passes`).
+
+The servers started here lift the per-address limits (:data:`SERVER_ARGS`): every
+load-generator connection comes from 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.results import RunResult
+from ..core.transport import Transport, parse_transport
+from ..live.clients.loadgen import LoadParams, run_load
+from ..live.process import serve_process
+from ..sim.stages import StageCalibration, TransportCosts, calibrate_stages
+
+__all__ = [
+    "CALIBRATION_CONFIG",
+    "COST_SIZES",
+    "SERVER_ARGS",
+    "calibrate_stage_model",
+    "ci95",
+    "compare_stage_model",
+    "measure_costs",
+    "passes",
+    "plot_stage_sweep",
+    "stage_capacity",
+    "stage_error_table",
+    "stage_server",
+    "stage_waterfall",
+]
+
+#: The calibration configuration (the only one whose latencies the model is fitted on).
+CALIBRATION_CONFIG: dict[str, Any] = {"transport": "websocket", "subscribers": 200, "load": 0.5}
+#: Sizes of the per-transport CPU runs (cost per delivery grows with connections).
+COST_SIZES: tuple[int, int] = (200, 1000)
+#: Deliveries/s of the CPU runs per transport (well below any capacity measured here).
+_COST_DPS = {"websocket": 20_000.0, "sse": 20_000.0, "long-polling": 2_000.0}
+#: ``rtsim serve`` flags for load runs from one address.
+SERVER_ARGS: tuple[str, ...] = (
+    "--publish-rate-per-ip",
+    "1000000",
+    "--max-connections-per-ip",
+    "100000",
+)
+_METRICS = ("p50_ms", "p95_ms", "p99_ms", "deliveries_per_s")
+
+
+@contextmanager
+def stage_server() -> Iterator[tuple[str, int]]:
+    """``rtsim serve`` in its own process with :data:`SERVER_ARGS`; yields (url, pid)."""
+    with serve_process(SERVER_ARGS) as up:
+        yield up
+
+
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return math.nan
+
+
+def _poll_requests(url: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith('rtsim_connections_opened_total{transport="long-polling"}'):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def _run(
+    url: str,
+    pid: int,
+    t: Transport,
+    subscribers: int,
+    rate: float,
+    duration_s: float,
+    processes: int,
+    traced: int = 200,
+) -> RunResult:
+    return run_load(
+        LoadParams(
+            url=url,
+            transport=t,
+            subscribers=subscribers,
+            rate=rate,
+            duration_s=duration_s,
+            server_pid=pid,
+            processes=processes,
+            settle_s=1.5,
+            traced=traced,
+        ),
+        progress=False,
+    )
+
+
+def measure_costs(
+    url: str,
+    pid: int,
+    transport: Transport | str,
+    subscribers: int,
+    duration_s: float = 2.0,
+    processes: int = 2,
+    websocket: TransportCosts | None = None,
+) -> TransportCosts:
+    """CPU µs per delivery of ``transport`` at ``subscribers`` connections (one run).
+
+    Long polling needs ``websocket`` (its costs at the same size): its per-delivery costs
+    are taken from there and the rest of the CPU is divided by the requests the server
+    answered (``rtsim_connections_opened_total`` in /metrics). The rate is
+    :data:`_COST_DPS` / ``subscribers``. Raises ``RuntimeError`` if nothing was delivered.
+    """
+    t = parse_transport(transport)
+    rate = round(_COST_DPS[t.value] / subscribers, 2)
+    before = _poll_requests(url) if t is Transport.LONG_POLLING else 0.0
+    r = _run(url, pid, t, subscribers, rate, duration_s, processes)
+    s, e = r.summary, r.summary.extra
+    if s.deliveries == 0 or e["server_cpu_s"] is None:
+        raise RuntimeError(f"the {t.value} cost run delivered nothing; is the server running?")
+    srv_us = e["server_cpu_s"] * 1e6
+    cli_us = max(e["loadgen_cpu_s"] - e["publisher_cpu_s"], 0.0) * 1e6
+    if t is not Transport.LONG_POLLING:
+        return TransportCosts(
+            server_us=srv_us / s.deliveries, client_us=cli_us / s.deliveries, at_n=subscribers
+        )
+    ws = websocket or TransportCosts(server_us=0.0, client_us=0.0)
+    requests = max(1.0, _poll_requests(url) - before)
+    return TransportCosts(
+        server_us=ws.server_us,
+        client_us=ws.client_us,
+        request_us=max(srv_us - s.deliveries * ws.server_us, 0.0) / requests,
+        client_request_us=max(cli_us - s.deliveries * ws.client_us, 0.0) / requests,
+        at_n=subscribers,
+    )
+
+
+def calibrate_stage_model(
+    url: str, pid: int, duration_s: float = 3.0, processes: int = 2
+) -> tuple[StageCalibration, dict[str, Any]]:
+    """Fit the stage model on this machine (about a minute); see the module docstring.
+
+    Returns the :class:`~rtsim.sim.stages.StageCalibration` and a dict describing the
+    runs (``command``, ``rate``, ``loadavg_1m``, measured p50/p99 of the traced run,
+    ``costs`` per transport and size, ``wakeup_ms``).
+    """
+    from ..live.wakeup import measure_wakeup
+
+    wake = measure_wakeup()
+    small, large = COST_SIZES
+    costs: dict[str, dict[int, TransportCosts]] = {}
+    for t in (Transport.WEBSOCKET, Transport.SSE, Transport.LONG_POLLING):
+        costs[t.value] = {}
+        for n in (small, large):
+            ws = costs.get("websocket", {}).get(n)
+            costs[t.value][n] = measure_costs(url, pid, t, n, 2.0, processes, websocket=ws)
+    cfg = CALIBRATION_CONFIG
+    subs = int(cfg["subscribers"])
+    ws200 = costs["websocket"][subs] if subs in costs["websocket"] else costs["websocket"][small]
+    cap = min(1e6 / ws200.server_us, 2e6 / (ws200.server_us + ws200.client_us + 300.0 / subs))
+    rate = round(float(cfg["load"]) * cap / subs, 2)
+    load = _loadavg()
+    r = _run(url, pid, Transport.WEBSOCKET, subs, rate, duration_s, processes, traced=10**9)
+    s, e = r.summary, r.summary.extra
+    command = (
+        f"rtsim load --transport websocket --subscribers {subs} --rate {rate:g}"
+        f" --duration {duration_s:g} --processes {processes} --json (every message traced)"
+    )
+    scal = calibrate_stages(
+        r.deliveries,
+        e["loadgen_cpu_s"],
+        s.deliveries,
+        rate,
+        os.cpu_count() or 1,
+        processes,
+        command=command,
+        server_cpu_s=e["server_cpu_s"],
+        messages=e["published"],
+        publisher_cpu_s=e["publisher_cpu_s"],
+        wakeup=wake,
+    )
+    for name, by_n in costs.items():
+        scal = scal.with_costs(name, TransportCosts.fit(by_n[small], by_n[large]))
+    info = {
+        **cfg,
+        "rate": rate,
+        "duration_s": duration_s,
+        "command": command,
+        "loadavg_1m": load,
+        "measured_p50_ms": s.p50_ms,
+        "measured_p99_ms": s.p99_ms,
+        "costs": {k: {str(n): vars(c) for n, c in v.items()} for k, v in costs.items()},
+        "cost_command": "rtsim load --transport T --subscribers N --rate R --duration 2"
+        f" (N in {list(COST_SIZES)}, R×N = {_COST_DPS} deliveries/s)",
+        "wakeup_ms": {str(k): v for k, v in wake.items()},
+        "capacity_deliveries_per_s": {k: scal.capacity_deliveries_per_s(k, subs) for k in costs},
+    }
+    return scal, info
+
+
+def stage_capacity(scal: StageCalibration, transport: Transport | str, subscribers: int) -> float:
+    """Deliveries/s at which the model's server core or all cores are full."""
+    return scal.capacity_deliveries_per_s(transport, subscribers)
+
+
+def ci95(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and its 95% Student-t confidence interval (NaN bounds with one value)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def passes(metric: str, simulated: float, low: float, high: float, measured: float) -> bool:
+    """The lab's criterion: |error| ≤ 10% (p50) / 20% (p95, p99, throughput), or the
+    simulated value inside the measured 95% CI."""
+    if not (math.isfinite(simulated) and math.isfinite(measured) and measured):
+        return False
+    tol = 0.10 if metric == "p50_ms" else 0.20
+    inside = math.isfinite(low) and low <= simulated <= high
+    return abs(simulated - measured) / measured <= tol or inside
+
+
+def compare_stage_model(
+    url: str,
+    pid: int,
+    scal: StageCalibration,
+    transport: Transport | str,
+    loads: Sequence[float],
+    subscribers: int = 200,
+    repeats: int = 3,
+    duration_s: float = 3.0,
+    seed: int = 0,
+    processes: int = 2,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Simulated (stage model) vs measured (``repeats`` live runs, 95% CI) per load.
+
+    ``loads`` are fractions of the model's capacity for ``transport`` at ``subscribers``
+    (:func:`stage_capacity`). Returns (rows, stages): rows with ``transport``,
+    ``subscribers``, ``load``, ``rate``, ``metric``, ``simulated``, ``measured`` (mean of
+    the repeats), ``measured_ci_low``/``high``, ``rel_error``, ``passes``, ``loadavg_1m``
+    (1-minute load average before the runs), ``lost``; stages: per load, per stage p50/p99
+    simulated and measured (pooled over the repeats). Raises ``ValueError`` for a load
+    outside (0, 1.5) or ``repeats`` < 1.
+    """
+    from ..core.results import Summary
+    from ..core.stages import stage_summary
+    from ..sim.stages import simulate_stages
+
+    t = parse_transport(transport)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    cap = stage_capacity(scal, t, subscribers)
+    rows: list[dict[str, Any]] = []
+    stages: dict[str, Any] = {}
+    for f in loads:
+        if not 0 < f < 1.5:
+            raise ValueError(f"loads must be in (0, 1.5), got {f}")
+        rate = round(max(0.5, f * cap / subscribers), 2)
+        sim = simulate_stages(scal, t, subscribers, rate, duration_s, seed=seed)
+        s_sum = Summary.from_latencies(
+            sim["end_to_end"].to_numpy(),
+            duration_s=duration_s,
+            wire_bytes=math.nan,
+            requests=0,
+            connections=subscribers,
+            server_memory_bytes=math.nan,
+        )
+        load = _loadavg()
+        measured: dict[str, list[float]] = {m: [] for m in _METRICS}
+        frames = []
+        lost = 0
+        for _ in range(repeats):
+            r = _run(url, pid, t, subscribers, rate, duration_s, processes)
+            for m in _METRICS:
+                measured[m].append(float(getattr(r.summary, m)))
+            frames.append(r.deliveries)
+            lost += r.summary.lost
+        for m in _METRICS:
+            mean, low, high = ci95(measured[m])
+            sv = float(getattr(s_sum, m))
+            rows.append(
+                {
+                    "transport": t.value,
+                    "subscribers": subscribers,
+                    "load": f,
+                    "rate": rate,
+                    "metric": m,
+                    "simulated": sv,
+                    "measured": mean,
+                    "measured_ci_low": low,
+                    "measured_ci_high": high,
+                    "rel_error": (sv - mean) / mean if mean else math.nan,
+                    "passes": passes(m, sv, low, high, mean),
+                    "loadavg_1m": load,
+                    "lost": lost,
+                }
+            )
+        pooled = pd.concat(frames, ignore_index=True)
+        stages[f"{t.value}/{subscribers}/{f:g}"] = {
+            "simulated": stage_summary(sim),
+            "measured": stage_summary(pooled),
+        }
+    return rows, stages
+
+
+# --- notebook 07: the committed sweep ------------------------------------------------------
+def stage_error_table(data: dict[str, Any], max_load: float = 0.8) -> pd.DataFrame:
+    """Per transport and subscriber count up to ``max_load``: points, points passing,
+    worst |error| of p50 and p99 (from ``benchmarks/results/compare_stages.json``)."""
+    df = pd.DataFrame(data["rows"])
+    df = df[(df["load"] <= max_load + 1e-9) & df["metric"].isin(["p50_ms", "p99_ms"])]
+    df = df.assign(abs_err=df["rel_error"].abs())
+    g = df.groupby(["transport", "subscribers"])
+    out = pd.DataFrame(
+        {
+            "points": g["passes"].size(),
+            "passing": g["passes"].sum(),
+            "worst_p50_error": df[df.metric == "p50_ms"]
+            .groupby(["transport", "subscribers"])["abs_err"]
+            .max(),
+            "worst_p99_error": df[df.metric == "p99_ms"]
+            .groupby(["transport", "subscribers"])["abs_err"]
+            .max(),
+        }
+    )
+    return out
+
+
+def plot_stage_sweep(data: dict[str, Any], metric: str = "p50_ms") -> Any:
+    """Measured mean with its 95% CI band and the simulated line against load; one panel
+    per transport × subscriber count (log latency axis)."""
+    import matplotlib.pyplot as plt
+
+    from .style import color as transport_color
+
+    df = pd.DataFrame(data["rows"])
+    df = df[df.metric == metric]
+    keys = list(dict.fromkeys(zip(df["transport"], df["subscribers"], strict=True)))
+    cols = max(1, len({k[0] for k in keys}))
+    rows_n = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.0 * rows_n), squeeze=False)
+    for ax, (t, n) in zip(axes.T.ravel(), keys, strict=False):
+        d = df[(df.transport == t) & (df.subscribers == n)].sort_values("load")
+        c = transport_color(t)
+        lo = d["measured_ci_low"].fillna(d["measured"])
+        hi = d["measured_ci_high"].fillna(d["measured"])
+        ax.fill_between(d["load"], lo, hi, color=c, alpha=0.25, label="measured 95% CI")
+        ax.plot(d["load"], d["measured"], "o-", color=c, label="measured (mean)")
+        ax.plot(d["load"], d["simulated"], "k--", label="simulated")
+        ax.set_title(f"{t}, {n} subscribers", fontsize="medium")
+        ax.set_xlabel("load (fraction of capacity)")
+        ax.set_ylabel(f"{metric.replace('_ms', '')} latency (ms)")
+        ax.set_yscale("log")
+    for ax in axes.ravel()[len(keys) :]:
+        ax.set_visible(False)
+    axes.ravel()[0].legend(fontsize="small", loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def stage_waterfall(data: dict[str, Any], point: str) -> Any:
+    """Stacked p50 of each stage, simulated beside measured, for one sweep point
+    (a key of ``data["stages"]``, e.g. ``"websocket/50/0.5"``)."""
+    import matplotlib.pyplot as plt
+
+    from ..core.stages import STAGES
+
+    st = data["stages"][point]
+    fig, ax = plt.subplots(figsize=(7.5, 2.4))
+    colors = [plt.get_cmap("tab10")(i) for i in range(10)]
+    for y, side in ((1, "measured"), (0, "simulated")):
+        left = 0.0
+        for i, s in enumerate(STAGES):
+            v = float(st[side][s]["p50_ms"])
+            ax.barh(y, v, left=left, color=colors[i], label=s if y == 1 else None)
+            left += v
+    ax.set_yticks([0, 1], ["simulated", "measured"])
+    ax.set_xlabel("p50 of each stage, stacked (ms)")
+    ax.set_title(point.replace("/", ", ") + " load", fontsize="medium")
+    ax.legend(fontsize="x-small", ncol=3, bbox_to_anchor=(0, 1.18, 1, 0.2), loc="lower left")
+    fig.tight_layout()
+    return fig
