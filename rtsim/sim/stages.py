@@ -56,6 +56,10 @@ from .seeding import as_seed_sequence
 __all__ = ["StageCalibration", "TransportCosts", "calibrate_stages", "simulate_stages"]
 
 _QS = np.linspace(0, 100, 101)
+#: Share of a long-poll request's server CPU spent answering it (the handler resumed,
+#: the response built and written) rather than receiving and parking it — an assumption
+#: (aiohttp does the larger part of its per-request work on the response side).
+ANSWER_SHARE = 0.6
 
 
 def _quantiles(v: np.ndarray) -> list[float]:
@@ -415,13 +419,13 @@ def simulate_stages(
                 eng.submit(
                     SRV,
                     done_at + float(_draw(rng, cal.transit_ms, 1)[0]) * 1e-3,
-                    c_req,
+                    c_req * (1 - ANSWER_SHARE),
                     requested(k),
                 )
 
             eng.submit(q, now + loop_delay(q, now), c_cli_req + c_cli * count, handled)
 
-        eng.submit(SRV, at, c_srv * count, written)
+        eng.submit(SRV, at, c_srv * count + c_req * ANSWER_SHARE, written)
 
     def requested(k: int) -> Any:
         def done(now: float) -> None:
