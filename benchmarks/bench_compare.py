@@ -30,6 +30,7 @@ from rtsim.core import strictjson  # noqa: E402
 from rtsim.lab.stage_compare import (  # noqa: E402
     calibrate_stage_model,
     compare_stage_model,
+    stage_error_table,
     stage_server,
 )
 
@@ -50,7 +51,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--note", default="", help="a line for the results file")
+    ap.add_argument(
+        "--rewrite-md", action="store_true", help="only rewrite the .md from the committed .json"
+    )
     a = ap.parse_args()
+    if a.rewrite_md:
+        write_md(json.loads(RESULTS_JSON.read_text()))
+        return
     loads = _floats(a.loads)
     subs = [int(x) for x in a.subscribers.split(",")]
     transports = [t for t in a.transports.split(",") if t]
@@ -70,23 +77,53 @@ def main() -> None:
                         f" pass {x['passes']} load1m {x['loadavg_1m']:.2f}",
                         flush=True,
                     )
-    RESULTS_JSON.write_text(
-        strictjson.dumps(
-            {"calibration": {**info, "model": scal.as_dict()}, "rows": rows, "stages": stages}
-        )
-    )
     cmd = "`.venv/bin/python benchmarks/bench_compare.py " + " ".join(sys.argv[1:]) + "`"
-    lines = ["# Simulation (stage model) vs measurement", "", f"Command: {cmd}", "", machine()]
-    if a.note:
-        lines += [f"**Note:** {a.note}", ""]
+    data = {
+        "command": cmd,
+        "machine": machine(),
+        "note": a.note,
+        "repeats": a.repeats,
+        "calibration": {**info, "model": scal.as_dict()},
+        "rows": rows,
+        "stages": stages,
+    }
+    RESULTS_JSON.write_text(strictjson.dumps(data))
+    write_md(data)
+
+
+def write_md(data: dict) -> None:
+    """benchmarks/results/compare_stages.md from the JSON of a run."""
+    info = data["calibration"]
+    rows, stages = data["rows"], data["stages"]
+    lines = ["# Simulation (stage model) vs measurement", "", f"Command: {data['command']}", ""]
+    lines += [data["machine"]]
+    if data.get("note"):
+        lines += [f"**Note:** {data['note']}", ""]
+    summary = stage_error_table(data)
+    total, ok = int(summary["points"].sum()), int(summary["passing"].sum())
     lines += [
-        "## Calibration (the only configuration the model was fitted on)",
+        "## Summary (p50 and p99 points up to 80% load)",
+        "",
+        f"{ok} of {total} points pass (|error| ≤ 10% p50, ≤ 20% p99, or the simulated value"
+        " inside the measured 95% CI).",
+        "",
+        "| transport | subscribers | points | passing | worst p50 error | worst p99 error |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {t} | {n} | {int(r.points)} | {int(r.passing)} | {r.worst_p50_error:.0%}"
+            f" | {r.worst_p99_error:.0%} |"
+            for (t, n), r in summary.iterrows()
+        ],
+        "",
+        "## Calibration (the only configuration whose latencies the model was fitted on)",
         "",
         f"`{info['command']}` — 1-minute load average {info['loadavg_1m']:.2f}, measured"
         f" p50 {info['measured_p50_ms']:.2f} ms, p99 {info['measured_p99_ms']:.2f} ms.",
+        f"CPU costs per transport: `{info.get('cost_command', '')}`; idle-loop wake-up by"
+        " gap: `rtsim.live.wakeup.measure_wakeup()`.",
         "",
         "## Comparison (rel. error = (simulated − measured) / measured; measured = mean of"
-        f" {a.repeats} runs with its 95% CI)",
+        f" {data.get('repeats', 3)} runs with its 95% CI)",
         "",
         "| transport | subs | load | msgs/s | metric | simulated | measured | 95% CI "
         "| rel. error | pass | load avg 1m |",
