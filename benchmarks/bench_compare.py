@@ -28,6 +28,7 @@ from _machine import machine  # noqa: E402
 
 from rtsim.core import strictjson  # noqa: E402
 from rtsim.lab.stage_compare import (  # noqa: E402
+    attribution,
     calibrate_stage_model,
     compare_stage_model,
     stage_error_table,
@@ -54,9 +55,17 @@ def main() -> None:
     ap.add_argument(
         "--rewrite-md", action="store_true", help="only rewrite the .md from the committed .json"
     )
+    ap.add_argument(
+        "--attribution",
+        action="store_true",
+        help="re-simulate the committed sweep with each model mechanism off (no live runs)",
+    )
     a = ap.parse_args()
     if a.rewrite_md:
         write_md(json.loads(RESULTS_JSON.read_text()))
+        return
+    if a.attribution:
+        write_attribution(json.loads(RESULTS_JSON.read_text()))
         return
     loads = _floats(a.loads)
     subs = [int(x) for x in a.subscribers.split(",")]
@@ -89,6 +98,31 @@ def main() -> None:
     }
     RESULTS_JSON.write_text(strictjson.dumps(data))
     write_md(data)
+
+
+def write_attribution(data: dict) -> None:
+    """compare_attribution.json/.md: what each mechanism of the model contributes."""
+    df = attribution(data)
+    out = HERE / "results" / "compare_attribution"
+    out.with_suffix(".json").write_text(strictjson.dumps({"rows": df.to_dict("records")}))
+    lines = [
+        "# What each mechanism of the stage model contributes",
+        "",
+        "Command: `.venv/bin/python benchmarks/bench_compare.py --attribution` (simulation only:"
+        " the committed sweep's points at 20/50/80% load re-simulated with the calibrated model,"
+        " and with each mechanism turned off in turn; errors against the measured means).",
+        "",
+        machine(),
+        "| variant | what is off | mean abs. p50 error | mean abs. p99 error | points passing |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in df.itertuples():
+        lines.append(
+            f"| {r.variant} | {r._2} | {r.mean_abs_p50_error:.0%} | {r.mean_abs_p99_error:.0%}"
+            f" | {r.points_passing} of {r.points} |"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(df.to_string())
 
 
 def write_md(data: dict) -> None:

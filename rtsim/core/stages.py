@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ import pandas as pd
 
 from .results import percentile
 
-__all__ = ["STAGES", "stage_frame", "stage_summary"]
+__all__ = ["STAGES", "Wakeup", "stage_frame", "stage_summary"]
 
 #: The stages in path order; their sum is ``end_to_end`` (all in milliseconds).
 STAGES: tuple[str, ...] = (
@@ -118,3 +119,23 @@ def stage_summary(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
             "n": float(len(v)),
         }
     return out
+
+
+@dataclass(frozen=True)
+class Wakeup:
+    """Per idle gap (ms, ascending): the median one-way loopback latency into the woken
+    loop (``latency_ms``) and the median CPU the woken process spent from waking to
+    having read the message (``cpu_us``: on a virtual machine this grows with the gap —
+    cold caches and the vCPU's own wake-up are charged to it)."""
+
+    gaps_ms: list[float]
+    latency_ms: list[float]
+    cpu_us: list[float]
+
+    def cpu_at(self, gap_ms: float) -> float:
+        """CPU µs a wake-up after ``gap_ms`` idle costs beyond one after the shortest gap
+        probed (that much is the reading itself, already in any per-message cost);
+        interpolated on log gap."""
+        x = np.log(np.asarray(self.gaps_ms))
+        y = np.asarray(self.cpu_us) - min(self.cpu_us)
+        return float(np.interp(math.log(max(gap_ms, 1e-3)), x, y))

@@ -348,14 +348,16 @@ def _ex_06_2(answer: Any) -> tuple[bool, str]:
 
 def _ex_07_1(answer: Any) -> tuple[bool, str]:
     from . import compare as cmp
+    from .stage_compare import stage_error_table
 
     options = ("websocket", "sse", "long-polling")
     if answer not in options:
         return False, f"pick one of {options}."
-    errs = cmp.error_summary(cmp.load_result("compare"))["p50_ms"]
-    if answer == errs.idxmin():
+    table = stage_error_table(cmp.load_result("compare_stages"))
+    worst = table["worst_p50_error"].groupby(level="transport").max()
+    if answer == worst.idxmin():
         return True, f"{answer} is right: its worst p50 error up to 80% load is the smallest."
-    return False, "look again at error_summary(sweep): the smallest worst-case p50 error."
+    return False, "look again at the error table: the smallest worst p50 error over both sizes."
 
 
 def _ex_07_2(answer: Any) -> tuple[bool, str]:

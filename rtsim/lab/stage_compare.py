@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.results import RunResult
+from ..core.stages import Wakeup
 from ..core.transport import Transport, parse_transport
 from ..live.clients.loadgen import LoadParams, run_load
 from ..live.process import serve_process
@@ -36,10 +37,13 @@ from ..sim.stages import StageCalibration, TransportCosts, calibrate_stages
 __all__ = [
     "CALIBRATION_CONFIG",
     "COST_SIZES",
+    "MECHANISMS",
     "SERVER_ARGS",
+    "attribution",
     "calibrate_stage_model",
     "ci95",
     "compare_stage_model",
+    "dominant_stages",
     "measure_costs",
     "passes",
     "plot_stage_sweep",
@@ -121,13 +125,17 @@ def measure_costs(
     duration_s: float = 2.0,
     processes: int = 2,
     websocket: TransportCosts | None = None,
+    wakeup: Wakeup | None = None,
 ) -> TransportCosts:
     """CPU µs per delivery of ``transport`` at ``subscribers`` connections (one run).
 
     Long polling needs ``websocket`` (its costs at the same size): its per-delivery costs
     are taken from there and the rest of the CPU is divided by the requests the server
     answered (``rtsim_connections_opened_total`` in /metrics). The rate is
-    :data:`_COST_DPS` / ``subscribers``. Raises ``RuntimeError`` if nothing was delivered.
+    :data:`_COST_DPS` / ``subscribers``. With ``wakeup`` (this machine's wake-up CPU by
+    idle gap) the costs are net of the wake-ups the run paid (the server and each worker
+    once per message, after an idle gap of about the message interval; push transports
+    only). Raises ``RuntimeError`` if nothing was delivered.
     """
     t = parse_transport(transport)
     rate = round(_COST_DPS[t.value] / subscribers, 2)
@@ -139,8 +147,15 @@ def measure_costs(
     srv_us = e["server_cpu_s"] * 1e6
     cli_us = max(e["loadgen_cpu_s"] - e["publisher_cpu_s"], 0.0) * 1e6
     if t is not Transport.LONG_POLLING:
+        m = e["published"]
+        if wakeup is not None:
+            interval_ms = 1e3 / rate
+            srv_us -= m * wakeup.cpu_at(interval_ms)
+            cli_us -= m * processes * wakeup.cpu_at(interval_ms)
         return TransportCosts(
-            server_us=srv_us / s.deliveries, client_us=cli_us / s.deliveries, at_n=subscribers
+            server_us=max(srv_us / s.deliveries, 0.5),
+            client_us=max(cli_us / s.deliveries, 0.5),
+            at_n=subscribers,
         )
     ws = websocket or TransportCosts(server_us=0.0, client_us=0.0)
     requests = max(1.0, _poll_requests(url) - before)
@@ -171,7 +186,9 @@ def calibrate_stage_model(
         costs[t.value] = {}
         for n in (small, large):
             ws = costs.get("websocket", {}).get(n)
-            costs[t.value][n] = measure_costs(url, pid, t, n, 2.0, processes, websocket=ws)
+            costs[t.value][n] = measure_costs(
+                url, pid, t, n, 2.0, processes, websocket=ws, wakeup=wake
+            )
     cfg = CALIBRATION_CONFIG
     subs = int(cfg["subscribers"])
     ws200 = costs["websocket"][subs] if subs in costs["websocket"] else costs["websocket"][small]
@@ -210,7 +227,7 @@ def calibrate_stage_model(
         "costs": {k: {str(n): vars(c) for n, c in v.items()} for k, v in costs.items()},
         "cost_command": "rtsim load --transport T --subscribers N --rate R --duration 2"
         f" (N in {list(COST_SIZES)}, R×N = {_COST_DPS} deliveries/s)",
-        "wakeup_ms": {str(k): v for k, v in wake.items()},
+        "wakeup": vars(wake),
         "capacity_deliveries_per_s": {k: scal.capacity_deliveries_per_s(k, subs) for k in costs},
     }
     return scal, info
@@ -405,3 +422,91 @@ def stage_waterfall(data: dict[str, Any], point: str) -> Any:
     ax.legend(fontsize="x-small", ncol=3, bbox_to_anchor=(0, 1.18, 1, 0.2), loc="lower left")
     fig.tight_layout()
     return fig
+
+
+#: The model's mechanisms, each a switch of :func:`rtsim.sim.stages.simulate_stages`.
+MECHANISMS: dict[str, str] = {
+    "epoll_ms": "whole-millisecond timer wake-ups of the publisher",
+    "fanout_variance": "per-message fan-out cost drawn, not its mean",
+    "core_sharing": "processes sharing the machine's cores",
+    "server_core": "the busy server keeping a core to itself",
+    "wake_busy": "no wake-up cost for a loop that finds every core busy",
+    "idle_gap": "wake-ups slower after longer idle gaps (measured)",
+    "size_law": "CPU per delivery growing with connections (two sizes measured)",
+    "wake_cpu": "the CPU a wake-up itself costs, longer after longer idle gaps (measured)",
+}
+
+
+def attribution(
+    data: dict[str, Any], loads: Sequence[float] = (0.2, 0.5, 0.8), seed: int = 0
+) -> pd.DataFrame:
+    """What each mechanism of the model contributes: the committed sweep's points at
+    ``loads`` re-simulated with the model as calibrated and with each mechanism of
+    :data:`MECHANISMS` turned off in turn; per variant the mean |error| of p50 and p99
+    against the measured means and the points passing (:func:`passes`). One row per
+    variant (``"full model"`` first). Takes a few minutes (simulation only)."""
+    from ..core.results import percentile
+    from ..sim.stages import StageCalibration, simulate_stages
+
+    scal = StageCalibration.from_dict(data["calibration"]["model"])
+    df = pd.DataFrame(data["rows"])
+    df = df[df["load"].round(6).isin([round(x, 6) for x in loads])]
+    points = df.drop_duplicates(["transport", "subscribers", "load"])
+    variants: list[tuple[str, dict[str, bool]]] = [("full model", {})]
+    variants += [(f"without {k}", {k: False}) for k in MECHANISMS]
+    out = []
+    for name, off in variants:
+        errs: dict[str, list[float]] = {"p50_ms": [], "p99_ms": []}
+        ok = 0
+        for _, pt in points.iterrows():
+            sim = simulate_stages(
+                scal, pt["transport"], int(pt["subscribers"]), float(pt["rate"]), 3.0, seed, **off
+            )
+            e2e = sim["end_to_end"].to_numpy()
+            for metric, q in (("p50_ms", 50), ("p99_ms", 99)):
+                r = df[
+                    (df.transport == pt["transport"])
+                    & (df.subscribers == pt["subscribers"])
+                    & (df.load == pt["load"])
+                    & (df.metric == metric)
+                ].iloc[0]
+                v = percentile(e2e, q)
+                errs[metric].append(abs(v - r["measured"]) / r["measured"])
+                ok += passes(metric, v, r["measured_ci_low"], r["measured_ci_high"], r["measured"])
+        out.append(
+            {
+                "variant": name,
+                "what is off": MECHANISMS.get(name.removeprefix("without "), "—"),
+                "mean_abs_p50_error": float(np.mean(errs["p50_ms"])),
+                "mean_abs_p99_error": float(np.mean(errs["p99_ms"])),
+                "points_passing": ok,
+                "points": 2 * len(points),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def dominant_stages(data: dict[str, Any]) -> pd.DataFrame:
+    """Per transport and subscriber count, the stage with the largest measured p50 (mean
+    over the loads up to 80%) and its share of the summed stage p50s."""
+    from ..core.stages import STAGES
+
+    rows = []
+    for key, st in data["stages"].items():
+        t, n, load = key.split("/")
+        if float(load) > 0.8 + 1e-9:
+            continue
+        rows.append(
+            {"transport": t, "subscribers": int(n)}
+            | {s: float(st["measured"][s]["p50_ms"]) for s in STAGES}
+        )
+    df = pd.DataFrame(rows).groupby(["transport", "subscribers"]).mean()
+    total = df[list(STAGES)].sum(axis=1)
+    out = pd.DataFrame(
+        {
+            "dominant stage": df[list(STAGES)].idxmax(axis=1),
+            "its p50_ms": df[list(STAGES)].max(axis=1),
+            "share of the stages": df[list(STAGES)].max(axis=1) / total,
+        }
+    )
+    return out

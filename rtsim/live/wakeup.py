@@ -8,8 +8,9 @@ the mechanism behind "faster under load": at high rates the loops never sleep lo
 :func:`measure_wakeup` measures it directly: a child process runs an asyncio loop (the
 same loop as ``rtsim serve``) on a loopback TCP socket; the parent sends a timestamp
 after the child has been idle for each of ``gaps_ms``, and the child records the one-way
-latency on the shared CLOCK_MONOTONIC. The stage model (:mod:`rtsim.sim.stages`) uses
-the median per gap to shift its calibrated wake-ups to other idle gaps.
+latency on the shared CLOCK_MONOTONIC and the CPU it spent since the previous message.
+The stage model (:mod:`rtsim.sim.stages`) uses the medians per gap to move its calibrated
+wake-ups to other idle gaps and to charge each wake-up its CPU.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-__all__ = ["DEFAULT_GAPS_MS", "measure_wakeup"]
+from ..core.stages import Wakeup
+
+__all__ = ["DEFAULT_GAPS_MS", "Wakeup", "measure_wakeup"]
 
 #: Idle gaps probed (ms): from a busy loop (0.2 ms) to a mostly idle one (100 ms).
 DEFAULT_GAPS_MS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -32,13 +35,16 @@ import asyncio, json, socket, struct, sys, time
 async def main(port):
     out = []
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    cpu0 = time.process_time()
     while True:
         data = await reader.readexactly(16)
         now = time.monotonic()
+        cpu = time.process_time()
         gap, sent = struct.unpack("!dd", data)
         if gap < 0:
             break
-        out.append((gap, (now - sent) * 1e3))
+        out.append((gap, (now - sent) * 1e3, (cpu - cpu0) * 1e6))
+        cpu0 = time.process_time()
     writer.write(json.dumps(out).encode() + b"\n")
     await writer.drain()
     writer.close()
@@ -46,10 +52,8 @@ asyncio.run(main(int(sys.argv[1])))
 """
 
 
-def measure_wakeup(
-    gaps_ms: Sequence[float] = DEFAULT_GAPS_MS, samples: int = 20
-) -> dict[float, float]:
-    """Median one-way loopback latency (ms) into an asyncio loop idle for each gap (ms).
+def measure_wakeup(gaps_ms: Sequence[float] = DEFAULT_GAPS_MS, samples: int = 20) -> Wakeup:
+    """Wake-up latency and CPU of an asyncio loop idle for each of ``gaps_ms``.
 
     Takes about ``samples × sum(gaps_ms)`` ms (≈ 4 s by default). Raises
     ``ValueError`` for no gaps, a gap ≤ 0 or ``samples`` < 1; ``RuntimeError`` if the
@@ -89,8 +93,14 @@ def measure_wakeup(
     if not buf.endswith(b"\n"):
         raise RuntimeError("the wake-up probe's child process did not answer")
     rows = json.loads(buf)
-    out: dict[float, float] = {}
-    for g in gaps_ms:
-        v = sorted(lat for gap, lat in rows if gap == g)
-        out[float(g)] = v[len(v) // 2] if v else float("nan")
-    return out
+    gs = sorted(float(g) for g in gaps_ms)
+
+    def median(v: list[float]) -> float:
+        v = sorted(v)
+        return v[len(v) // 2] if v else float("nan")
+
+    return Wakeup(
+        gaps_ms=gs,
+        latency_ms=[median([r[1] for r in rows if r[0] == g]) for g in gs],
+        cpu_us=[median([r[2] for r in rows if r[0] == g]) for g in gs],
+    )

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.stages import STAGES
+from ..core.stages import STAGES, Wakeup
 from ..core.transport import Transport, parse_transport
 from .cpu_share import SharedCores
 from .seeding import as_seed_sequence
@@ -151,6 +151,8 @@ class StageCalibration:
     #: measure_wakeup`); empty: wake-ups do not depend on the idle gap.
     wakeup_gaps_ms: list[float] = field(default_factory=list)
     wakeup_ms: list[float] = field(default_factory=list)
+    #: CPU µs a process spends waking after each of those gaps (empty: none charged).
+    wakeup_cpu_us: list[float] = field(default_factory=list)
     #: The idle gaps (ms) of the calibration run: server, worker, publisher.
     idle_gap_ms: dict[str, float] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)
@@ -184,6 +186,12 @@ class StageCalibration:
         total = server + c.client_us + c.client_request_us + self.publish_us / n
         return float(min(1e6 / server, self.cores * 1e6 / total))
 
+    def wake_cpu_us(self, gap_ms: float) -> float:
+        """CPU µs a loop idle for ``gap_ms`` spends waking (0 without a measurement)."""
+        if not self.wakeup_cpu_us:
+            return 0.0
+        return Wakeup(self.wakeup_gaps_ms, self.wakeup_ms, self.wakeup_cpu_us).cpu_at(gap_ms)
+
     def wake_shift_ms(self, role: str, gap_ms: float) -> float:
         """How much longer (ms; negative: shorter) a ``role`` loop idle for ``gap_ms``
         takes to wake than it did in the calibration run."""
@@ -200,6 +208,13 @@ class StageCalibration:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageCalibration:
+        """The inverse of :meth:`as_dict` (e.g. a committed ``compare_stages.json``)."""
+        d = dict(d)
+        d["costs"] = {k: TransportCosts(**v) for k, v in d["costs"].items()}
+        return cls(**d)
+
 
 def calibrate_stages(
     frame: pd.DataFrame,
@@ -213,7 +228,7 @@ def calibrate_stages(
     server_cpu_s: float | None = None,
     messages: int | None = None,
     publisher_cpu_s: float | None = None,
-    wakeup: dict[float, float] | None = None,
+    wakeup: Wakeup | None = None,
 ) -> StageCalibration:
     """A :class:`StageCalibration` from one measured WebSocket run's stage frame.
 
@@ -228,8 +243,10 @@ def calibrate_stages(
         server_cpu_s: the server's CPU seconds in that run (default: estimated from the
             fan-out durations); publisher_cpu_s: the publisher's share of
             ``loadgen_cpu_s`` (default: 60 µs per message, an assumption).
-        wakeup: :func:`rtsim.live.wakeup.measure_wakeup` of this machine (idle gap ms →
-            median wake-up ms); without it wake-ups do not depend on the load.
+        wakeup: :func:`rtsim.live.wakeup.measure_wakeup` of this machine (by idle gap:
+            wake-up latency and CPU); without it wake-ups do not depend on the load and
+            cost no CPU of their own. With it, the run's CPU costs are net of the
+            wake-ups it paid (one per message per process, after the run's idle gaps).
         command: the command that measured it (recorded as the source).
 
     Raises ``ValueError`` for an empty frame.
@@ -254,8 +271,6 @@ def calibrate_stages(
     if len(pm) > 1:
         prev_end[1:] = sent[:-1] + transit[:-1] + to_fan[:-1] + fan_ms[:-1] - sent[1:]
     free_transit = np.maximum(transit - np.clip(prev_end, 0.0, None), 0.0)
-    idle = -prev_end[np.isfinite(prev_end) & (prev_end < 0)]
-    n_mean = float(np.mean(n))
     # The publisher's wake-up beyond the whole-millisecond rounding of its sleep (the sleep
     # began right after the previous send; consecutive traced messages only).
     residual = timer.copy()
@@ -268,12 +283,24 @@ def calibrate_stages(
         residual = residual[np.isfinite(residual)]
         if len(residual) == 0:
             residual = timer
-    publish_us = (publisher_cpu_s / max(m, 1) * 1e6) if publisher_cpu_s else 60.0
-    worker_cpu_s = loadgen_cpu_s - (publisher_cpu_s or m * publish_us * 1e-6)
-    client_us = max(worker_cpu_s, 0.0) / deliveries * 1e6
+    idle = -prev_end[np.isfinite(prev_end) & (prev_end < 0)]
+    n_mean = float(np.mean(n))
+
+    def wake_cpu(gap_ms: float) -> float:
+        return wakeup.cpu_at(gap_ms) if wakeup is not None else 0.0
+
+    publish_all = (publisher_cpu_s / max(m, 1) * 1e6) if publisher_cpu_s else 60.0
+    gap_pub = max(interval_ms - publish_all * 1e-3, 0.01)
+    publish_us = max(publish_all - wake_cpu(gap_pub), 10.0)
+    worker_cpu_s = loadgen_cpu_s - (publisher_cpu_s or m * publish_all * 1e-6)
+    client_all = max(worker_cpu_s, 0.0) / deliveries * 1e6
+    gap_cli = max(interval_ms - n_mean / client_processes * client_all * 1e-3, 0.01)
+    client_us = max(client_all - m * client_processes * wake_cpu(gap_cli) / deliveries, 0.5)
     per_msg_us = float(np.mean(to_fan)) * 1e3
+    gap_srv = float(np.median(idle)) if len(idle) else interval_ms
     if server_cpu_s is not None:
-        server_us = max(server_cpu_s * 1e6 - m * per_msg_us, 0.0) / deliveries
+        net = server_cpu_s * 1e6 - m * (per_msg_us + wake_cpu(gap_srv))
+        server_us = max(net / deliveries, 0.5)
     else:
         server_us = float(np.mean(fan_ms / n)) * 1e3
     shape = fan_ms / n
@@ -296,13 +323,10 @@ def calibrate_stages(
         cores=cores,
         client_processes=client_processes,
         loopback_min_ms=float(max(np.percentile(free_transit, 1), 0.0)) if len(pm) else 0.02,
-        wakeup_gaps_ms=sorted(wakeup) if wakeup else [],
-        wakeup_ms=[wakeup[g] for g in sorted(wakeup)] if wakeup else [],
-        idle_gap_ms={
-            "server": float(np.median(idle)) if len(idle) else interval_ms,
-            "client": max(interval_ms - n_mean / client_processes * client_us * 1e-3, 0.01),
-            "publisher": max(interval_ms - publish_us * 1e-3, 0.01),
-        },
+        wakeup_gaps_ms=list(wakeup.gaps_ms) if wakeup else [],
+        wakeup_ms=list(wakeup.latency_ms) if wakeup else [],
+        wakeup_cpu_us=list(wakeup.cpu_us) if wakeup else [],
+        idle_gap_ms={"server": gap_srv, "client": gap_cli, "publisher": gap_pub},
         source={
             "stages": cmd,
             "epoll": "CPython selectors.EpollSelector: timeout rounded up to whole ms",
@@ -328,14 +352,20 @@ def simulate_stages(
     server_core: bool = True,
     wake_busy: bool = True,
     idle_gap: bool = True,
+    size_law: bool = True,
+    wake_cpu: bool = True,
 ) -> pd.DataFrame:
     """Simulate the stages of every delivery; one row per delivery (ms), the
     :func:`~rtsim.core.stages.stage_frame` columns (``trace`` is the message number).
 
-    The three switches turn one mechanism off each (to measure what it closes):
-    ``epoll_ms`` (whole-ms timer wake-ups), ``fanout_variance`` (per-message cost drawn
-    instead of its mean), ``core_sharing`` (a core for every process instead of
-    ``cal.cores`` shared). Raises ``ValueError`` for bad sizes.
+    Each switch turns one mechanism off (to measure what it closes; see
+    :data:`rtsim.lab.stage_compare.MECHANISMS`): ``epoll_ms`` (whole-ms timer
+    wake-ups), ``fanout_variance`` (per-message cost drawn instead of its mean),
+    ``core_sharing`` (a core for every process instead of ``cal.cores`` shared),
+    ``server_core`` (the busy server keeps a core), ``wake_busy`` (no wake-up when every
+    core is busy), ``idle_gap`` (wake-ups by idle gap), ``size_law`` (CPU costs grow
+    with connections), ``wake_cpu`` (a wake-up's own CPU, by idle gap). Raises
+    ``ValueError`` for bad sizes.
     """
     t = parse_transport(transport)
     if subscribers < 1 or not rate > 0 or not duration_s > 0:
@@ -348,7 +378,7 @@ def simulate_stages(
     eng = SharedCores(
         P + 2, cal.cores if core_sharing else P + 2, dedicated=SRV if server_core else None
     )
-    cost = cal.cost(t).at(n)
+    cost = cal.cost(t).at(n) if size_law else cal.cost(t)
     c_srv = cost.server_us * 1e-6
     c_cli = cost.client_us * 1e-6
     c_req = (cost.request_us or 100.0) * 1e-6
@@ -370,8 +400,24 @@ def simulate_stages(
     read = np.full((m, n), np.nan)
     proc = np.arange(n) % P
 
+    def submit(p: int, ready: float, work: float, done: Any) -> None:
+        # A process that was idle pays its wake-up's CPU first (measured by idle gap).
+        if wake_cpu and eng.idle(p, ready):
+            work += cal.wake_cpu_us((ready - eng.busy_until[p]) * 1e3) * 1e-6
+        eng.submit(p, ready, work, done)
+
+    def net_ms(role: str) -> float:
+        # The wake-up CPU the calibration run paid inside its measured delays: charged as
+        # CPU on the woken process instead (by its own idle gap), so taken out here.
+        if not (wake_cpu and cal.wakeup_cpu_us and role in cal.idle_gap_ms):
+            return 0.0
+        return cal.wake_cpu_us(cal.idle_gap_ms[role]) * 1e-3
+
     def shifted(role: str, p: int, at: float, base: float) -> float:
-        # The calibrated wake-up, moved to this loop's idle gap (longer sleep: slower).
+        # The calibrated wake-up moved to this loop's idle gap (longer sleep: slower):
+        # as CPU (``wake_cpu``), else as the measured wake-up latency (``idle_gap``).
+        if wake_cpu and cal.wakeup_cpu_us:
+            return max(base - net_ms(role) * 1e-3, lo_min)
         if not idle_gap:
             return base
         gap_ms = (at - eng.busy_until[p]) * 1e3
@@ -395,7 +441,7 @@ def simulate_stages(
             write[i, k] = now
             fan_end[i] = now
             q = 1 + int(proc[k])
-            eng.submit(q, now + loop_delay(q, now), c_cli, on_read(i, k))
+            submit(q, now + loop_delay(q, now), c_cli, on_read(i, k))
 
         return done
 
@@ -416,16 +462,16 @@ def simulate_stages(
 
             def handled(done_at: float) -> None:
                 read[first : last + 1, k] = done_at
-                eng.submit(
+                submit(
                     SRV,
                     done_at + float(_draw(rng, cal.transit_ms, 1)[0]) * 1e-3,
                     c_req * (1 - ANSWER_SHARE),
                     requested(k),
                 )
 
-            eng.submit(q, now + loop_delay(q, now), c_cli_req + c_cli * count, handled)
+            submit(q, now + loop_delay(q, now), c_cli_req + c_cli * count, handled)
 
-        eng.submit(SRV, at, c_srv * count + c_req * ANSWER_SHARE, written)
+        submit(SRV, at, c_srv * count + c_req * ANSWER_SHARE, written)
 
     def requested(k: int) -> Any:
         def done(now: float) -> None:
@@ -450,7 +496,7 @@ def simulate_stages(
             else:
                 c = c_srv * float(shape[i])
                 for k in range(n):
-                    eng.submit(SRV, at, c, on_write(i, k))
+                    submit(SRV, at, c, on_write(i, k))
 
         return done
 
@@ -472,12 +518,12 @@ def simulate_stages(
             tr = shifted("server", SRV, sent[i], float(transit[i])) if idle else lo_min
             arrive = sent[i] + tr
             arrived[i] = arrive
-            eng.submit(SRV, arrive, 0.0, on_received(i))
-            eng.submit(SRV, arrive, float(to_fan[i]), fan_out(i))
+            submit(SRV, arrive, 0.0, on_received(i))
+            submit(SRV, arrive, float(to_fan[i]), fan_out(i))
             if i + 1 < m:
                 at = wake(now, float(due[i + 1]), i + 1)
-                eng.submit(PUB, at, 0.0, stamped(i + 1))
-                eng.submit(PUB, at, c_pub, published(i + 1))
+                submit(PUB, at, 0.0, stamped(i + 1))
+                submit(PUB, at, c_pub, published(i + 1))
 
         return done
 
@@ -488,12 +534,14 @@ def simulate_stages(
         if epoll_ms:
             delay = math.ceil(delay * 1e3 - 1e-9) * 1e-3
         r = float(residual[i])
-        if idle_gap:
+        if wake_cpu and cal.wakeup_cpu_us:
+            r = max(r - net_ms("publisher") * 1e-3, 0.0)
+        elif idle_gap:
             r = max(r + cal.wake_shift_ms("publisher", delay * 1e3) * 1e-3, 0.0)
         return now + delay + r
 
-    eng.submit(PUB, float(residual[0]), 0.0, stamped(0))
-    eng.submit(PUB, float(residual[0]), c_pub, published(0))
+    submit(PUB, float(residual[0]), 0.0, stamped(0))
+    submit(PUB, float(residual[0]), c_pub, published(0))
     eng.run()
     handle = _draw(rng, cal.client_handle_ms, m * n).reshape(m, n) * 1e-3
     handled = read + handle

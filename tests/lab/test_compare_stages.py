@@ -47,3 +47,21 @@ def test_cli_bad_loads_exit_2(loads: str) -> None:
     )
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "--loads" in r.stderr
+
+
+def test_committed_sweep_tables_and_plots() -> None:
+    """The notebook's views of the committed sweep: every configuration, every stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from rtsim.lab import compare as cmp
+    from rtsim.lab import stage_compare as sc
+
+    data = cmp.load_result("compare_stages")
+    table = sc.stage_error_table(data)
+    assert set(table.index.get_level_values("transport")) == {"websocket", "sse", "long-polling"}
+    assert (table["passing"] <= table["points"]).all()
+    dom = sc.dominant_stages(data)
+    assert ((dom["share of the stages"] > 0) & (dom["share of the stages"] <= 1)).all()
+    assert sc.plot_stage_sweep(data, "p99_ms").axes
+    assert sc.stage_waterfall(data, next(iter(data["stages"]))).axes

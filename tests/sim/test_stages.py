@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rtsim.core.stages import STAGES, stage_summary
+from rtsim.core.stages import STAGES, Wakeup, stage_summary
 from rtsim.sim.stages import (
     StageCalibration,
     TransportCosts,
@@ -36,11 +36,28 @@ def _frame(rng: np.random.Generator, messages: int = 40, n: int = 20) -> pd.Data
     return pd.DataFrame(rows)
 
 
-WAKE = {0.5: 0.1, 5.0: 0.3, 100.0: 0.5}  # idle gap ms -> wake-up ms (a made-up machine)
+# A made-up machine: wake-up latency and CPU by idle gap.
+WAKE = Wakeup(gaps_ms=[0.5, 5.0, 100.0], latency_ms=[0.1, 0.3, 0.5], cpu_us=[50.0, 100.0, 300.0])
 
 
 @pytest.fixture(scope="module")
 def cal() -> StageCalibration:
+    rng = np.random.default_rng(1)
+    return calibrate_stages(
+        _frame(rng),
+        0.05,
+        800,
+        rate=20,
+        cores=2,
+        client_processes=2,
+        server_cpu_s=0.008,
+        messages=40,
+        publisher_cpu_s=0.01,
+    )
+
+
+@pytest.fixture(scope="module")
+def wcal() -> StageCalibration:
     rng = np.random.default_rng(1)
     return calibrate_stages(
         _frame(rng),
@@ -69,12 +86,18 @@ def test_calibration_names_its_sources_and_costs(cal: StageCalibration) -> None:
         calibrate_stages(_frame(np.random.default_rng(0)).iloc[:0], 1, 1, 1, 2, 2)
 
 
-def test_wake_shift_follows_the_measured_curve(cal: StageCalibration) -> None:
-    g = cal.idle_gap_ms["server"]
-    assert cal.wake_shift_ms("server", g) == pytest.approx(0.0, abs=1e-12)
-    assert cal.wake_shift_ms("server", 100.0) > 0 > cal.wake_shift_ms("server", 0.5)
-    flat = calibrate_stages(_frame(np.random.default_rng(1)), 0.05, 800, 20, 2, 2)
-    assert flat.wake_shift_ms("server", 100.0) == 0.0
+def test_wake_ups_follow_the_measured_curve(cal: StageCalibration, wcal: StageCalibration) -> None:
+    g = wcal.idle_gap_ms["server"]
+    assert wcal.wake_shift_ms("server", g) == pytest.approx(0.0, abs=1e-12)
+    assert wcal.wake_shift_ms("server", 100.0) > 0 > wcal.wake_shift_ms("server", 0.5)
+    assert cal.wake_shift_ms("server", 100.0) == 0.0 and cal.wake_cpu_us(100.0) == 0.0
+    # CPU beyond the shortest gap's (the reading itself): 0 at 0.5 ms, 250 µs at 100 ms.
+    assert WAKE.cpu_at(0.5) == 0.0 and WAKE.cpu_at(100.0) == pytest.approx(250.0)
+    assert wcal.wake_cpu_us(5.0) == pytest.approx(50.0)
+    # The run's costs are net of the wake-ups it paid: the publisher slept ~50 ms a message.
+    gap = wcal.idle_gap_ms["publisher"]
+    assert wcal.publish_us == pytest.approx(250.0 - WAKE.cpu_at(gap))
+    assert wcal.client_us < cal.client_us and wcal.per_delivery_us < cal.per_delivery_us
 
 
 def test_costs_grow_with_connections_as_fitted() -> None:
@@ -118,6 +141,12 @@ def test_epoll_switch_moves_only_the_timer(cal: StageCalibration) -> None:
     # 1/30 s = 33.3 ms: the wake-up lands on a whole ms, about 0.5 ms late on average.
     assert on["publish_timer"]["mean_ms"] - off["publish_timer"]["mean_ms"] > 0.2
     assert on["client_handle"]["p50_ms"] == off["client_handle"]["p50_ms"]
+
+
+def test_wake_cpu_makes_a_rare_message_slower_per_delivery(wcal: StageCalibration) -> None:
+    on = stage_summary(simulate_stages(wcal, "websocket", 20, 5, 2.0, seed=1))
+    off = stage_summary(simulate_stages(wcal, "websocket", 20, 5, 2.0, seed=1, wake_cpu=False))
+    assert on["end_to_end"]["p50_ms"] > off["end_to_end"]["p50_ms"]
 
 
 def test_sharing_two_cores_slows_a_crowded_machine(cal: StageCalibration) -> None:
