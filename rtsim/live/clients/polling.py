@@ -20,7 +20,15 @@ import aiohttp
 
 from rtsim.core.transport import Transport
 
-from .wire import Connection, Recovered, Refused, auth_headers, channel_params, cursor_of
+from .wire import (
+    Connection,
+    Recovered,
+    Refused,
+    auth_headers,
+    channel_params,
+    cursor_of,
+    level_of,
+)
 
 __all__ = ["TRANSPORT", "connect"]
 
@@ -59,8 +67,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                 c.deliver(m, TRANSPORT)
             c.merge_cursor(obj["cursor"])
             c.mark_ready()
-            if obj.get("degraded") is False:
-                raise Recovered()
+            if obj.get("degraded") is False:  # up to the rung it names (none: the top)
+                raise Recovered(level_of(obj))
             poll_s = obj.get("poll_s")
             if isinstance(poll_s, int | float) and 0 < poll_s < float("inf"):
                 c.poll_interval_s = float(poll_s)
