@@ -60,10 +60,8 @@ Object.assign(window.RtTransport.prototype, {
         }
         if (interval) {
           // Degraded: poll every pollS until an answer says the server allows more.
-          if (body.degraded === false) {
-            this._recover({ transport: body.transport });
-            return;
-          }
+          // (A level still above every transport of our order keeps us polling.)
+          if (body.degraded === false && this._recover({ transport: body.transport })) return;
           if (body.poll_s > 0) this.pollS = body.poll_s;
           await new Promise((ok) => setTimeout(ok, this.pollS * 1000));
         } else if (body.degraded) {

@@ -273,3 +273,30 @@ async def test_the_screen_counts_connections_rates_and_latency_from_the_registry
     finally:
         for c in pollers:
             await c.close()
+
+
+async def test_a_client_with_no_allowed_transport_polls_at_the_interval_without_looping(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    """A WebSocket-only client in a room stepped down to SSE has nothing to step to: it
+    polls every poll_s (not as fast as it can) and returns to its WebSocket when allowed."""
+    srv = serve(degrade_poll_s=POLL_S)
+    c = LiveClient(srv.url, ["c"], transports=["websocket"], stable_after_s=0)
+    await c.start()
+    try:
+        await c.ready()
+        await step(http, srv.url, {"transport": "sse"})
+        await wait_until(lambda: c.transport is Transport.POLLING and c.connected)
+        before = srv.metric("rtsim_interval_polls_total")
+        await asyncio.sleep(5 * POLL_S)
+        polls = srv.metric("rtsim_interval_polls_total") - before
+        assert 2 <= polls <= 8  # about one per interval
+        assert c.ceiling is Transport.SSE
+        await publish(http, srv.url, "c", "while polling")
+        item = await c.next(timeout=10)
+        assert isinstance(item, Message) and item.data == "while polling"
+        await step(http, srv.url, {"transport": "websocket"})
+        await wait_until(lambda: c.transport is Transport.WEBSOCKET and c.connected)
+        assert c.ceiling is None
+    finally:
+        await c.close()
