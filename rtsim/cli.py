@@ -141,6 +141,8 @@ def _run_serve(a: argparse.Namespace) -> int:
         mode = "open mode" if config.open_mode else "tokens required"
         print(f"rtsim serve: listening on {url} ({mode}, backplane {a.backplane})", flush=True)
         print(f"rtsim serve: demo page {url}/ (add ?token=T in secret mode)", flush=True)
+        admin = "" if config.open_mode else " (add ?token=T from rtsim token --admin)"
+        print(f"rtsim serve: the room's screen {url}/facilitator{admin}", flush=True)
 
     try:
         run_server(config, ready)

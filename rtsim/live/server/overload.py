@@ -16,7 +16,7 @@ time, so the server does not flap). While it is overloaded, rather than dropping
   ``poll_s`` seconds — the replay log makes this lossless — and goes back to pushing when
   an answer says ``"degraded": false``.
 
-The same mechanism takes a *ceiling* below which the room may not go up: a facilitator
+The same mechanism takes a *ceiling*, the best rung the room may use: a facilitator
 (:mod:`rtsim.live.server.facilitator`) steps the room WebSocket → SSE → long polling →
 polling and back (:meth:`OverloadMonitor.set_ceiling`), so a workshop watches the cascade.
 The server's :attr:`~OverloadMonitor.level` — the best transport clients may use — is

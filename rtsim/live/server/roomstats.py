@@ -89,7 +89,8 @@ class RoomStats:
             enough to hold two polls of a degraded client at the default ``poll_s`` of
             5 s, short enough that a step on the facilitator's screen shows within it).
         min_spacing_s: snapshots closer than this to the last kept one are not kept
-            (bounds the memory when several screens ask often; default 0.5 s).
+            (default 0.5 s: half the screen's one-second refresh, so one screen keeps
+            every read and several screens, or a reload loop, keep at most two a second).
     """
 
     def __init__(
