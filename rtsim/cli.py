@@ -141,6 +141,8 @@ def _run_serve(a: argparse.Namespace) -> int:
         mode = "open mode" if config.open_mode else "tokens required"
         print(f"rtsim serve: listening on {url} ({mode}, backplane {a.backplane})", flush=True)
         print(f"rtsim serve: demo page {url}/ (add ?token=T in secret mode)", flush=True)
+        admin = "" if config.open_mode else " (add ?token=T from rtsim token --admin)"
+        print(f"rtsim serve: the room's screen {url}/facilitator{admin}", flush=True)
 
     try:
         run_server(config, ready)
@@ -250,6 +252,12 @@ def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the server's address as learners reach it, for --links (default %(default)s)",
     )
     p.add_argument("--room", default="lobby", help="demo-page room for --links (default lobby)")
+    p.add_argument(
+        "--admin",
+        action="store_true",
+        help="a facilitator's token: it may step the room's transports down and up (open"
+        " http://HOST:PORT/facilitator?token=T); not with --links",
+    )
     p.set_defaults(handler=_run_token)
 
 
@@ -265,8 +273,11 @@ def _run_token(a: argparse.Namespace) -> int:
     if a.links is None:
         if not a.user:
             raise ValueError("the following arguments are required: --user (or --links N)")
-        print(make_token(a.secret, a.user, a.subscribe or "", a.publish or "", a.ttl))
+        sub, pub = a.subscribe or "", a.publish or ""
+        print(make_token(a.secret, a.user, sub, pub, a.ttl, admin=a.admin))
         return 0
+    if a.admin:
+        raise ValueError("--admin makes one facilitator token: give --user, not --links")
     base = urlsplit(a.base_url)
     if base.scheme not in ("http", "https") or not base.netloc:
         raise ValueError(f"--base-url must be an http(s) URL, got {a.base_url!r}")

@@ -18,10 +18,13 @@ milliseconds forever. The backoff schedule restarts only once a connection has s
 for ``stable_after_s`` (told by :class:`Healthy`, or found when it is :class:`Lost`); a
 connection lost sooner counts as one more attempt, so the delays keep growing to the cap.
 
-An overloaded server may send its clients to the polling rung (:class:`Degrade`: a
-``degrade`` frame, or 503 with the interval): the policy then connects with
-:attr:`Transport.POLLING` at the server's interval until :class:`Recover` (a poll answer
-that says the server has recovered), and then starts again at the top of the cascade.
+A server may send its clients down the cascade (:class:`Degrade`: a ``degrade`` frame,
+or 503 with the interval): an overloaded one to the polling rung, a facilitator's room to
+any rung (``Degrade(transport=SSE)``). The rung named is a *ceiling*: the policy connects
+with the best transport of its cascade at or below it (:attr:`Transport.POLLING` at the
+server's interval for the last rung) until :class:`Recover` (a ``recover`` frame or a poll
+answer that says the server allows more) lifts the ceiling, and then starts again at the
+top of what is allowed. Below the ceiling the usual fallback goes on.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "State",
     "Stop",
     "TimerFired",
+    "rank",
 ]
 
 
@@ -109,15 +113,20 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class Degrade:
-    """The server is overloaded: poll every ``poll_s`` seconds (None: keep the policy's
-    ``poll_interval_s``) instead of holding a connection."""
+    """The server allows nothing better than ``transport`` (default: interval polling,
+    what an overloaded server asks); ``poll_s``: the polling interval, seconds (None: keep
+    the policy's ``poll_interval_s``)."""
 
     poll_s: float | None = None
+    transport: Transport = Transport.POLLING
 
 
 @dataclass(frozen=True, slots=True)
 class Recover:
-    """The server says it has recovered: go back to pushing (top of the cascade)."""
+    """The server allows more again: up to ``transport`` (None or WebSocket: everything,
+    the top of the cascade)."""
+
+    transport: Transport | None = None
 
 
 Event = Start | Opened | Healthy | Failed | Lost | TimerFired | Stop | Degrade | Recover
@@ -155,6 +164,12 @@ class StableAt:
 
 
 Action = Connect | SetTimer | FellBack | StableAt
+
+
+def rank(transport: Transport) -> int:
+    """``transport``'s rung in the article's cascade (:data:`CASCADE`): 0 WebSocket,
+    1 SSE, 2 long polling, 3 polling — a higher rung is a lesser transport."""
+    return CASCADE.index(transport)
 
 
 class InvalidTransition(ValueError):
@@ -211,7 +226,7 @@ class ReconnectPolicy:
     attempt: int = field(default=0, init=False)  # consecutive, across transports (backoff)
     history: list[tuple[float, State, str]] = field(default_factory=list, init=False)
     opened_at: float | None = field(default=None, init=False)  # of the open connection
-    degraded: bool = field(default=False, init=False)  # sent to polling by the server
+    ceiling: Transport | None = field(default=None, init=False)  # set by the server
 
     def __post_init__(self) -> None:
         self.cascade = tuple(Transport(t) for t in self.cascade)
@@ -229,9 +244,21 @@ class ReconnectPolicy:
             raise ValueError(f"stable_after_s must be >= 0 and finite, got {self.stable_after_s}")
 
     @property
+    def degraded(self) -> bool:
+        """The server has sent this client down the cascade (a :attr:`ceiling` is set)."""
+        return self.ceiling is not None
+
+    @property
     def transport(self) -> Transport:
-        """The transport the policy is on now (polling while the server has degraded it)."""
-        return Transport.POLLING if self.degraded else self.cascade[self.level]
+        """The transport the policy is on now: its cascade's rung, or the best one at or
+        below the server's :attr:`ceiling` (polling when the cascade has none)."""
+        if self.ceiling is None:
+            return self.cascade[self.level]
+        floor = rank(self.ceiling)
+        for t in self.cascade[self.level :]:
+            if rank(t) >= floor:
+                return t
+        return Transport.POLLING
 
     def handle(self, event: Event, now: float) -> list[Action]:
         """Apply ``event`` at time ``now``; return the actions to carry out, in order."""
@@ -242,7 +269,8 @@ class ReconnectPolicy:
             )
         next_state, effect = TRANSITIONS[key]
         method = getattr(self, "_" + effect)
-        actions: list[Action] = method(now, event) if effect == "degrade" else method(now)
+        takes_event = effect in ("degrade", "recover")
+        actions: list[Action] = method(now, event) if takes_event else method(now)
         self.state = next_state
         self.history.append((now, next_state, type(event).__name__))
         return actions
@@ -271,10 +299,13 @@ class ReconnectPolicy:
     def _count_failure_and_back_off(self, now: float) -> list[Action]:
         actions: list[Action] = []
         self.failures += 1
-        last = self.level >= len(self.cascade) - 1
-        if self.failures >= self.failures_before_fallback and not last and not self.degraded:
-            old = self.transport
-            self.level += 1
+        old = self.transport
+        # The rung to fall back from: the one in use (none on the server's polling rung).
+        at = self.cascade.index(old) if old in self.cascade else len(self.cascade)
+        if self.ceiling is Transport.POLLING:
+            at = len(self.cascade)
+        if self.failures >= self.failures_before_fallback and at < len(self.cascade) - 1:
+            self.level = at + 1
             self.failures = 0
             actions.append(FellBack(old, self.transport))
             # A different transport deserves a prompt first try: restart the schedule.
@@ -295,25 +326,30 @@ class ReconnectPolicy:
         return [SetTimer(now + delay, delay)]
 
     def _degrade(self, now: float, event: Degrade) -> list[Action]:
-        # Not a failure: the transport works, the server asks for less. Poll at the
-        # server's interval, the first poll jittered over it so that clients sent away
-        # together do not come back together.
+        # Not a failure: the transport works, the server asks for less. Polling starts
+        # jittered over the server's interval, another rung after a jittered first
+        # backoff, so that clients sent away together do not come back together.
         old = self.transport
-        self.degraded = True
+        self.ceiling = Transport(event.transport)
         if event.poll_s is not None and math.isfinite(event.poll_s) and event.poll_s > 0:
             self.poll_interval_s = event.poll_s
         self.failures = 0
         self.attempt = 0
         self.opened_at = None
-        delay = float(self.rng.uniform(0, self.poll_interval_s))
+        new = self.transport
+        if new is Transport.POLLING:
+            delay = float(self.rng.uniform(0, self.poll_interval_s))
+        else:
+            delay = self.backoff.delay(0, self.rng)
         actions: list[Action] = []
-        if old is not Transport.POLLING:
-            actions.append(FellBack(old, Transport.POLLING))
+        if old is not new:
+            actions.append(FellBack(old, new))
         actions.append(SetTimer(now + delay, delay))
         return actions
 
-    def _recover(self, now: float) -> list[Action]:
-        self.degraded = False
+    def _recover(self, now: float, event: Recover) -> list[Action]:
+        up_to = event.transport
+        self.ceiling = None if up_to is None or rank(up_to) == 0 else Transport(up_to)
         self.level = 0
         self.failures = 0
         self.attempt = 0

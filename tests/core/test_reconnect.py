@@ -7,6 +7,7 @@ from rtsim.core.backoff import Backoff, Jitter
 from rtsim.core.reconnect import (
     TRANSITIONS,
     Connect,
+    Degrade,
     Failed,
     FellBack,
     Healthy,
@@ -14,14 +15,16 @@ from rtsim.core.reconnect import (
     Lost,
     Opened,
     ReconnectPolicy,
+    Recover,
     SetTimer,
     StableAt,
     Start,
     State,
     Stop,
     TimerFired,
+    rank,
 )
-from rtsim.core.transport import Transport
+from rtsim.core.transport import CASCADE, Transport
 
 
 def policy(**kw: object) -> ReconnectPolicy:
@@ -220,3 +223,94 @@ def test_short_connections_never_lower_the_delay_and_a_healthy_one_resets(
     p.handle(Opened(), now)
     (t,) = p.handle(Lost(), now + healthy_for)
     assert isinstance(t, SetTimer) and t.delay == p.backoff.ceiling(0)
+
+
+# --- the server's ceiling (overload, or a facilitator stepping the room) ----------------------
+LIVE = (Transport.WEBSOCKET, Transport.SSE, Transport.LONG_POLLING)  # LiveClient's cascade
+
+
+def opened(p: ReconnectPolicy, now: float = 0.0) -> None:
+    """Connect (from idle or after a timer) and open."""
+    p.handle(Start() if p.state is State.IDLE else TimerFired(), now)
+    p.handle(Opened(), now)
+
+
+def move(p: ReconnectPolicy, event: Degrade | Recover, now: float = 0.0) -> list[object]:
+    """Apply a server move to an open connection; the actions up to the next Connect."""
+    actions: list[object] = list(p.handle(event, now))
+    timer = next(a for a in actions if isinstance(a, SetTimer))
+    actions += p.handle(TimerFired(), timer.at)
+    return actions
+
+
+def test_a_ceiling_moves_the_client_to_the_rung_named_and_back_up() -> None:
+    p = policy(cascade=LIVE)
+    opened(p)
+    seen = []
+    for event in (
+        Degrade(None, Transport.SSE),
+        Degrade(None, Transport.LONG_POLLING),
+        Degrade(2.0, Transport.POLLING),
+        Recover(Transport.LONG_POLLING),
+        Recover(Transport.SSE),
+        Recover(),
+    ):
+        old = p.transport
+        actions = move(p, event)
+        connect = actions[-1]
+        assert isinstance(connect, Connect)
+        seen.append(connect.transport)
+        if isinstance(event, Degrade):  # announced as a fallback, never counted as a failure
+            assert FellBack(old, connect.transport) in actions
+            assert connect.attempt == 0
+        p.handle(Opened(), 0)
+    assert seen == [
+        Transport.SSE,
+        Transport.LONG_POLLING,
+        Transport.POLLING,
+        Transport.LONG_POLLING,
+        Transport.SSE,
+        Transport.WEBSOCKET,
+    ]
+    assert p.ceiling is None and not p.degraded
+    assert p.poll_interval_s == 2.0  # the server's interval, kept
+
+
+def test_the_polling_rung_starts_within_one_interval_other_rungs_within_one_backoff() -> None:
+    for seed in range(20):
+        p = ReconnectPolicy(rng=np.random.default_rng(seed), cascade=LIVE, backoff=Backoff(0.5, 9))
+        opened(p)
+        (_, timer) = p.handle(Degrade(None, Transport.SSE), 0)
+        assert isinstance(timer, SetTimer) and 0 <= timer.delay <= 0.5
+        p.handle(TimerFired(), timer.at)
+        p.handle(Opened(), timer.at)
+        (_, timer) = p.handle(Degrade(7.0, Transport.POLLING), 10)
+        assert isinstance(timer, SetTimer) and 0 <= timer.delay <= 7.0
+
+
+def test_below_the_ceiling_the_usual_fallback_goes_on() -> None:
+    """A ceiling is a ceiling: SSE blocked under an SSE ceiling still falls to long polling,
+    and a client that had already fallen below the ceiling stays where it is."""
+    p = policy(cascade=LIVE, failures_before_fallback=1)
+    opened(p)
+    move(p, Degrade(None, Transport.SSE))
+    assert p.transport is Transport.SSE
+    actions = p.handle(Failed("sse blocked"), 0)
+    assert actions[0] == FellBack(Transport.SSE, Transport.LONG_POLLING)
+    assert p.transport is Transport.LONG_POLLING
+    # On the polling rung (not in this cascade) there is nothing to fall back to.
+    q = policy(cascade=LIVE, failures_before_fallback=1)
+    opened(q)
+    move(q, Degrade(1.0))
+    actions = q.handle(Failed("poll failed"), 0)
+    assert not any(isinstance(a, FellBack) for a in actions)
+    assert q.transport is Transport.POLLING
+    # Already on long polling by itself: an SSE ceiling changes nothing.
+    r = policy(cascade=(Transport.LONG_POLLING,))
+    opened(r)
+    move(r, Degrade(None, Transport.SSE))
+    assert r.transport is Transport.LONG_POLLING and r.degraded
+
+
+def test_rank_orders_the_cascade() -> None:
+    assert [rank(t) for t in CASCADE] == [0, 1, 2, 3]

@@ -17,6 +17,16 @@ def test_token_prints_a_valid_token(capsys: pytest.CaptureFixture[str]) -> None:
     assert grant.user == "u" and grant.may_subscribe("team:x") and grant.may_publish("team:y")
 
 
+def test_token_admin_makes_a_facilitator_token(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--secret", SECRET, "--user", "host", "--admin"]) == 0
+    assert Authenticator(SECRET).grant(capsys.readouterr().out.strip()).admin
+    assert main(["token", "--secret", SECRET, "--user", "ada"]) == 0
+    assert not Authenticator(SECRET).grant(capsys.readouterr().out.strip()).admin
+    assert main(["token", "--secret", SECRET, "--links", "3", "--admin"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--admin" in err and "Traceback" not in err
+
+
 def test_token_with_a_short_secret_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["token", "--secret", "short", "--user", "u"]) == 2
     assert "32 bytes" in capsys.readouterr().err

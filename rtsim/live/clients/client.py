@@ -28,21 +28,21 @@ cursor the server refuses (``bad_cursor``, e.g. a bare id ahead of a new epoch) 
 dropped likewise (a ``GapNotice`` with reason ``"bad_cursor"``) and the channel
 subscribed from now on: the client never stays connected but unsubscribed.
 
-Overload (claim C20): when the server says it is overloaded (a ``degrade`` frame or
-event, 503 with the interval, a long-poll answer with ``"degraded": true``), the core
-policy moves to its polling rung: the client polls ``/poll?timeout=0`` from its cursor
-every ``poll_s`` seconds (:attr:`LiveClient.degraded` is True) and returns to the top of
-its cascade when a poll answer says ``"degraded": false``. Nothing is lost or repeated.
+Degradation (claim C20): when the server sends the client down (a ``degrade`` frame or
+event, 503, a long-poll answer with ``"degraded": true``; overload, or a facilitator's
+room step-down), the core policy moves to the rung named (:attr:`LiveClient.ceiling`),
+resuming from its cursor: on the polling rung it polls ``/poll?timeout=0`` every
+``poll_s`` seconds. A ``recover`` event or a poll answer allowing more lifts the ceiling
+(:attr:`LiveClient.degraded` is False again). Nothing is lost or repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -73,6 +73,7 @@ from ..errors import ServerUnreachableError
 from . import polling
 from .events import ClientStats, GapNotice, LiveClientError, Message
 from .events import id_key as _id_key
+from .tokens import TokenSource, TokenUnavailable, call_token_source
 from .transports import CLIENT_TRANSPORTS, client_transport
 from .wire import Degraded, Recovered, Refused, auth_headers, presence_frame, publish_frame
 
@@ -80,13 +81,6 @@ __all__ = ["GapNotice", "LiveClient", "LiveClientError", "Message", "ServerUnrea
 
 #: Every transport this client speaks, best first (the client's transport table's order).
 DEFAULT_TRANSPORTS: tuple[Transport, ...] = tuple(CLIENT_TRANSPORTS)
-
-#: A token, or a function giving a fresh one (called before every connection attempt).
-TokenSource = str | Callable[[], str | Awaitable[str]]
-
-
-class _TokenUnavailable(Exception):
-    """The token function raised or gave something that is not a token."""
 
 
 class LiveClient:
@@ -178,7 +172,7 @@ class LiveClient:
         self.fallbacks: list[tuple[Transport, Transport]] = []
         self.stats = ClientStats()
         self.transport: Transport | None = None  # the one connected now (or last)
-        self.degraded = False  # the server has sent this client to interval polling
+        self.degraded = False  # the server has sent this client down the cascade
         self._items: asyncio.Queue[Message | GapNotice] = asyncio.Queue()
         self._ready = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -350,7 +344,7 @@ class LiveClient:
                 self._conn = loop.create_task(self._connect(transport, on_open))
                 reason = "closed"
                 degrade: Degraded | None = None
-                recovered = False
+                recovered: Recovered | None = None
                 try:
                     await self._conn
                 except asyncio.CancelledError:
@@ -360,9 +354,9 @@ class LiveClient:
                 except Degraded as exc:
                     degrade = exc
                     reason = str(exc)
-                except Recovered:
-                    recovered = True
-                    reason = "the server has recovered"
+                except Recovered as exc:
+                    recovered = exc
+                    reason = str(exc)
                 except Refused as exc:
                     degrade = exc.degraded()
                     if exc.status in (401, 403):
@@ -380,7 +374,7 @@ class LiveClient:
                     if exc.status == 400 and "bad_cursor" in exc.body:
                         self.cursor_refused(list(self.cursor))  # retry from now on
                     reason = str(exc)
-                except _TokenUnavailable as exc:
+                except TokenUnavailable as exc:
                     reason = str(exc)
                 except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
@@ -391,14 +385,13 @@ class LiveClient:
                 self.last_error = reason
                 event: Event = Lost(reason) if opened else Failed(reason)
                 if degrade is not None:
-                    event = Degrade(degrade.poll_s)
-                    self.degraded = True
+                    event = Degrade(degrade.poll_s, degrade.transport)
                     self.stats.degrades += 1
-                elif recovered:
-                    event = Recover()
-                    self.degraded = False
+                elif recovered is not None:
+                    event = Recover(recovered.transport)
                     self.stats.recoveries += 1
                 actions = self.policy.handle(event, loop.time())
+                self.degraded = self.policy.degraded
                 for a in actions:
                     if isinstance(a, FellBack):
                         self.fallbacks.append((a.from_transport, a.to_transport))
@@ -419,21 +412,12 @@ class LiveClient:
     async def _refresh_token(self) -> None:
         """Ask the token function for a new token (a plain token stays as it is).
 
-        Raises :class:`_TokenUnavailable` if the function raises or gives no string.
+        Raises :class:`~.tokens.TokenUnavailable` if the function raises or gives no string.
         """
         source = self._token_source
-        if not callable(source):
-            return
-        self.token_refreshes += 1
-        try:
-            value = source()
-            if inspect.isawaitable(value):
-                value = await value
-        except Exception as exc:
-            raise _TokenUnavailable(f"the token function failed: {exc!r}") from exc
-        if not isinstance(value, str) or not value:
-            raise _TokenUnavailable(f"the token function gave {value!r}, not a token")
-        self.token = value
+        if callable(source):
+            self.token_refreshes += 1
+            self.token = await call_token_source(source)
 
     async def _connect(self, transport: Transport, on_open: Any) -> None:
         await self._refresh_token()  # a function's token is fresh for every attempt
@@ -457,6 +441,12 @@ class LiveClient:
     @poll_interval_s.setter
     def poll_interval_s(self, value: float) -> None:
         self.policy.poll_interval_s = value
+
+    @property
+    def ceiling(self) -> Transport | None:
+        """The best transport the server allows this client now (None: any; set by a
+        ``degrade`` frame or 503, lifted by ``recover`` or a poll answer; the policy's)."""
+        return self.policy.ceiling
 
     @property
     def presence_state(self) -> Mapping[str, Mapping[str, Any]]:

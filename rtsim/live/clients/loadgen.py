@@ -54,6 +54,7 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
+from rtsim.core.reconnect import rank
 from rtsim.core.replaylog import decode_cursor
 from rtsim.core.results import (
     RunResult,
@@ -64,6 +65,7 @@ from rtsim.core.results import (
     record_latency_us,
 )
 from rtsim.core.stages import stage_frame, stage_summary
+from rtsim.core.transport import Transport
 
 from ..errors import require_server
 from ..process import process_cpu_s, process_rss_bytes
@@ -74,6 +76,7 @@ from .wire import (
     LoadTarget,
     auth_headers,
     channel_params,
+    level_of,
     publish_frame,
     response_port,
     ws_url,
@@ -152,7 +155,8 @@ class _Worker:
         ready: Callable[[], None],
     ) -> str | None:
         """Poll ``GET /poll?timeout=0`` from ``degraded.cursor`` every ``poll_s`` seconds
-        until an answer says ``"degraded": false``; returns the last id (to resume from)."""
+        until an answer says ``"degraded": false`` and allows the run's transport (its
+        ``"transport"`` rung, if any, is no lower); returns the last id (to resume from)."""
         s = self.subs[k]
         cursor = _plain_id(degraded.cursor, s.channel)
         poll_s = degraded.poll_s or DEFAULT_DEGRADE_POLL_S
@@ -172,7 +176,8 @@ class _Worker:
             for m in body.get("messages", []):
                 self._got(k, m.get("data"), read_at, port)
             cursor = _plain_id(body.get("cursor"), s.channel) or cursor
-            if body.get("degraded") is False:
+            allowed = level_of(body) or Transport.WEBSOCKET
+            if body.get("degraded") is False and rank(allowed) <= rank(self.p.transport):
                 return cursor
             given = body.get("poll_s")
             if isinstance(given, int | float) and 0 < given < math.inf:

@@ -21,6 +21,7 @@ from .wire import (
     auth_headers,
     channel_params,
     cursor_of,
+    poll_verdict,
     response_port,
 )
 
@@ -66,8 +67,11 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                 c.deliver(m, TRANSPORT)
             c.merge_cursor(obj["cursor"])
             c.mark_ready()
-            if obj.get("degraded") is True:  # overloaded: poll at its interval instead
-                raise Degraded(obj.get("poll_s"))
+            # Degraded: poll at its interval instead; or, sent down here by the server,
+            # it now allows a better transport: step up.
+            verdict = poll_verdict(obj, c.ceiling)
+            if verdict is not None:
+                raise verdict
     finally:
         if beat is not None:
             beat.cancel()

@@ -1,13 +1,15 @@
 """Interval polling, the cascade's last rung: ``GET /poll?timeout=0`` every ``poll_s`` seconds.
 
-:class:`~rtsim.live.clients.client.LiveClient` polls this way only while an overloaded
-server has sent it away from pushing (a ``degrade`` frame or event, a 503 with the
-interval, or a long-poll answer with ``"degraded": true``): it polls from its cursor, so
-the replay log makes the switch lossless, at the server's ``poll_s`` (the article's
-5–10 s), and stops with :class:`~.wire.Recovered` when an answer says
-``"degraded": false`` (the client then reconnects at the top of its cascade). Not in the
-client's transport table (:data:`~.transports.CLIENT_TRANSPORTS`): a client never picks
-it by itself, and the load generator follows its own degraded subscribers.
+:class:`~rtsim.live.clients.client.LiveClient` polls this way only while the server has
+sent it away from pushing (overload, or a facilitator's room level; a ``degrade`` frame or
+event, a 503, or a long-poll answer with ``"degraded": true``) — or while the level allows
+none of its own transports: it polls from its cursor, so the replay log makes the switch
+lossless, at the server's ``poll_s`` (the article's 5–10 s), and stops with
+:class:`~.wire.Recovered` when an answer says ``"degraded": false`` and allows a better
+rung than the one it was sent to (the client then reconnects at the top of what is
+allowed). Not in the client's transport table (:data:`~.transports.CLIENT_TRANSPORTS`): a
+client never picks it by itself, and the load generator follows its own degraded
+subscribers.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ import aiohttp
 
 from rtsim.core.transport import Transport
 
-from .wire import Connection, Recovered, Refused, auth_headers, channel_params, cursor_of
+from .wire import (
+    Connection,
+    Recovered,
+    Refused,
+    auth_headers,
+    channel_params,
+    cursor_of,
+    poll_verdict,
+)
 
 __all__ = ["TRANSPORT", "connect"]
 
@@ -59,8 +69,10 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                 c.deliver(m, TRANSPORT)
             c.merge_cursor(obj["cursor"])
             c.mark_ready()
-            if obj.get("degraded") is False:
-                raise Recovered()
+            if obj.get("degraded") is False:  # up to the rung it names (none: the top) ...
+                verdict = poll_verdict(obj, c.ceiling)
+                if isinstance(verdict, Recovered):  # ... if better than the one we were sent to
+                    raise verdict
             poll_s = obj.get("poll_s")
             if isinstance(poll_s, int | float) and 0 < poll_s < float("inf"):
                 c.poll_interval_s = float(poll_s)

@@ -16,11 +16,14 @@ from .wire import (
     Connection,
     Degraded,
     LoadTarget,
+    Recovered,
     Refused,
     auth_headers,
     channel_params,
     cursor_of,
+    degraded_of,
     degraded_refusal,
+    poll_verdict,
     response_port,
     sse_events,
 )
@@ -47,10 +50,12 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
         beat = asyncio.get_running_loop().create_task(c.http_heartbeat())
         try:
             async for events, last_id in sse_events(r):
-                degrade: Degraded | None = None
+                change: Degraded | Recovered | None = None
                 for event, obj in events:
-                    if event == "degrade":  # overloaded: poll instead, from the cursor
-                        degrade = Degraded(obj.get("poll_s"))
+                    if event == "degrade":  # step down (or poll), from the cursor
+                        change = degraded_of(obj)
+                    elif event == "recover":  # the server allows more: step up if sent down
+                        change = poll_verdict(obj, c.ceiling) or change
                     elif event == "message":
                         c.deliver(obj, TRANSPORT)
                     elif event == "gap":
@@ -62,8 +67,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                 if last_id:
                     c.merge_cursor(last_id)
                     c.mark_ready()
-                if degrade is not None:
-                    raise degrade
+                if change is not None:
+                    raise change
         finally:
             beat.cancel()
     raise ConnectionResetError("the event stream ended")
@@ -93,7 +98,7 @@ async def load_subscriber(
             body = await r.text()
             degraded = degraded_refusal(r.status, body, r.headers.get("Retry-After"))
             if degraded is not None:
-                raise Degraded(degraded.poll_s, since)
+                raise Degraded(degraded.poll_s, since, degraded.transport)
             raise RuntimeError(f"SSE answered {r.status}: {body}")
         port = response_port(r)
         ready()
@@ -102,7 +107,7 @@ async def load_subscriber(
             read_at = time.monotonic()
             for event, obj in events:
                 if event == "degrade":
-                    raise Degraded(obj.get("poll_s"), last)
+                    raise degraded_of(obj, last)
                 if event == "message":
                     got(obj.get("data"), read_at, port)
                 elif event == "gap" and gap is not None:

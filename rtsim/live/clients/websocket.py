@@ -20,6 +20,7 @@ from .wire import (
     Degraded,
     LoadTarget,
     Refused,
+    degraded_of,
     degraded_refusal,
     local_port,
     presence_frame,
@@ -79,8 +80,8 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
                         c.cursor_refused(refused)
                         for ch in refused:
                             await ws.send_str(subscribe_frame(ch, None))
-                elif kind == "degrade":  # overloaded: poll instead, from the cursor
-                    raise Degraded(obj.get("poll_s"))
+                elif kind == "degrade":  # step down (or poll), from the cursor
+                    raise degraded_of(obj)
         finally:
             beat.cancel()
         if ws.close_code is not None and ws.close_code != 1000:
@@ -113,7 +114,7 @@ async def load_subscriber(
         retry = exc.headers.get("Retry-After") if exc.headers else None
         degraded = degraded_refusal(exc.status, exc.message, retry)
         if degraded is not None:
-            raise Degraded(degraded.poll_s, since) from None
+            raise Degraded(degraded.poll_s, since, degraded.transport) from None
         raise
     last = since
     async with ws:
@@ -136,7 +137,7 @@ async def load_subscriber(
             elif kind == "subscribed" and last is None:
                 last = obj.get("since")
             elif kind == "degrade":
-                raise Degraded(obj.get("poll_s"), last)
+                raise degraded_of(obj, last)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

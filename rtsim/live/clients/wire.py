@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
+from rtsim.core.reconnect import rank
 from rtsim.core.replaylog import encode_cursor
 from rtsim.core.transport import SseDecoder, Transport
 
@@ -33,8 +34,11 @@ __all__ = [
     "auth_headers",
     "channel_params",
     "cursor_of",
+    "degraded_of",
     "degraded_refusal",
+    "level_of",
     "local_port",
+    "poll_verdict",
     "presence_frame",
     "publish_frame",
     "response_port",
@@ -56,9 +60,10 @@ class Refused(Exception):
         self.retry_after = retry_after
 
     def degraded(self) -> Degraded | None:
-        """The overloaded server's 503 (``{"code": "degraded", "poll_s"}`` and/or
-        ``Retry-After``; a WebSocket handshake shows only the header) as :class:`Degraded`,
-        else None."""
+        """The degraded server's 503 (``{"code": "degraded", "poll_s", "transport"}``
+        and/or ``Retry-After``) as :class:`Degraded`, else None. A WebSocket handshake
+        shows only the header: the client is sent to polling, and its first poll answer
+        names the rung it may use (``"transport"``, see :func:`poll_verdict`)."""
         if self.status != 503:
             return None
         try:
@@ -66,7 +71,7 @@ class Refused(Exception):
         except ValueError:
             obj = None
         if isinstance(obj, dict) and obj.get("code") == "degraded":
-            return Degraded(_seconds(obj.get("poll_s")))
+            return Degraded(_seconds(obj.get("poll_s")), None, level_of(obj))
         if self.retry_after is not None:  # too_many_connections has no Retry-After
             return Degraded(_seconds(self.retry_after))
         return None
@@ -81,18 +86,63 @@ def _seconds(value: Any) -> float | None:
 
 
 class Degraded(Exception):
-    """The server is overloaded: poll every ``poll_s`` seconds (None: the client's own
-    interval) until it says it has recovered (``docs/protocol.md``, degradation).
-    ``cursor``: the last id the raiser had (a load subscriber's one channel; None: none)."""
+    """The server allows nothing better than ``transport`` (None or polling: poll every
+    ``poll_s`` seconds — None: the client's own interval) until it says it allows more
+    (``docs/protocol.md``, degradation). ``cursor``: the last id the raiser had (a load
+    subscriber's one channel; None: none)."""
 
-    def __init__(self, poll_s: float | None, cursor: str | None = None) -> None:
-        super().__init__(f"the server is overloaded; poll every {poll_s} s")
+    def __init__(
+        self, poll_s: float | None, cursor: str | None = None, transport: Transport | None = None
+    ) -> None:
+        self.transport = transport or Transport.POLLING
+        if self.transport is Transport.POLLING:
+            super().__init__(f"the server is degraded; poll every {poll_s} s")
+        else:
+            super().__init__(f"the server allows {self.transport.value} at best")
         self.poll_s = poll_s
         self.cursor = cursor
 
 
 class Recovered(Exception):
-    """A poll answer said ``"degraded": false``: go back to pushing."""
+    """The server allows more again: up to ``transport`` (None: everything). Raised for a
+    poll answer with ``"degraded": false`` while polling, a better ``"transport"`` in a
+    poll answer, or a ``recover`` event."""
+
+    def __init__(self, transport: Transport | None = None) -> None:
+        super().__init__(f"the server allows {transport.value if transport else 'every transport'}")
+        self.transport = transport
+
+
+def level_of(obj: Any) -> Transport | None:
+    """The best transport a server message allows: its ``"transport"`` (a ``degrade`` or
+    ``recover`` frame, a 503 body, a poll answer); None if it names none (or one this
+    client does not know)."""
+    name = obj.get("transport") if isinstance(obj, Mapping) else None
+    try:
+        return Transport(name) if isinstance(name, str) else None
+    except ValueError:
+        return None
+
+
+def degraded_of(obj: Mapping[str, Any], cursor: str | None = None) -> Degraded:
+    """A ``degrade`` frame or event (``{"type": "degrade", "poll_s", "transport"?}``) as
+    :class:`Degraded` (no ``transport``: polling, what an overloaded server asks)."""
+    return Degraded(_seconds(obj.get("poll_s")), cursor, level_of(obj))
+
+
+def poll_verdict(
+    obj: Mapping[str, Any], ceiling: Transport | None, cursor: str | None = None
+) -> Degraded | Recovered | None:
+    """What a ``/poll`` answer tells a client whose server-set ceiling is ``ceiling``
+    (None: none): :class:`Degraded` when it says ``"degraded": true`` (poll instead),
+    :class:`Recovered` when it allows a better transport than ``ceiling`` (its
+    ``"transport"``; none named: every one), else None (go on)."""
+    if obj.get("degraded") is True:
+        return Degraded(_seconds(obj.get("poll_s")), cursor, Transport.POLLING)
+    if ceiling is None:
+        return None
+    allowed = level_of(obj) or Transport.WEBSOCKET
+    return Recovered(allowed) if rank(allowed) < rank(ceiling) else None
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -175,6 +225,10 @@ class Connection(Protocol):
 
     @property
     def session(self) -> aiohttp.ClientSession: ...
+
+    @property
+    def ceiling(self) -> Transport | None:
+        """The best transport the server allows now (None: any)."""
 
     @property
     def presence_state(self) -> Mapping[str, Mapping[str, Any]]: ...

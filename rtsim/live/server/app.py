@@ -14,6 +14,7 @@ Endpoints (the wire protocol is documented in ``docs/protocol.md``):
 ``GET /metrics``       Prometheus text
 ``GET /healthz``       ``{"status": "ok", …}``
 ``GET /yjs/{room}``    a Yjs room (y-websocket binary protocol; :mod:`rtsim.live.server.yjs`)
+``/facilitator…``      the room's shared screen and step-down control (:mod:`.facilitator`)
 ``GET /``              the demo page (``rtsim/live/static/``)
 ``GET /favicon.ico``   the page's icon (SVG)
 =====================  ==================================================================
@@ -47,6 +48,7 @@ from ..errors import PortInUseError
 from ..protocol import ProtocolError
 from .auth import AuthError
 from .config import ServerConfig
+from .facilitator import FacilitatorService
 from .gate import check_channel, json_response
 from .longpoll import LongPollHandler
 from .presence import PresenceService
@@ -103,6 +105,7 @@ class LiveServer(ServerState):
         self.hub.stages.grant_of = self.gate.grant  # a token, and only its channels
         self.hub.stages.refuse = self.gate.http_error
         self.handlers.append(self.hub.stages)  # GET /debug/stages (traced messages)
+        self.handlers.append(FacilitatorService(self))  # /facilitator (the room's screen)
 
     # --- life cycle ----------------------------------------------------------------------
     async def on_startup(self, app: web.Application) -> None:

@@ -5,6 +5,9 @@ A token is a JWT (HS256, via PyJWT) with the claims::
     {"sub": "alice", "subscribe": ["user:alice", "team:*"], "publish": ["team:*"],
      "iat": 1700000000, "exp": 1700003600}
 
+plus ``"admin": true`` for a facilitator's token (``rtsim token --admin``: it may step the
+room down and up, :mod:`rtsim.live.server.facilitator`).
+
 A pattern is a channel name in which ``*`` matches any run of characters (``team:*``
 matches ``team:red`` and ``team:red:chat``). Channel names never contain ``*``, so a
 pattern without one matches exactly one channel.
@@ -101,7 +104,8 @@ class Grant:
 
     ``expires_at``: when the token runs out, UNIX seconds (its ``exp`` plus the
     authenticator's leeway); None in open mode. A connection opened with this grant is
-    ended then (see ``docs/protocol.md``, "Token expiry").
+    ended then (see ``docs/protocol.md``, "Token expiry"). ``admin``: the token's
+    ``"admin": true`` claim (a facilitator's token).
     """
 
     user: str
@@ -109,6 +113,7 @@ class Grant:
     publish: tuple[str, ...]
     open_mode: bool = False
     expires_at: float | None = None
+    admin: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_sub_re", compile_patterns(self.subscribe))
@@ -145,8 +150,10 @@ def make_token(
     ttl_s: float = 3600.0,
     *,
     now: float | None = None,
+    admin: bool = False,
 ) -> str:
-    """A signed token for ``user``. ``now`` defaults to the wall clock (tokens need it)."""
+    """A signed token for ``user``. ``now`` defaults to the wall clock (tokens need it);
+    ``admin`` adds the ``"admin": true`` claim (a facilitator's token)."""
     check_secret(secret)
     if not isinstance(user, str) or not user or len(user) > 200:
         raise ValueError(f"user must be a non-empty string of at most 200 characters: {user!r}")
@@ -160,6 +167,8 @@ def make_token(
         "iat": int(issued),
         "exp": int(issued + ttl_s),
     }
+    if admin:
+        claims["admin"] = True
     return jwt.encode(claims, secret, algorithm=_ALGORITHM)
 
 
@@ -202,6 +211,7 @@ class Authenticator:
                 subscribe=parse_patterns(_strings(claims.get("subscribe", []))),
                 publish=parse_patterns(_strings(claims.get("publish", []))),
                 expires_at=float(claims["exp"]) + self.leeway_s,
+                admin=claims.get("admin") is True,
             )
         except ValueError as exc:
             raise AuthError("invalid_token", f"the token's claims are not valid: {exc}") from None

@@ -68,8 +68,10 @@ class LongPollHandler:
                 request.query.get("timeout"), cfg.poll_timeout_s, cfg.poll_timeout_max_s
             )
             long_poll = timeout > 0
-            if st.overload.overloaded:
+            if st.overload.level is Transport.POLLING:
                 timeout = 0  # degraded: answer at once; the client polls every poll_s
+            if not long_poll:
+                st.metrics.interval_polls.inc()
             cursor = {
                 ch: resume[ch]
                 if ch in resume

@@ -116,7 +116,19 @@ class Metrics:
         )  # fmt: skip
         self.degraded = Counter(
             "rtsim_degraded",
-            "Clients told to poll: degrade frames/events, degraded long polls, 503 refusals",
+            "Clients told to step down: degrade frames/events, degraded long polls, 503 refusals",
+            registry=r,
+        )
+        self.transport_level = Gauge(
+            "rtsim_transport_level",
+            "The best transport clients may use: 0 WebSocket, 1 SSE, 2 long polling, 3 polling"
+            " (overload, or a facilitator's step-down)",
+            registry=r,
+        )
+        self.interval_polls = Counter(
+            "rtsim_interval_polls",
+            "Polls answered at once (timeout=0): interval polling, about poll_s x this rate"
+            " clients",
             registry=r,
         )
         self.loop_lag = Gauge(

@@ -1,4 +1,5 @@
-"""Graceful degradation under overload (claim C20, the server's side).
+"""Graceful degradation (claim C20, the server's side): under overload, or when a
+facilitator steps the room down the cascade.
 
 The server watches its own load: a periodic timer every ``overload_sample_s`` measures
 how late it fires (the event loop's lag) and the fill of the fullest send queue, and feeds
@@ -15,10 +16,23 @@ time, so the server does not flap). While it is overloaded, rather than dropping
   ``poll_s`` seconds — the replay log makes this lossless — and goes back to pushing when
   an answer says ``"degraded": false``.
 
-Metrics: ``rtsim_overloaded`` (gauge, 0/1), ``rtsim_degraded_total`` (clients told to poll:
+The same mechanism takes a *ceiling*, the best rung the room may use: a facilitator
+(:mod:`rtsim.live.server.facilitator`) steps the room WebSocket → SSE → long polling →
+polling and back (:meth:`OverloadMonitor.set_ceiling`), so a workshop watches the cascade.
+The server's :attr:`~OverloadMonitor.level` — the best transport clients may use — is
+polling while overloaded, else the ceiling. When it moves down, open connections on a
+better transport get ``{"type": "degrade", "poll_s", "transport": LEVEL}`` and new ones
+the 503 (with ``"transport"``); when it moves up, open connections on a lesser transport
+get ``{"type": "recover", "transport": LEVEL}``; held long polls are answered at once
+either way, and ``/poll`` answers name the level (``"transport"``) whenever it is not
+WebSocket. A client that was sent down steps up to the level named; one that fell back
+by itself (e.g. a proxy blocks WebSockets) may ignore ``recover``.
+
+Metrics: ``rtsim_overloaded`` (gauge, 0/1), ``rtsim_transport_level`` (gauge: the level's
+rung, 0 WebSocket … 3 polling), ``rtsim_degraded_total`` (clients told to step down:
 ``degrade`` frames/events sent, long polls (``timeout`` > 0) answered degraded, connections
-refused with 503), ``rtsim_loop_lag_seconds``
-(the last lag sample). Yjs rooms are not degraded (a y-websocket client cannot poll).
+refused with 503), ``rtsim_loop_lag_seconds`` (the last lag sample). Yjs rooms are not
+degraded (a y-websocket client cannot poll).
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from rtsim.core.overload import Change, OverloadDetector
+from rtsim.core.reconnect import rank
 from rtsim.core.transport import Transport
 
 from .hub import Control, Hub, Subscriber
@@ -41,12 +56,14 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .metrics import Metrics
 
-__all__ = ["DEGRADE", "DEGRADED", "OverloadMonitor"]
+__all__ = ["DEGRADE", "DEGRADED", "RECOVER", "OverloadMonitor"]
 
 #: The ``code`` of a 503 refusal while overloaded.
 DEGRADED = "degraded"
 #: The ``type`` of the frame (WebSocket) / name of the event (SSE) to open connections.
 DEGRADE = "degrade"
+#: The ``type`` of the frame / name of the event telling them they may step up again.
+RECOVER = "recover"
 _STREAMING = (Transport.WEBSOCKET, Transport.SSE)
 
 
@@ -56,6 +73,7 @@ class OverloadMonitor:
     ``config``, ``metrics``, ``hub``: the server's (config: ``overload_lag_ms`` — 0 turns the
     monitor off —, ``overload_sample_s``, ``overload_hold_s``, ``degrade_poll_s``).
     :meth:`force` is the test hook: it overrides the detector until ``force(None)``.
+    :meth:`set_ceiling` is the facilitator's step-down (default: none, WebSocket).
     """
 
     def __init__(self, config: ServerConfig, metrics: Metrics, hub: Hub) -> None:
@@ -70,6 +88,7 @@ class OverloadMonitor:
         )
         self.sample_s = cfg.overload_sample_s
         self.overloaded = False
+        self.ceiling = Transport.WEBSOCKET  # the facilitator's room level (none by default)
         self.lag_s = 0.0
         self._forced: bool | None = None
         self._task: asyncio.Task[None] | None = None
@@ -114,6 +133,25 @@ class OverloadMonitor:
         return seen
 
     # --- state changes -------------------------------------------------------------------
+    @property
+    def level(self) -> Transport:
+        """The best transport clients may use now: polling while overloaded, else
+        :attr:`ceiling`."""
+        return Transport.POLLING if self.overloaded else self.ceiling
+
+    def refuses(self, transport: Transport) -> bool:
+        """Whether a new connection of ``transport`` gets the 503 (:meth:`refusal`): it is
+        better than :attr:`level`."""
+        return rank(transport) < rank(self.level)
+
+    def set_ceiling(self, transport: Transport) -> Transport:
+        """Step the room to ``transport`` (WebSocket: no ceiling) and tell the open
+        connections; returns :attr:`level`. Call on the server's loop."""
+        old = self.level
+        self.ceiling = Transport(transport)
+        self._moved(old)
+        return self.level
+
     def force(self, overloaded: bool | None) -> Change | None:
         """Test hook: hold the server overloaded (True) or not (False); None hands control
         back to the detector. Call on the server's loop. Returns the change, if any."""
@@ -125,36 +163,54 @@ class OverloadMonitor:
         return None
 
     def _apply(self, overloaded: bool) -> None:
+        old = self.level
         self.overloaded = overloaded
-        m = self.metrics
-        m.overloaded.set(1 if overloaded else 0)
-        if not overloaded:
-            return  # clients hear it in their next poll answer ("degraded": false)
-        item = Control({"type": DEGRADE, "poll_s": self.poll_s})
-        n = 0
-        for sub in self._streaming():
-            sub.send(item)
-            n += 1
-        m.degraded.inc(n)  # long polls count when they are answered (poll_fields)
+        self.metrics.overloaded.set(1 if overloaded else 0)
+        self._moved(old)
+
+    def _moved(self, old: Transport) -> None:
+        """Tell the open connections that :attr:`level` moved from ``old``."""
+        new = self.level
+        self.metrics.transport_level.set(rank(new))
+        if new is old:
+            return
+        if rank(new) > rank(old):  # down: the better transports step down to it
+            item = Control({"type": DEGRADE, "poll_s": self.poll_s, "transport": new.value})
+            n = 0
+            for sub in self._streaming():
+                if sub.transport is not None and rank(sub.transport) < rank(new):
+                    sub.send(item)
+                    n += 1
+            self.metrics.degraded.inc(n)  # long polls count when answered (poll_fields)
+        else:  # up: the ones below it may come back (polling clients hear it when they poll)
+            item = Control({"type": RECOVER, "transport": new.value})
+            for sub in self._streaming():
+                if sub.transport is not None and rank(sub.transport) > rank(new):
+                    sub.send(item)
         for waiting in list(self.hub.waiters.values()):
             for fut in list(waiting):
                 if not fut.done():
-                    fut.set_result(None)  # a held long poll answers now, degraded
+                    fut.set_result(None)  # a held long poll answers now, with the level
 
     # --- answers -------------------------------------------------------------------------
     def refusal(self) -> web.Response:
-        """The 503 a new persistent connection gets while overloaded (counted)."""
+        """The 503 a new connection on a transport better than :attr:`level` gets
+        (counted): ``{"code": "degraded", "poll_s", "transport": LEVEL, "error"}``."""
         m = self.metrics
         m.degraded.inc()
         m.rejected.labels(DEGRADED).inc()
         m.errors.labels(DEGRADED).inc()
+        level = self.level
+        why = "the server is overloaded" if self.overloaded else "the room is stepped down"
+        if level is Transport.POLLING:
+            message = f"{why}; poll /poll every {self.poll_s:g} s"
+        else:
+            message = f"{why}; connect with {level.value}"
         body: dict[str, Any] = {
             "code": DEGRADED,
             "poll_s": self.poll_s,
-            "error": {
-                "code": DEGRADED,
-                "message": f"the server is overloaded; poll /poll every {self.poll_s:g} s",
-            },
+            "transport": level.value,
+            "error": {"code": DEGRADED, "message": message},
         }
         return web.Response(
             body=json.dumps(body, separators=(",", ":")).encode(),
@@ -164,13 +220,18 @@ class OverloadMonitor:
         )
 
     def poll_fields(self, long_poll: bool = False) -> bytes:
-        """What every ``/poll`` answer ends with: ``,"degraded":…[,"poll_s":…]``.
+        """What every ``/poll`` answer ends with: ``,"degraded":…[,"poll_s":…]`` and,
+        unless every transport is allowed, ``,"transport":LEVEL``.
 
         ``long_poll``: the request asked to be held (``timeout`` > 0), so a degraded
         answer tells a long-polling client to poll instead (counted in
         ``rtsim_degraded_total``; interval polls with ``timeout=0`` are not)."""
-        if self.overloaded:
+        level = self.level
+        if level is Transport.POLLING:
             if long_poll:
                 self.metrics.degraded.inc()
-            return b',"degraded":true,"poll_s":' + json.dumps(self.poll_s).encode()
-        return b',"degraded":false'
+            poll_s = json.dumps(self.poll_s).encode()
+            return b',"degraded":true,"poll_s":' + poll_s + b',"transport":"polling"'
+        if level is Transport.WEBSOCKET:
+            return b',"degraded":false'
+        return b',"degraded":false,"transport":"' + level.value.encode() + b'"'

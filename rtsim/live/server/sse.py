@@ -70,7 +70,7 @@ class SseHandler:
         cursor: dict[str, str] = {}
         try:
             grant = gate.admit(request, TRANSPORT)
-            if st.overload.overloaded:  # poll instead (503 with the interval)
+            if st.overload.refuses(TRANSPORT):  # step down (503 with the level, interval)
                 return st.overload.refusal()
             channels = parse_channels(request.query.getall("channel", []), cfg.max_subscriptions)
             for ch in channels:

@@ -84,7 +84,7 @@ class WebSocketHandler:
             grant = gate.admit(request, TRANSPORT)
         except (AuthError, ProtocolError) as exc:
             return gate.http_error(exc)
-        if st.overload.overloaded:  # poll instead (503 with the interval)
+        if st.overload.refuses(TRANSPORT):  # step down (503 with the level and interval)
             return st.overload.refusal()
         transport = request.transport  # kept: after the upgrade the request may not expose it
         peer = gate.peer(request)

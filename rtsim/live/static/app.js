@@ -18,7 +18,7 @@ const CURSOR = `cursor:${room}`;
 // Everything a test (or a curious participant with the console open) may read.
 const rt = (window.rt = {
   me, room, received: [], chat: [], members: {}, latency: [], transport: null,
-  state: "idle", reconnects: 0, errors: [], epoch: "",
+  state: "idle", reconnects: 0, errors: [], epoch: "", degraded: "", moves: 0,
 });
 
 let t = null;
@@ -84,6 +84,12 @@ function onStatus(s) {
   $("#state").textContent = s.state;
   $("#state").className = `state ${s.state}`;
   $("#reconnects").textContent = String(s.reconnects);
+  // Sent down the cascade by the server (overload, or the facilitator's room control).
+  rt.moves = s.moves;
+  rt.degraded = s.ceiling === "polling" ? `degraded: polling every ${s.pollS} s`
+    : s.ceiling ? `stepped down: ${s.ceiling} at best` : "";
+  $("#degraded").textContent = rt.degraded || "all transports allowed";
+  $("#degraded").className = rt.degraded ? "degraded" : "";
   $("#lastid").textContent = s.ids[CHAT] || "–";
   $("#log").textContent = s.log.join("\n");
   if (s.state === "open") setTimeout(probe, 300);

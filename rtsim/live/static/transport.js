@@ -5,6 +5,8 @@
 //   t.onmessage = (msg) => ...;  t.onpresence = (frame) => ...;  t.onstatus = (s) => ...;
 //   t.start();  await t.publish(channel, data);
 //
+// (The polling transports are in polling.js, loaded after this file.)
+//
 // * Fallback: WebSocket → SSE → long polling. A transport that never opens (the server
 //   disabled it, a proxy blocks it) is skipped at once; one that opened and then dropped is
 //   retried with exponential backoff and full jitter (delay = random(0, min(cap, base·2^n))).
@@ -24,9 +26,18 @@
 // * An expired token ends the connection at its `exp` (WebSocket close 4001
 //   `token_expired`, an SSE `error` event, a long poll's 401): the same `onrefused` with
 //   code `token_expired`, at once and without a retry loop (the page asks for a new link).
+// * Degradation (docs/protocol.md): the server may send the page down the cascade — under
+//   overload, or when the facilitator steps the room down — with a `degrade` frame/event
+//   `{transport, poll_s}`, a 503 (seen through /poll, since browsers hide the status), or
+//   a poll answer `"degraded": true`. The rung named becomes a ceiling: the page moves to
+//   the best transport of its order at or below it, from its cursor (on "polling" it polls
+//   `/poll?timeout=0` every poll_s s), and goes back up on `recover` or a poll answer that
+//   allows more, as rtsim.core.reconnect does. A move is not a failure: no backoff.
 "use strict";
 
 const ORDER = ["websocket", "sse", "long-polling"];
+// The article's cascade: a higher rank is a lesser transport ("polling": the server's only).
+const RANK = { websocket: 0, sse: 1, "long-polling": 2, polling: 3 };
 const AUTH_CODES = new Set(["no_token", "invalid_token", "token_expired", "forbidden"]);
 const CLOSE_TOKEN_EXPIRED = 4001; // the server's close code when the token runs out
 
@@ -65,6 +76,9 @@ class RtTransport {
     this.stableAfterMs = opts.stableAfterMs ?? 5000; // reconnecting-websocket's minUptime
     this.ackTimeoutMs = opts.ackTimeoutMs || 5000;
     this.pollTimeoutS = opts.pollTimeoutS || 25;
+    this.pollS = 5; // interval polling while degraded (the server's poll_s replaces it)
+    this.ceiling = null; // the best transport the server allows now (null: any)
+    this.moves = 0; // times the server moved us down or up the cascade
     this.clientId = opts.clientId || Math.random().toString(36).slice(2, 10);
     this.ids = {}; // channel -> last id seen (resume point)
     this.index = 0; // position in this.order
@@ -121,15 +135,27 @@ class RtTransport {
     return {
       transport: this.transport,
       state: this.state,
+      ceiling: this.ceiling,
+      pollS: this.pollS,
+      moves: this.moves,
       reconnects: this.reconnects,
       ids: { ...this.ids },
       log: this.log.slice(-8),
     };
   }
 
+  // The transport to use: the order's, or the best one at or below the server's ceiling.
+  _name() {
+    if (!this.ceiling) return this.order[this.index];
+    for (let i = this.index; i < this.order.length; i++) {
+      if (RANK[this.order[i]] >= RANK[this.ceiling]) return this.order[i];
+    }
+    return "polling";
+  }
+
   _connect() {
     const gen = ++this._gen;
-    const name = this.order[this.index];
+    const name = this._name();
     this.transport = name;
     this._set("connecting", `connecting with ${name}`);
     let opened = false;
@@ -150,28 +176,76 @@ class RtTransport {
         this._down(name, opened, why);
         return;
       }
-      // It never opened: a rejected token, or a transient fault? Ask before retrying.
+      // It never opened: a rejected token, a degraded server (its 503 is hidden from
+      // scripts), or a transient fault? Ask before retrying.
       const g = this._gen;
-      this._authCheck().then((refusal) => {
+      this._authCheck(name).then((answer) => {
         if (g !== this._gen) return; // stopped (or restarted) meanwhile
-        if (refusal) this._refuse(refusal);
+        if (answer && answer.degrade) this._degrade(answer.degrade);
+        else if (answer) this._refuse(answer);
         else this._down(name, opened, why);
       });
     };
-    this["_open_" + name.replace("-", "_")](onOpen, onDown);
+    const open = name === "polling" ? "_open_long_polling" : "_open_" + name.replace("-", "_");
+    this[open](onOpen, onDown);
   }
 
-  // Whether the server rejects our token for these channels: {status, code, message} or null.
-  async _authCheck() {
+  // Why `name` did not open, as /poll (timeout 0) says: a refusal {status, code, message}
+  // of our token, {degrade: {transport, poll_s}} if the server allows only a lesser
+  // transport than `name` now, or null (transient: retry).
+  async _authCheck(name) {
     const p = this._q({ timeout: 0 });
     for (const ch of this.channels) p.append("channel", ch);
     try {
       const r = await fetch(this._url("/poll", p), { cache: "no-store" });
+      if (r.ok) {
+        const body = await r.json().catch(() => ({}));
+        const level = body.degraded ? "polling" : body.transport;
+        if (RANK[level] > RANK[name]) return { degrade: { transport: level, poll_s: body.poll_s } };
+        return null;
+      }
       if (r.status !== 401 && r.status !== 403) return null;
       return await this._refusal(r);
     } catch (e) {
       return null; // the server is unreachable: transient, retry
     }
+  }
+
+  // --- degradation (docs/protocol.md): the server moves us down or up the cascade ------
+  _degrade(f) {
+    const to = RANK[f.transport] !== undefined ? f.transport : "polling";
+    if (f.poll_s > 0) this.pollS = f.poll_s;
+    this.ceiling = to;
+    this._move(to === "polling" ? `degraded: polling every ${this.pollS} s` : `server: step down to ${to}`);
+  }
+
+  // A `recover` frame/event or a poll answer allowing up to `f.transport` (none: every one).
+  // Only a page the server sent down goes back up (one that fell back by itself stays).
+  _recover(f) {
+    const to = RANK[f.transport] !== undefined ? f.transport : "websocket";
+    if (!this.ceiling || RANK[to] >= RANK[this.ceiling]) return false;
+    this.ceiling = to === "websocket" ? null : to;
+    this.index = 0;
+    this._move(`server: step up to ${to}`);
+    return true;
+  }
+
+  // Not a failure: close this connection and open the allowed one after a short, jittered
+  // pause (up to poll_s for polling, as the core policy), resuming from our cursor.
+  _move(note) {
+    this._gen++;
+    if (this._conn) this._conn();
+    this._conn = null;
+    this._failPending("moving to another transport");
+    this.moves++;
+    this.attempt = 0;
+    const next = this._name();
+    const delay = Math.random() * (next === "polling" ? this.pollS * 1000 : this.backoffBaseMs);
+    this._set("moving", `${note}; ${next} in ${Math.round(delay)} ms`);
+    const gen = this._gen;
+    setTimeout(() => {
+      if (gen === this._gen) this._connect();
+    }, delay);
   }
 
   async _refusal(r) {
@@ -190,8 +264,9 @@ class RtTransport {
   // The connection is down (or never opened) for a transient reason: fall back or retry.
   _down(name, opened, why) {
     const gen = this._gen;
-    if (!opened && this.index + 1 < this.order.length) {
-      this.index++; // never opened: fall back at once
+    const at = this.order.indexOf(name); // -1 on the server's polling rung
+    if (!opened && at >= 0 && at + 1 < this.order.length) {
+      this.index = at + 1; // never opened: fall back at once
       this._set("fallback", `${name} failed before opening (${why}); falling back`);
       this._connect();
       return;
@@ -279,6 +354,8 @@ class RtTransport {
           }
         } else this.onerror(f);
       } else if (f.type === "gap") this._gap(f);
+      else if (f.type === "degrade") this._degrade(f);
+      else if (f.type === "recover") this._recover(f);
     };
     ws.onclose = (ev) => {
       if (ev.code === CLOSE_TOKEN_EXPIRED) {
@@ -324,6 +401,8 @@ class RtTransport {
       }
     };
     es.addEventListener("presence", (ev) => this.onpresence(JSON.parse(ev.data)));
+    es.addEventListener("degrade", (ev) => this._degrade(JSON.parse(ev.data)));
+    es.addEventListener("recover", (ev) => this._recover(JSON.parse(ev.data)));
     es.addEventListener("gap", (ev) => {
       track(ev);
       this._gap(JSON.parse(ev.data));
@@ -364,76 +443,6 @@ class RtTransport {
     }
   }
 
-  // --- long polling ------------------------------------------------------------------
-  _open_long_polling(onOpen, onDown) {
-    const ctl = new AbortController();
-    let after = cursorString(this._resumeIds());
-    let first = true;
-    const loop = async () => {
-      while (!ctl.signal.aborted) {
-        const p = this._q({ timeout: first ? 0 : this.pollTimeoutS });
-        for (const ch of this.channels) p.append("channel", ch);
-        if (after) p.set("after", after);
-        let body;
-        try {
-          const r = await fetch(this._url("/poll", p), { signal: ctl.signal, cache: "no-store" });
-          if (r.status === 401 || r.status === 403) {
-            const refusal = await this._refusal(r);
-            if (ctl.signal.aborted) return;
-            this._gen++;
-            this._conn = null;
-            this._refuse(refusal);
-            return;
-          }
-          if (r.status === 400) {
-            const refusal = await this._refusal(r);
-            if (refusal.code === "bad_cursor" && after) {
-              // A cursor the server cannot place: start from now on, do not retry it.
-              this.onerror({ type: "error", ...refusal });
-              for (const ch of this.resume) delete this.ids[ch];
-              after = ""; // without `after` the server answers at once, from now on
-              continue;
-            }
-          }
-          if (!r.ok) throw new Error(`HTTP ${r.status}`);
-          body = await r.json();
-        } catch (e) {
-          if (!ctl.signal.aborted) onDown(`poll failed: ${e.message || e}`);
-          return;
-        }
-        for (const g of body.gaps || []) this._gap(g);
-        for (const m of body.messages) this._deliver(m);
-        after = body.cursor;
-        const all = {};
-        parseCursor(after, all);
-        for (const ch of this.resume) if (all[ch] !== undefined) this.ids[ch] = all[ch];
-        if (first) {
-          first = false;
-          onOpen();
-          this._pollPresence();
-        }
-        // An overloaded server answers at once and asks for interval polling (docs/protocol.md).
-        if (body.degraded && body.poll_s > 0) await new Promise((ok) => setTimeout(ok, body.poll_s * 1000));
-      }
-    };
-    loop();
-    this._conn = () => ctl.abort();
-  }
-
-  async _pollPresence() {
-    if (!this.presence || this.transport !== "long-polling") return;
-    const p = this._q({ channel: this.presence.channel });
-    try {
-      const r = await fetch(this._url("/presence", p), { cache: "no-store" });
-      if (r.ok) this.onpresence(await r.json());
-    } catch (e) {
-      /* next round */
-    }
-    if (this.state === "open" && this.transport === "long-polling") {
-      setTimeout(() => this._pollPresence(), 3000);
-    }
-  }
-
   // --- presence ----------------------------------------------------------------------
   setPresence(state) {
     if (!this.presence) return;
@@ -459,7 +468,7 @@ class RtTransport {
         body: JSON.stringify(body),
         keepalive: !!keepalive,
       });
-      if (r.ok && this.transport === "long-polling") this.onpresence(await r.json());
+      if (r.ok && this._polls()) this.onpresence(await r.json());
     } catch (e) {
       /* the next heartbeat retries */
     }
