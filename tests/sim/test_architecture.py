@@ -51,11 +51,12 @@ def test_fault_moves_connections() -> None:
 
 
 def test_reproducible_and_frame() -> None:
-    a = simulate_architecture(SMALL.with_(broker="kafka"), 5)
+    a = simulate_architecture(SMALL.with_(broker="kafka"), 5, keep_deliveries=True)
     b = simulate_architecture(SMALL.with_(broker="kafka"), 5)
     assert a.summary == b.summary
     assert len(a.deliveries) == a.summary.deliveries
     assert set(a.deliveries["replayed"].unique()) <= {True, False}
+    assert b.deliveries.empty  # not kept unless asked for
 
 
 @pytest.mark.parametrize(
