@@ -246,26 +246,9 @@ class Summary:
         summary :meth:`from_latencies` gives. NaN figures when it is empty. Raises
         ``ValueError`` for ``duration_s <= 0``.
         """
-        if duration_s <= 0:
-            raise ValueError(f"duration_s must be > 0, got {duration_s}")
-        n = stream.count
-        pct = histogram_percentiles_ms(stream.histogram())
-        return cls(
-            p50_ms=pct[50],
-            p95_ms=pct[95],
-            p99_ms=pct[99],
-            p999_ms=pct[99.9],
-            mean_ms=stream.sum_ms / n if n else math.nan,
-            max_ms=stream.max_ms if n else math.nan,
-            deliveries=n,
-            deliveries_per_s=n / duration_s,
-            bytes_per_message=wire_bytes / n if n else math.nan,
-            requests_per_message=requests / n if n else math.nan,
-            connections=connections,
-            server_memory_bytes=server_memory_bytes,
-            lost=lost,
-            extra=dict(extra or {}),
-        )
+        mean = stream.sum_ms / max(1, stream.count)
+        return cls._of(stream.histogram(), mean, stream.max_ms, duration_s, connections,
+                       server_memory_bytes, (wire_bytes, requests, lost, extra))  # fmt: skip
 
     @classmethod
     def from_histogram(
@@ -286,6 +269,24 @@ class Summary:
         3 significant digits); NaN figures when it is empty. ``wire_bytes``/``requests``
         default to NaN (not measured). Raises ``ValueError`` for ``duration_s <= 0``.
         """
+        mean, top = hist.get_mean_value() / 1000, hist.get_max_value() / 1000
+        rest = (wire_bytes, requests, lost, extra)
+        return cls._of(hist, mean, top, duration_s, connections, server_memory_bytes, rest)
+
+    @classmethod
+    def _of(
+        cls,
+        hist: HdrHistogram,
+        mean_ms: float,
+        max_ms: float,
+        duration_s: float,
+        connections: int,
+        server_memory_bytes: float,
+        rest: tuple[float, float, int, dict[str, Any] | None],
+    ) -> Summary:
+        """The summary of ``hist`` with the given mean and max; ``rest`` is (wire_bytes,
+        requests, lost, extra)."""
+        wire_bytes, requests, lost, extra = rest
         if duration_s <= 0:
             raise ValueError(f"duration_s must be > 0, got {duration_s}")
         n = int(hist.get_total_count())
@@ -295,8 +296,8 @@ class Summary:
             p95_ms=pct[95],
             p99_ms=pct[99],
             p999_ms=pct[99.9],
-            mean_ms=hist.get_mean_value() / 1000 if n else math.nan,
-            max_ms=hist.get_max_value() / 1000 if n else math.nan,
+            mean_ms=mean_ms if n else math.nan,
+            max_ms=max_ms if n else math.nan,
             deliveries=n,
             deliveries_per_s=n / duration_s,
             bytes_per_message=wire_bytes / n if n else math.nan,
