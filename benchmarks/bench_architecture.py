@@ -55,6 +55,9 @@ def main() -> None:
         "",
         f"Machine: `{uname}`, nproc {nproc}, Python {platform.python_version()}",
         "",
+        "The CLI end to end (process start to exit) and 300k / 1M clients: `sim_scale.md`"
+        " (`benchmarks/bench_sim_scale.py`).",
+        "",
         "| broker | wall s | " + " | ".join(KEYS) + " |",
         "|---" * (len(KEYS) + 2) + "|",
     ]

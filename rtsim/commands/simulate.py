@@ -102,6 +102,12 @@ def _run_presence(a: argparse.Namespace) -> int:
 # --- simulate architecture ------------------------------------------------------------------
 #: Figures the architecture model does not compute (omitted rather than shown as 0).
 _NOT_MODELLED_ARCHITECTURE = ("bytes_per_message", "requests_per_message", "server_memory_bytes")
+_DASK_WORKERS = Spec(
+    kind="int",
+    lo=1,
+    help="worker processes of a local Dask cluster that delivers the channels (bulk mode;"
+    " same figures as 1, which runs in this process); default 1",
+)
 
 
 def _add_architecture(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -122,6 +128,7 @@ def _add_architecture(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="bulk",
         help="bulk (vectorised) or events (SimPy); default bulk",
     )
+    p.add_argument("--workers", type=_typed(_DASK_WORKERS), default=1, help=_DASK_WORKERS.help)
     _add_seed_json(p)
     p.set_defaults(handler=_run_architecture)
 
@@ -131,7 +138,22 @@ def _run_architecture(a: argparse.Namespace) -> int:
 
     fault = -1.0 if a.no_fault else a.fault_at_s
     params = _build(ArchitectureParams, a, fault_at_s=fault)
-    result = simulate_architecture(params, seed=a.seed, mode=a.mode, keep_deliveries=False)
+    if a.workers > 1 and a.mode != "bulk":
+        raise ValueError("--workers > 1 needs --mode bulk (the events engine runs in one process)")
+    if a.workers > 1:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ValueError("--workers > 1 needs the 'distributed' package") from None
+        with (
+            LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,  # type: ignore[no-untyped-call]
+        ):
+            result = simulate_architecture(params, seed=a.seed, mode="bulk", client=client)
+    else:
+        result = simulate_architecture(params, seed=a.seed, mode=a.mode)
     summary = {"seed": a.seed, **result.summary.to_dict()}
     for key in _NOT_MODELLED_ARCHITECTURE:
         summary.pop(key, None)

@@ -19,6 +19,7 @@ from hdrh.histogram import HdrHistogram
 __all__ = [
     "DELIVERY_COLUMNS",
     "PERCENTILES",
+    "LatencyStream",
     "RunResult",
     "Summary",
     "decode_histogram",
@@ -81,25 +82,69 @@ def histogram_percentiles_ms(
     return {q: hist.get_value_at_percentile(q) / 1000.0 for q in qs}
 
 
+class LatencyStream:
+    """Latencies recorded as they are produced, chunk by chunk, instead of kept.
+
+    Holds the HdrHistogram bucket counts of every latency recorded so far (µs, 1 µs to
+    one hour, 3 significant digits: the buckets of :func:`new_latency_histogram`) as one
+    numpy array, plus the exact count, sum and maximum. :meth:`record` costs a few numpy
+    passes over its chunk and no Python call per value, memory stays a few hundred KiB
+    however many values go in, and :meth:`histogram` gives the same histogram as
+    recording every value at once. ``merge`` adds another stream (e.g. a worker's):
+    counts add exactly, so merged percentiles do not depend on how values were split.
+    """
+
+    __slots__ = ("_counts", "_half", "count", "max_ms", "sum_ms")
+
+    def __init__(self) -> None:
+        self._half = new_latency_histogram().sub_bucket_half_count_magnitude
+        # one slot per (bucket shift, sub-bucket value): shift <= 32 below one hour
+        self._counts = np.zeros(33 << (self._half + 1), dtype=np.int64)
+        self.count = 0
+        self.sum_ms = 0.0
+        self.max_ms = -math.inf
+
+    def record(self, latency_ms: np.ndarray) -> LatencyStream:
+        """Add ``latency_ms`` (milliseconds, any shape); returns ``self``."""
+        lat = np.asarray(latency_ms, dtype=float).ravel()
+        if len(lat) == 0:
+            return self
+        us = np.clip(np.rint(lat * 1000.0), 1, _HIGHEST_US).astype(np.int64)
+        # HdrHistogram's bucket of v: shift = bit length - 1 - half-count magnitude (>= 0);
+        # its lowest value is (v >> shift) << shift, unique per (shift, v >> shift).
+        shift = np.maximum(0, np.frexp(us.astype(float))[1] - 1 - self._half)
+        key = (shift << (self._half + 1)) + (us >> shift)
+        self._counts += np.bincount(key, minlength=len(self._counts))
+        self.count += len(lat)
+        self.sum_ms += float(np.sum(lat))
+        self.max_ms = max(self.max_ms, float(np.max(lat)))
+        return self
+
+    def merge(self, other: LatencyStream) -> LatencyStream:
+        """Add ``other``'s values to this stream; returns ``self``."""
+        self._counts += other._counts
+        self.count += other.count
+        self.sum_ms += other.sum_ms
+        self.max_ms = max(self.max_ms, other.max_ms)
+        return self
+
+    def histogram(self) -> HdrHistogram:
+        """The HdrHistogram (µs) of every value recorded."""
+        hist = new_latency_histogram()
+        width = self._half + 1
+        for key in np.flatnonzero(self._counts).tolist():
+            value = (key & ((1 << width) - 1)) << (key >> width)
+            hist.record_value(value, int(self._counts[key]))
+        return hist
+
+
 def latency_histogram(latency_ms: np.ndarray) -> HdrHistogram:
     """An HdrHistogram (µs resolution, 3 significant digits) of ``latency_ms``.
 
-    Values are bulk-recorded as (value, count) pairs, so a million samples cost one
-    ``np.unique`` and a few thousand calls rather than a million.
+    Values are bulk-recorded as (value, count) pairs through :class:`LatencyStream`, so a
+    million samples cost a few numpy passes and a few thousand calls rather than a million.
     """
-    hist = new_latency_histogram()
-    if len(latency_ms) == 0:
-        return hist
-    us = np.clip(np.rint(np.asarray(latency_ms, dtype=float) * 1000.0), 1, _HIGHEST_US)
-    v = us.astype(np.int64)
-    # Round each value down to the lowest value of its HdrHistogram bucket (the histogram
-    # does the same when it records), so that np.unique leaves a few thousand pairs.
-    shift = np.maximum(0, np.frexp(v.astype(float))[1] - 1 - hist.sub_bucket_half_count_magnitude)
-    v = (v >> shift) << shift
-    values, counts = np.unique(v, return_counts=True)
-    for v, c in zip(values.tolist(), counts.tolist(), strict=True):
-        hist.record_value(v, c)
-    return hist
+    return LatencyStream().record(latency_ms).histogram()
 
 
 def percentiles_ms(
@@ -170,26 +215,40 @@ class Summary:
         extra: dict[str, Any] | None = None,
     ) -> Summary:
         """Build a summary from raw latencies and counters."""
-        if duration_s <= 0:
-            raise ValueError(f"duration_s must be > 0, got {duration_s}")
-        n = len(latency_ms)
-        pct = percentiles_ms(latency_ms)
-        return cls(
-            p50_ms=pct[50],
-            p95_ms=pct[95],
-            p99_ms=pct[99],
-            p999_ms=pct[99.9],
-            mean_ms=float(np.mean(latency_ms)) if n else math.nan,
-            max_ms=float(np.max(latency_ms)) if n else math.nan,
-            deliveries=n,
-            deliveries_per_s=n / duration_s,
-            bytes_per_message=wire_bytes / n if n else math.nan,
-            requests_per_message=requests / n if n else math.nan,
+        return cls.from_stream(
+            LatencyStream().record(latency_ms),
+            duration_s=duration_s,
+            wire_bytes=wire_bytes,
+            requests=requests,
             connections=connections,
             server_memory_bytes=server_memory_bytes,
             lost=lost,
-            extra=dict(extra or {}),
+            extra=extra,
         )
+
+    @classmethod
+    def from_stream(
+        cls,
+        stream: LatencyStream,
+        *,
+        duration_s: float,
+        wire_bytes: float,
+        requests: float,
+        connections: int,
+        server_memory_bytes: float,
+        lost: int = 0,
+        extra: dict[str, Any] | None = None,
+    ) -> Summary:
+        """Build a summary from a :class:`LatencyStream` and counters.
+
+        Percentiles come from the stream's histogram; mean and max are exact (the stream
+        keeps the sum and the maximum), so recording all latencies in one chunk gives the
+        summary :meth:`from_latencies` gives. NaN figures when it is empty. Raises
+        ``ValueError`` for ``duration_s <= 0``.
+        """
+        mean = stream.sum_ms / max(1, stream.count)
+        return cls._of(stream.histogram(), mean, stream.max_ms, duration_s, connections,
+                       server_memory_bytes, (wire_bytes, requests, lost, extra))  # fmt: skip
 
     @classmethod
     def from_histogram(
@@ -210,6 +269,24 @@ class Summary:
         3 significant digits); NaN figures when it is empty. ``wire_bytes``/``requests``
         default to NaN (not measured). Raises ``ValueError`` for ``duration_s <= 0``.
         """
+        mean, top = hist.get_mean_value() / 1000, hist.get_max_value() / 1000
+        rest = (wire_bytes, requests, lost, extra)
+        return cls._of(hist, mean, top, duration_s, connections, server_memory_bytes, rest)
+
+    @classmethod
+    def _of(
+        cls,
+        hist: HdrHistogram,
+        mean_ms: float,
+        max_ms: float,
+        duration_s: float,
+        connections: int,
+        server_memory_bytes: float,
+        rest: tuple[float, float, int, dict[str, Any] | None],
+    ) -> Summary:
+        """The summary of ``hist`` with the given mean and max; ``rest`` is (wire_bytes,
+        requests, lost, extra)."""
+        wire_bytes, requests, lost, extra = rest
         if duration_s <= 0:
             raise ValueError(f"duration_s must be > 0, got {duration_s}")
         n = int(hist.get_total_count())
@@ -219,8 +296,8 @@ class Summary:
             p95_ms=pct[95],
             p99_ms=pct[99],
             p999_ms=pct[99.9],
-            mean_ms=hist.get_mean_value() / 1000 if n else math.nan,
-            max_ms=hist.get_max_value() / 1000 if n else math.nan,
+            mean_ms=mean_ms if n else math.nan,
+            max_ms=max_ms if n else math.nan,
             deliveries=n,
             deliveries_per_s=n / duration_s,
             bytes_per_message=wire_bytes / n if n else math.nan,

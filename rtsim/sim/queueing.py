@@ -71,10 +71,24 @@ def fifo_station(
 
 
 def number_in_system(arrivals: np.ndarray, finish: np.ndarray) -> np.ndarray:
-    """Jobs in the station just after each arrival (itself included): the backlog it sees."""
+    """Jobs in the station just after each arrival (itself included): the backlog it sees.
+
+    ``arrivals`` sorted; ``finish`` in job order. When jobs finish in order (one server),
+    a job that arrives after its predecessor finished and is not done on arrival sees 1,
+    so only the jobs that queue are searched for.
+    """
     a = np.asarray(arrivals, dtype=float)
-    done = np.searchsorted(np.sort(finish), a, side="right")
-    out: np.ndarray = np.arange(1, len(a) + 1) - done
+    f = np.asarray(finish, dtype=float)
+    n = len(a)
+    if n == 0 or np.any(f[1:] < f[:-1]):
+        done = np.searchsorted(np.sort(f), a, side="right")
+        out: np.ndarray = np.arange(1, n + 1) - done
+        return out
+    out = np.ones(n, dtype=np.int64)
+    search = f <= a  # done on arrival (no service time)
+    search[1:] |= a[1:] < f[:-1]  # arrives before the one ahead of it is done: it queues
+    idx = np.flatnonzero(search)
+    out[idx] = idx + 1 - np.searchsorted(f, a[idx], side="right")
     return out
 
 

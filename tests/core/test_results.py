@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtsim.core.results import (
+    LatencyStream,
     Summary,
     decode_histogram,
     encode_histogram,
@@ -130,3 +131,40 @@ def test_recording_clamps_to_the_histogram_range() -> None:
     record_latency_us(h, 10**15)
     assert h.get_total_count() == 2 and h.get_min_value() == 1
     assert h.get_max_value() >= 3_600 * 1_000_000 * 0.999
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 5_000_000), min_size=1, max_size=400),
+    st.integers(1, 6),
+)
+def test_stream_in_chunks_equals_recording_one_by_one(xs: list[float], parts: int) -> None:
+    ms = np.asarray(xs)
+    ref = HdrHistogram(1, 3_600_000_000, 3)
+    for v in np.clip(np.rint(ms * 1000), 1, 3_600_000_000).astype(int):
+        ref.record_value(int(v))
+    chunks = [LatencyStream().record(c) for c in np.array_split(ms, parts)]
+    stream = chunks[0]
+    for c in chunks[1:]:
+        stream.merge(c)
+    hist = stream.histogram()
+    assert stream.count == hist.get_total_count() == ref.get_total_count() == len(ms)
+    for q in (0, 1, 50, 90, 99, 99.9, 100):
+        assert hist.get_value_at_percentile(q) == ref.get_value_at_percentile(q)
+    assert stream.max_ms == ms.max() and stream.sum_ms == pytest.approx(ms.sum(), rel=1e-12)
+
+
+def test_summary_from_stream_equals_from_latencies() -> None:
+    lat = np.random.default_rng(4).lognormal(3.0, 1.5, 20_000)
+    kw = {"duration_s": 3.0, "wire_bytes": 10.0, "requests": 2, "connections": 5,
+          "server_memory_bytes": 1.0, "lost": 2}  # fmt: skip
+    whole = Summary.from_latencies(lat, **kw)
+    assert Summary.from_stream(LatencyStream().record(lat), **kw) == whole
+    stream = LatencyStream()
+    for chunk in np.array_split(lat, 7):
+        stream.record(chunk)
+    chunked = Summary.from_stream(stream, **kw)
+    assert chunked.mean_ms == pytest.approx(whole.mean_ms, rel=1e-12)
+    assert chunked == Summary(**{**whole.__dict__, "mean_ms": chunked.mean_ms})
+    empty = Summary.from_stream(LatencyStream(), **kw)
+    assert empty.deliveries == 0 and math.isnan(empty.p50_ms) and math.isnan(empty.max_ms)

@@ -51,11 +51,12 @@ def test_fault_moves_connections() -> None:
 
 
 def test_reproducible_and_frame() -> None:
-    a = simulate_architecture(SMALL.with_(broker="kafka"), 5)
+    a = simulate_architecture(SMALL.with_(broker="kafka"), 5, keep_deliveries=True)
     b = simulate_architecture(SMALL.with_(broker="kafka"), 5)
     assert a.summary == b.summary
     assert len(a.deliveries) == a.summary.deliveries
     assert set(a.deliveries["replayed"].unique()) <= {True, False}
+    assert b.deliveries.empty  # not kept unless asked for
 
 
 @pytest.mark.parametrize(
@@ -80,3 +81,10 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "architecture", "--clients", "5", "--topics", "10"]) == 2
     with pytest.raises(SystemExit):
         main(["simulate", "architecture", "--broker", "zeromq"])
+    capsys.readouterr()
+    assert main(["simulate", "architecture", "--workers", "2", "--mode", "events"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--workers > 1 needs --mode bulk" in err
+    with pytest.raises(SystemExit):
+        main(["simulate", "architecture", "--workers", "0"])
+    assert "--workers must be >= 1, got 0" in capsys.readouterr().err

@@ -200,7 +200,7 @@ def test_broadcast_rate_zero_keeps_results_and_engines_agree() -> None:
     b = simulate_architecture(base.with_(broadcast_rate=0.0), 1, keep_deliveries=False).summary
     assert a == b
     bc = base.with_(broadcast_rate=0.5, user_rate=0.0, topic_rate=0.0)
-    bulk = simulate_architecture(bc, 2, mode="bulk")
+    bulk = simulate_architecture(bc, 2, mode="bulk", keep_deliveries=True)
     ev = simulate_architecture(bc, 2, mode="events")
     assert set(bulk.deliveries["channel"]) == {"broadcast"}
     assert bulk.summary.deliveries == ev.summary.deliveries  # every client gets each message

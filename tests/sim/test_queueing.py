@@ -37,6 +37,21 @@ def test_fifo_station_single_and_multi_server_agree_with_a_loop() -> None:
     ]
 
 
+@pytest.mark.parametrize("servers", [1, 3])
+@pytest.mark.parametrize("rho", [0.2, 0.9, 1.3])
+def test_number_in_system_counts_jobs_not_done(servers: int, rho: float) -> None:
+    rng = np.random.default_rng(int(rho * 10) + servers)
+    a = np.sort(rng.uniform(0, 100, 3000))
+    s = rng.exponential(rho * servers / 30, 3000)
+    s[rng.random(3000) < 0.2] = 0.0  # some jobs take no time
+    _, f = fifo_station(a, s, servers)
+    # by definition: jobs that arrived by a_i (itself included) minus those done by a_i
+    ref = [int(np.sum(a <= x) - np.sum(f <= x)) for x in a]
+    got = number_in_system(a, f)
+    assert got.tolist() == ref
+    assert got.max() > (1 if rho > 0.5 else 0)
+
+
 def test_fifo_station_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="sorted"):
         fifo_station(np.array([1.0, 0.0]), np.array([1.0, 1.0]))
