@@ -224,7 +224,13 @@ def _wait(page: Any, expr: str, bound_s: float, what: str, arg: Any = None) -> N
         raise AssertionError(f"{what}: not within {bound_s:.0f} s") from None
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+# Under pytest-xdist (`make unit`: --dist loadgroup) the notebooks go to two workers, every
+# other one to each, so two labs share the work instead of one lab per notebook.
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xdist_group(f"notebooks-browser-{i % 2}"))
+     for i, n in enumerate(NOTEBOOKS)],
+)  # fmt: skip
 def test_run_all_then_every_slider(lab: str, browser: Any, name: str) -> None:
     base, token = lab.split("|")
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
