@@ -56,7 +56,9 @@ JUPYTER = Path(sys.executable).parent / "jupyter"
 RUN_ALL_BOUND_S = 600
 SLIDER_BOUND_S = 120
 
-pytestmark = pytest.mark.slow
+# The suite's 300 s timeout would cut in before the bounds above: a notebook's Run All plus
+# its sliders may take minutes when the run shares two cores (still a hang guard).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_ALL_BOUND_S + 600)]
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(
