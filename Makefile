@@ -45,11 +45,19 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy rtsim
 
+# In TEST_WORKERS processes (pytest-xdist; 0: one process): most live tests wait on I/O and
+# timers, so 4 on 2 cores overlap their waits. Tests marked xdist_group (the browser modules)
+# stay together on one worker. nbval is for `make notebooks` only; loading it costs every
+# process ~3 s (nbformat's schema checker), so the unit run leaves it out.
+TEST_WORKERS ?= 4
 unit: venv
-	$(BIN)/pytest tests
+	$(BIN)/pytest -p no:nbval -n $(TEST_WORKERS) --dist loadgroup tests
 
+# Two kernels at a time (NOTEBOOK_WORKERS; 0: one): every notebook stays on one worker (loadscope).
+NOTEBOOK_WORKERS ?= 2
 notebooks: venv
-	$(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks -p no:cacheprovider
+	$(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks -p no:cacheprovider \
+	  -n $(NOTEBOOK_WORKERS) --dist loadscope
 
 # Run notebooks (and the worked solutions in notebooks/solutions/) top to bottom and store
 # their outputs (do this after changing one). `make notebooks` checks both: pytest recurses.

@@ -6,6 +6,8 @@ import pytest
 
 from rtsim.cli import main
 
+from .cli_run import run_cli
+
 KEYS = {
     "p50_ms",
     "p95_ms",
@@ -65,12 +67,7 @@ def test_simulate_transports_table(capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_bad_parameters_exit_nonzero_with_a_reason(args: list[str], reason: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "rtsim.cli", "simulate", "transports", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("simulate", "transports", *args)
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("rtsim")]
@@ -126,7 +123,7 @@ BAD = [
 
 @pytest.mark.parametrize(("args", "needle"), BAD, ids=[" ".join(a) or "none" for a, _ in BAD])
 def test_every_bad_value_is_one_line_exit_2(args: list[str], needle: str) -> None:
-    proc = _run(*args)
+    proc = run_cli(*args)
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
@@ -136,8 +133,22 @@ def test_every_bad_value_is_one_line_exit_2(args: list[str], needle: str) -> Non
     assert lines[0].startswith("rtsim")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["simulate", "transports", "--transport", "sse", "--loss", "1.5"], ["serve", "--bogus"]],
+    ids=["model-parameter", "argparse"],
+)
+def test_the_console_command_answers_as_in_process(args: list[str]) -> None:
+    """``python -m rtsim.cli`` (a real process) gives what ``run_cli`` gives in this one, so
+    the in-process checks above speak for the command."""
+    proc = _run(*args)
+    inproc = run_cli(*args)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", inproc.stderr)
+    assert inproc.returncode == 2 and inproc.stdout == ""
+
+
 def test_help_still_shows_usage() -> None:
-    proc = _run("simulate", "transports", "-h")
+    proc = run_cli("simulate", "transports", "-h")
     assert proc.returncode == 0 and "usage:" in proc.stdout
     assert "--rtt-ms" in proc.stdout and "default 50" in proc.stdout  # from the metadata
 
@@ -155,7 +166,7 @@ def test_help_still_shows_usage() -> None:
     ids=["transports", "presence", "architecture", "editing", "validate", "replay-trace"],
 )
 def test_json_output_is_strict(args: list[str]) -> None:
-    proc = _run(*args, "--json", timeout=300)
+    proc = run_cli(*args, "--json")
     assert proc.returncode in (0, 1), proc.stderr  # validate: 1 if a case misses
     assert "Traceback" not in proc.stderr
     out = _strict(proc.stdout)
@@ -164,33 +175,33 @@ def test_json_output_is_strict(args: list[str]) -> None:
 
 def test_architecture_omits_figures_it_does_not_model() -> None:
     args = ["simulate", "architecture", "--clients", "500", "--duration", "30"]
-    out = _strict(_run(*args, "--json").stdout)
+    out = _strict(run_cli(*args, "--json").stdout)
     assert isinstance(out, dict) and out["deliveries"] > 0
     for key in ("bytes_per_message", "server_memory_bytes", "requests_per_message"):
         assert key not in out
-    table = _run(*args).stdout
+    table = run_cli(*args).stdout
     assert "bytes_per_message" not in table and "server_memory_bytes" not in table
 
 
 def test_presence_flags_overload() -> None:
     base = ["simulate", "presence", "--resources", "2", "--duration", "60", "--cursor-pairs", "0"]
-    busy = _run(*base, "--viewers", "150", "--json")
+    busy = run_cli(*base, "--viewers", "150", "--json")
     out = _strict(busy.stdout)
     assert isinstance(out, dict)
     assert out["server_cpu_utilisation"] > 1 and out["overloaded"] is True
     assert "overloaded" in busy.stderr and len(busy.stderr.splitlines()) == 1
-    calm = _run(*base, "--viewers", "3", "--json")
+    calm = run_cli(*base, "--viewers", "3", "--json")
     out = _strict(calm.stdout)
     assert isinstance(out, dict)
     assert out["server_cpu_utilisation"] <= 1 and out["overloaded"] is False
     assert calm.stderr == ""
-    assert "OVERLOAD" in _run(*base, "--viewers", "150").stdout
+    assert "OVERLOAD" in run_cli(*base, "--viewers", "150").stdout
 
 
 def test_latency_ms_is_a_deprecated_alias_of_twice_the_rtt() -> None:
     common = ["simulate", "editing", "--strategy", "ot", "--duration", "3", "--json"]
-    old = _run(*common, "--latency-ms", "30")
-    new = _run(*common, "--rtt-ms", "60")
+    old = run_cli(*common, "--latency-ms", "30")
+    new = run_cli(*common, "--rtt-ms", "60")
     assert old.returncode == 0 and new.returncode == 0
     assert "deprecated" in old.stderr and "--rtt-ms 60" in old.stderr
     assert new.stderr == ""

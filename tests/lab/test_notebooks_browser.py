@@ -56,7 +56,9 @@ JUPYTER = Path(sys.executable).parent / "jupyter"
 RUN_ALL_BOUND_S = 600
 SLIDER_BOUND_S = 120
 
-pytestmark = pytest.mark.slow
+# The suite's 300 s timeout would cut in before the bounds above: a notebook's Run All plus
+# its sliders may take minutes when the run shares two cores (still a hang guard).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_ALL_BOUND_S + 600)]
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(
@@ -224,7 +226,13 @@ def _wait(page: Any, expr: str, bound_s: float, what: str, arg: Any = None) -> N
         raise AssertionError(f"{what}: not within {bound_s:.0f} s") from None
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+# Under pytest-xdist (`make unit`: --dist loadgroup) the notebooks go to two workers, every
+# other one to each, so two labs share the work instead of one lab per notebook.
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xdist_group(f"notebooks-browser-{i % 2}"))
+     for i, n in enumerate(NOTEBOOKS)],
+)  # fmt: skip
 def test_run_all_then_every_slider(lab: str, browser: Any, name: str) -> None:
     base, token = lab.split("|")
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})

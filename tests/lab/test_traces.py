@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,7 @@ import rtsim
 from rtsim.cli import main
 from rtsim.lab.traces import (
     TRACE_NAMES,
+    Trace,
     load_trace,
     replay,
     server_order_violations,
@@ -106,11 +109,51 @@ def test_clownschool_trace_order_is_a_valid_server_order() -> None:
     assert server_order_violations(load_trace("clownschool")) == 0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["string", "ot", "crdt"])
-def test_automerge_paper_replays(strategy: str) -> None:
-    r = replay(load_trace("automerge-paper"), strategy)
+@pytest.fixture(scope="module")
+def automerge_paper() -> Trace:
+    return load_trace("automerge-paper")
+
+
+def _splice(doc: str, txns: list[dict[str, Any]]) -> str:
+    """``doc`` after ``txns``, by plain string splicing (the test's own reference)."""
+    for t in txns:
+        for pos, dele, ins in t["patches"]:
+            doc = doc[:pos] + ins + doc[pos + dele :]
+    return doc
+
+
+def test_automerge_paper_replays_by_splicing(automerge_paper: Trace) -> None:
+    """The whole trace (259,778 edits) reaches its end content by string splicing."""
+    r = replay(automerge_paper, "string")
     assert r["matches_end_content"] and r["edits"] == 259_778
+
+
+@pytest.fixture(scope="module")
+def automerge_windows(automerge_paper: Trace) -> list[Trace]:
+    """Two pieces of the trace, each with the document it starts from and the one it ends on
+    (by splicing): the first 30,000 transactions (the document grows from empty) and the
+    last 4,000 (on the ~100,000 characters they start from). OT costs O(document) per edit:
+    the whole trace through OT takes minutes, so it is bench_traces.py's job, not a test's."""
+    tr = automerge_paper
+    cut = len(tr.txns) - 4_000
+    head = _splice(tr.start, tr.txns[:30_000])
+    before_tail = _splice(head, tr.txns[30_000:cut])
+    return [
+        dataclasses.replace(tr, end=head, txns=tr.txns[:30_000]),
+        dataclasses.replace(tr, start=before_tail, txns=tr.txns[cut:]),  # ends on tr.end
+    ]
+
+
+@pytest.mark.parametrize("strategy", ["ot", "crdt"])
+def test_automerge_paper_windows_replay_like_splicing(
+    automerge_windows: list[Trace], strategy: str
+) -> None:
+    """OT and the CRDT reproduce splicing on the trace's start and on its end, and their own
+    cross-check holds (OT client == server; a fresh CRDT replica from the encoded state)."""
+    for window in automerge_windows:
+        r = replay(window, strategy)
+        assert r["matches_end_content"], (strategy, window.start[:40], r["note"])
+        assert r["edits"] >= len(window.txns) and r["note"].endswith("True"), r["note"]
 
 
 def test_cli_replay_trace(capsys: pytest.CaptureFixture[str]) -> None:

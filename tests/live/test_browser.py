@@ -40,6 +40,8 @@ if not os.path.exists(CHROMIUM):
         allow_module_level=True,
     )
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
+# One worker runs the module under pytest-xdist (--dist loadgroup): one browser, started once.
+pytestmark = pytest.mark.xdist_group("demo-page-browser")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
-"""Soak: 500 clients over the three transports, random disconnects, 10k messages.
+"""Soak, short form: 150 clients over the three transports, random disconnects, 2,000
+messages published over about a second.
 
-Every client must end with every message of its channels exactly once and in order. The
-server runs as a separate ``rtsim serve`` process (so it has its own core and GIL); the
-clients and the publishers share this test's event loop. Bounded: the test gives up after
-90 s, and takes about 20-40 s on a 2-core machine.
+Every client must end with every message of its channels exactly once and in order, through
+at least 50 drops and 50 reconnects. The server runs as a separate ``rtsim serve`` process
+(so it has its own core and GIL); the clients and the publishers share this test's event
+loop. Bounded: the test gives up after 90 s. The long soak (hundreds of clients, 10,000
+messages per part, broker and server restarts) is ``benchmarks/bench_soak.py``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from rtsim.core.backoff import Backoff
 from rtsim.core.positions import split_epoch
 from rtsim.live.clients.client import LiveClient, Message
 
-CLIENTS = 500
-CHANNELS = 20
-MESSAGES = 10_000
+CLIENTS = 150
+CHANNELS = 10
+MESSAGES = 2_000
 TRANSPORTS = ("websocket", "sse", "long-polling")
 
 
@@ -97,8 +99,8 @@ async def test_soak_exactly_once_in_order(server_process: str) -> None:
                     for ch in mine:
                         await ws.send_json({"type": "publish", "channel": ch, "data": n})
                         sent += 1
-                    if n % 25 == 24:
-                        await asyncio.sleep(0.01)  # a steady stream, not one burst
+                    if n % 4 == 3:
+                        await asyncio.sleep(0.02)  # a steady stream over ~1 s, not one burst
                 acks = 0
                 while acks < sent:
                     frame = await ws.receive_json()
@@ -140,7 +142,6 @@ async def test_soak_exactly_once_in_order(server_process: str) -> None:
             for ch in c.channels:
                 got = [m.data for m in items if isinstance(m, Message) and m.channel == ch]
                 assert got == list(range(per_channel)), (ch, len(got))
-            assert c.stats.duplicates == 0 or c.stats.duplicates > 0  # dropped, never delivered
             reconnects += c.stats.reconnects
         assert drops >= 50 and reconnects >= 50
         print(

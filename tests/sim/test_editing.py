@@ -29,10 +29,13 @@ def _schedule(seed: int, strategy: str) -> EditingParams:
     )
 
 
-@pytest.mark.slow  # ~6-12 s: 1,000 full simulations per strategy
+#: Random schedules per strategy: each draws editors, rate, RTT, jitter and delete share.
+SCHEDULES = 300
+
+
 @pytest.mark.parametrize("strategy", ["ot", "crdt"])
-def test_converges_on_1000_random_schedules(strategy: str) -> None:
-    for seed in range(1000):
+def test_converges_on_random_schedules(strategy: str) -> None:
+    for seed in range(SCHEDULES):
         r = simulate_editing(_schedule(seed, strategy), seed=seed).summary.extra
         assert r["converged"], (strategy, seed)
         assert r["lost_updates"] == 0, (strategy, seed)

@@ -16,6 +16,8 @@ from rtsim.lab.plan import check_config, plan, smallest_meeting
 from rtsim.sim.architecture import ArchitectureParams, simulate_architecture
 from rtsim.sim.scenario import ScenarioError, example_names, example_path, parse_scenario
 
+from ..cli_run import run_cli
+
 EXAMPLES = ["chat", "dashboard", "notifications"]
 
 
@@ -23,13 +25,12 @@ def _base() -> dict[str, Any]:
     return tomllib.loads(example_path("chat").read_text(encoding="utf-8"))
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rtsim.cli", "plan", *args],
         capture_output=True,
         text=True,
         timeout=240,
-        cwd=cwd,
     )
 
 
@@ -101,7 +102,7 @@ def test_cli_bad_scenario_exit_2(kind: str, mut: Any, message: str, tmp_path: Pa
     mut(d)
     f = tmp_path / "bad.toml"
     f.write_text(_toml(d), encoding="utf-8")
-    r = _cli(str(f))
+    r = run_cli("plan", str(f))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr
@@ -113,8 +114,11 @@ def test_cli_bad_scenario_exit_2(kind: str, mut: Any, message: str, tmp_path: Pa
     [["chat", "--sweep", "brokers=2..4"], ["chat", "--sweep", "instances=5..2"],
      ["chat", "--reps", "0"], ["no-such-example"], ["chat.toml"]],
 )  # fmt: skip
-def test_cli_bad_arguments_exit_2(args: list[str], tmp_path: Path) -> None:
-    r = _cli(*args, cwd=tmp_path)
+def test_cli_bad_arguments_exit_2(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    r = run_cli("plan", *args)
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
@@ -126,7 +130,9 @@ def test_round_trip_toml_writer_matches_example() -> None:
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_plans_strict_json(name: str) -> None:
-    r = _cli(name, "--json", "--sweep", "instances=2,4", "--reps", "2")
+    """In this process for two examples, as a process for one (``python -m rtsim.cli``)."""
+    args = (name, "--json", "--sweep", "instances=2,4", "--reps", "2")
+    r = _cli(*args) if name == "chat" else run_cli("plan", *args)
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""  # no progress bar with --json
     out = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
@@ -149,7 +155,7 @@ def test_example_plans_strict_json(name: str) -> None:
 
 
 def test_table_output_names_smallest() -> None:
-    r = _cli("notifications", "--reps", "2")
+    r = run_cli("plan", "notifications", "--reps", "2")
     assert r.returncode == 0, r.stderr
     assert "smallest configuration" in r.stdout or "no configuration" in r.stdout
     assert "simulated" in r.stdout and "peak window" in r.stdout
