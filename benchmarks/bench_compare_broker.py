@@ -51,6 +51,7 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--rates", default="10,50,100", help="msgs/s, comma-separated (10,50,100)")
     ap.add_argument("--repeats", type=int, default=3, help="live runs per rate (3)")
     ap.add_argument("--duration", type=float, default=4.0, help="s per live run (4)")
+    ap.add_argument("--settle", type=float, default=5.0, help="s to wait for stragglers (5)")
     ap.add_argument("--hop-samples", type=int, default=400, help="XADDs timed (400)")
     ap.add_argument("--sim-duration", type=float, default=60.0, help="simulated s (60)")
     ap.add_argument("--processes", type=int, default=2, help="load-generator processes (2)")
@@ -76,6 +77,8 @@ def _args() -> argparse.Namespace:
     for flag, x in (("--duration", a.duration), ("--sim-duration", a.sim_duration)):
         if not (math.isfinite(x) and x > 0):
             _fail(f"{flag} must be > 0, got {x}")
+    if not (math.isfinite(a.settle) and a.settle >= 0):
+        _fail(f"--settle must be >= 0, got {a.settle}")
     host, _, port = a.redis.rpartition(":")
     if not host or not port.isdigit():
         _fail(f"--redis must be HOST:PORT, got {a.redis!r}")
@@ -106,8 +109,9 @@ def _markdown(c: BrokerComparison, a: argparse.Namespace, loads: dict[str, Any])
         f"Two `rtsim serve` instances on `redis-streams://{a.redis}` (a fresh prefix),"
         f" {cfg['subscribers']} WebSocket subscribers on B (one channel,"
         f" {cfg['processes']} load-generator processes), the publisher on A; {cfg['repeats']}"
-        f" live runs of {cfg['duration_s']:g} s per rate. Latency: scheduled publish on A →"
-        " handled by the subscriber on B.",
+        f" live runs of {cfg['duration_s']:g} s per rate, each waiting {cfg['settle_s']:g} s"
+        " for stragglers (later counts as lost). Latency: scheduled publish on A → handled"
+        " by the subscriber on B.",
         "",
         "The model: the architecture model with broker redis-streams and 2 instances, each"
         " holding as many clients as B, one topic at the live rate (Poisson publishes; the"
@@ -187,6 +191,7 @@ def main() -> None:
             processes=a.processes,
             sim_duration_s=a.sim_duration,
             seed=a.seed,
+            settle_s=a.settle,
         )
     except redis.exceptions.ConnectionError as exc:
         print(f"{PROG}: no Redis at {a.redis}: {exc}", file=sys.stderr)

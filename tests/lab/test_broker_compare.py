@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
@@ -60,6 +61,7 @@ def test_model_command_reproduces_the_figures() -> None:
         ({"rates": (10.0, -1.0)}, "rates must be > 0"),
         ({"repeats": 0}, "repeats must be >= 1"),
         ({"duration_s": 0.0}, "duration_s must be > 0"),
+        ({"settle_s": -1.0}, "settle_s must be >= 0"),
     ],
 )
 def test_bad_arguments(kw: dict[str, object], message: str) -> None:
@@ -97,3 +99,26 @@ def test_two_instances_over_redis_streams_tiny() -> None:
         assert not list(r.scan_iter(match=f"{{{c.config['prefix']}}}:*"))
     finally:
         r.close()
+
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_compare_broker.py"
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--rates", "10,x"], "--rates"),
+        (["--rates", "0"], "--rates"),
+        (["--repeats", "0"], "--repeats"),
+        (["--subscribers", "many"], "--subscribers"),
+        (["--redis", "nohost"], "--redis"),
+        (["--settle", "-1"], "--settle"),
+    ],
+)
+def test_bench_bad_parameters_one_line_exit_2(args: list[str], flag: str) -> None:
+    r = subprocess.run(
+        [sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and flag in r.stderr
+    assert "Traceback" not in r.stderr
