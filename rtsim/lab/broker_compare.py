@@ -454,6 +454,8 @@ def _point(
                     "measured_ci_high": high,
                     "rel_error": (sv - mean) / mean if mean else math.nan,
                     "passes": passes(m, sv, low, high, mean),
+                    # By the error alone (no CI): a pass that needs the CI is a wide CI's.
+                    "within_tolerance": passes(m, sv, math.nan, math.nan, mean),
                     "repeats_values": values[m],
                     "lost": lost,
                     "loadavg_1m": load,
