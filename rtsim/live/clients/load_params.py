@@ -22,9 +22,19 @@ def _choices(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def _http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 @dataclass(frozen=True)
 class LoadParams:
-    """One load run. ``url`` is the server's base URL (``http://host:port``)."""
+    """One load run. ``url`` is the server's base URL (``http://host:port``).
+
+    ``publish_url``: the server the publisher sends to (None: ``url``). With two instances
+    joined by a backplane, the subscribers connect to ``url`` and the messages are
+    published on ``publish_url``, so every delivery crosses the broker.
+    """
 
     url: str
     transport: Transport = Transport.WEBSOCKET
@@ -42,14 +52,15 @@ class LoadParams:
     connect_timeout_s: float = 60.0
     traced: int = 200  # messages (spread evenly) that carry a trace key: stage timestamps
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    publish_url: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transport", parse_transport(self.transport))
-        parts = urlsplit(self.url)
         checks = [
+            (_http_url(self.url), f"url must be http(s)://host:port, got {self.url!r}"),
             (
-                parts.scheme in ("http", "https") and bool(parts.netloc),
-                f"url must be http(s)://host:port, got {self.url!r}",
+                self.publish_url is None or _http_url(self.publish_url),
+                f"publish_url must be http(s)://host:port, got {self.publish_url!r}",
             ),
             (
                 self.transport in CLIENT_TRANSPORTS,
@@ -77,6 +88,11 @@ class LoadParams:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def publisher_url(self) -> str:
+        """The server the publisher sends to: ``publish_url``, else ``url``."""
+        return self.publish_url or self.url
 
     @property
     def messages(self) -> int:

@@ -23,6 +23,8 @@ generator waits for subscribers still polling to catch up, and reports
 Message *i* goes to channel ``i % channels``; subscriber *k* listens to channel
 ``k % channels``. Publishing uses one WebSocket connection (``publish`` frames), so the
 same generator drives rtsim's server and the minimal peer servers in ``benchmarks/peers``.
+It goes to ``publish_url`` when one is given (another instance on the same backplane:
+every delivery then crosses the broker), else to ``url``.
 
 Stage timestamps: ``traced`` messages (spread evenly; default 200) carry a ``trace`` key
 and their send time; the server records when it received each, fanned it out and wrote it
@@ -330,12 +332,12 @@ def _server_stats(p: LoadParams) -> tuple[float | None, float | None]:
     return rss, cpu
 
 
-def _server_stages(p: LoadParams) -> dict[str, Any]:
-    """The server's stage records of this run (``GET /debug/stages``); {} if unavailable."""
-    import json
+def _stage_records(p: LoadParams, url: str) -> dict[str, Any]:
+    """The stage records of this run on the server at ``url`` (``GET /debug/stages``);
+    {} if unavailable."""
     import urllib.request
 
-    req = urllib.request.Request(f"{p.url}/debug/stages?prefix={p.run_id}:")
+    req = urllib.request.Request(f"{url}/debug/stages?prefix={p.run_id}:")
     if p.token:
         req.add_header("Authorization", f"Bearer {p.token}")
     try:
@@ -346,11 +348,26 @@ def _server_stages(p: LoadParams) -> dict[str, Any]:
     return records
 
 
+def _server_stages(p: LoadParams) -> dict[str, Any]:
+    """The subscribers' server's stage records of this run; {} if unavailable.
+
+    When the publisher sends to another server (``p.publish_url``), ``received`` is that
+    server's, so ``server_to_fanout`` spans the backplane (publish on one instance →
+    fan-out on the other; both on CLOCK_MONOTONIC of this machine)."""
+    records = _stage_records(p, p.url)
+    if p.publisher_url != p.url:
+        received = _stage_records(p, p.publisher_url)
+        for trace, rec in records.items():
+            rec["received"] = received.get(trace, {}).get("received")
+    return records
+
+
 async def _publish(p: LoadParams, progress: bool) -> tuple[int, float]:
-    """Publish ``p.messages`` on schedule over one WebSocket; return (sent, late seconds max)."""
+    """Publish ``p.messages`` on schedule over one WebSocket to ``p.publisher_url``; return
+    (sent, late seconds max)."""
     from tqdm.auto import tqdm
 
-    url = ws_url(p.url, p.ws_path, p.token)
+    url = ws_url(p.publisher_url, p.ws_path, p.token)
     pad = "x" * p.payload_bytes
     worst_late = 0.0
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
@@ -406,6 +423,8 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
     before any worker process starts.
     """
     require_server(p.url, hint="start one with `rtsim serve` or check --url")
+    if p.publisher_url != p.url:
+        require_server(p.publisher_url, hint="start one with `rtsim serve` or check publish_url")
     n_proc = p.processes or min(os.cpu_count() or 1, max(1, p.subscribers // 100))
     n_proc = max(1, min(n_proc, p.subscribers))
     ctx = mp.get_context("spawn")
