@@ -287,18 +287,23 @@ async def _publish(url: str, batches: dict[str, list[int]]) -> dict[str, str]:
             for k in range(longest):
                 for ch in chans:
                     if k < len(batches[ch]):
-                        await ws.send_json(
-                            {"type": "publish", "channel": ch, "data": {"n": batches[ch][k]},
-                             "ref": sent}
-                        )  # fmt: skip
+                        # One at a time: a publish refused while the broker restarts
+                        # (backplane_unavailable: "retry later") is sent again, in order.
+                        for _attempt in range(300):
+                            await ws.send_json(
+                                {"type": "publish", "channel": ch, "data": {"n": batches[ch][k]},
+                                 "ref": sent}
+                            )  # fmt: skip
+                            frame = await asyncio.wait_for(ws.receive_json(), 60)
+                            if frame.get("type") == "ack":
+                                last[frame["channel"]] = frame["id"]
+                                break
+                            if frame.get("code") != "backplane_unavailable":
+                                raise RuntimeError(f"publish refused: {frame}")
+                            await asyncio.sleep(0.1)
+                        else:
+                            raise RuntimeError(f"publish refused for 30 s: {frame}")
                         sent += 1
-                if k % 25 == 24:
-                    await asyncio.sleep(0.005)
-            for _ in range(sent):
-                frame = await asyncio.wait_for(ws.receive_json(), 60)
-                if frame.get("type") != "ack":
-                    raise RuntimeError(f"publish refused: {frame}")
-                last[frame["channel"]] = frame["id"]
 
     chans = sorted(batches)
     await asyncio.gather(*(one(chans[k::4]) for k in range(4)))

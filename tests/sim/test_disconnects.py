@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from rtsim.core.backoff import Backoff
-from rtsim.sim.architecture import ArchitectureParams, _world, run_bulk, simulate_architecture
+from rtsim.sim.architecture import ArchitectureParams, run_bulk, simulate_architecture
+from rtsim.sim.architecture_world import draw_world
 from rtsim.sim.runner import mean_ci, replicate
 from rtsim.sim.seeding import children
 from rtsim.sim.transports import TransportParams, simulate_transports
@@ -168,7 +169,7 @@ def test_architecture_disconnects_follow_the_renewal_formula() -> None:
 def test_architecture_outages_never_overlap_and_the_fault_merges(mode: str) -> None:
     p = ARCH.with_(clients=120, duration_s=6.0, disconnects_per_hour=36000, fault_at_s=3.0)
     res = simulate_architecture(p, seed=3, mode=mode)
-    w = _world(p, np.random.default_rng(children(3, 2)[0]))
+    w = draw_world(p, np.random.default_rng(children(3, 2)[0])).clients
     assert res.summary.extra["disconnects"] == len(w.out_c)
     for c in range(p.clients):
         mine = w.out_c == c
