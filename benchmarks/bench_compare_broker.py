@@ -137,6 +137,15 @@ def _markdown(c: BrokerComparison, a: argparse.Namespace, loads: dict[str, Any])
         f" (its p50 {_f(cal.get('measured_p50_ms', math.nan))} ms,"
         f" p99 {_f(cal.get('measured_p99_ms', math.nan))} ms). `hop` keeps the model's"
         " default costs (5 µs decode, 7.2 µs per frame).",
+        "- **`stages+hop`** models the measuring machine instead of a deployment: the"
+        " architecture model gives clients no CPU (in a deployment they have their own"
+        " machines), while here the subscribers are load-generator processes sharing the 2"
+        " cores with both instances. The stage model (rtsim.sim.stages) calibrated on a"
+        " separate in-memory server (the single-instance sweep's calibration: WebSocket,"
+        " 200 subscribers, 50% load; it never sees a broker), with instance A as a relay"
+        f" process ({_f(cal.get('relay_us', math.nan))} µs of CPU per message beyond its"
+        f" wake-ups; A measured {_f(cal.get('instance_a_cpu_us_per_message', math.nan))} µs"
+        " per message in all) and the measured hop's whole distribution between A and B.",
         "",
         "## Simulated vs measured (rel. error = (simulated − measured) / measured)",
         "",
@@ -157,15 +166,14 @@ def _markdown(c: BrokerComparison, a: argparse.Namespace, loads: dict[str, Any])
             f" | {runs} | {err} | {_verdict(r)} | {r['lost']}"
             f" | {_f(r['loadavg_1m'])} |"
         )
-    lines += ["", "## Where the time goes (p50 ms per stage group: measured / hop / hop+cpu)", ""]
+    variants = ("measured", "hop", "hop+cpu", "stages+hop")
+    lines += ["", "## Where the time goes (p50 ms per stage group: " + " / ".join(variants) + ")"]
+    lines += [""]
     groups = list(STAGE_GROUPS)
     head = "| msgs/s | " + " | ".join(groups) + " | largest miss (hop) |"
     lines += [head, "|---:|" + "---|" * (len(groups) + 1)]
     for rate, st in c.stages.items():
-        cells = [
-            " / ".join(_f(st[k][g], 3) for k in ("measured", "hop", "hop+cpu") if k in st)
-            for g in groups
-        ]
+        cells = [" / ".join(_f(st[k][g], 3) for k in variants if k in st) for g in groups]
         gap = {g: st["measured"][g] - st["hop"][g] for g in groups}
         worst = max(gap, key=lambda g: abs(gap[g]) if math.isfinite(gap[g]) else -1.0)
         cells.append(f"{worst} ({gap[worst]:+.2f} ms)")
@@ -174,8 +182,9 @@ def _markdown(c: BrokerComparison, a: argparse.Namespace, loads: dict[str, Any])
         "",
         "Groups: "
         + "; ".join(f"`{g}` = {' + '.join(parts)}" for g, parts in STAGE_GROUPS.items())
-        + " (rtsim.core.stages). The model's figures are its parameters at zero queueing"
-        " (rtsim.lab.broker_compare.model_stages). Measured, per stage (p50 / p99 ms):",
+        + " (rtsim.core.stages). The architecture model's figures are its parameters at zero"
+        " queueing (rtsim.lab.broker_compare.model_stages); the stage model's are the p50 of"
+        " its simulated stages. Measured, per stage (p50 / p99 ms):",
         "",
     ]
     names = list(next(iter(c.stage_detail.values()))) if c.stage_detail else []

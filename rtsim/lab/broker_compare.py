@@ -18,6 +18,17 @@ RTT and no disconnects or fault. Its one-way hop inside the data centre
 * ``"hop+cpu"``: also ``cpu_write_us`` from instance B's CPU time per delivery, read from
   /proc in one calibration run at the middle rate (a run kept apart from the repeats).
 
+The architecture model describes a deployment: its clients are on their own machines, so
+it gives them no CPU. In the lab the subscribers are load-generator processes sharing
+this machine's cores with both instances, and most of the measured latency is theirs
+(``write_to_read``). A third variant models the measuring machine itself:
+
+* ``"stages+hop"``: the stage model (:func:`rtsim.sim.stages.simulate_stages`) calibrated
+  once on a single in-memory server (:func:`rtsim.lab.stage_compare.calibrate_stage_model`,
+  the configuration the single-instance sweep uses; it never sees a broker), with
+  instance A as a relay process (its CPU per message from /proc in the calibration run)
+  and the measured Redis hop between A and B (its whole distribution).
+
 :func:`compare_broker` reports, per rate, the simulated p50/p99 beside the mean of
 ``repeats`` live runs with its 95% Student-t CI, the relative error and whether the point
 passes (:func:`rtsim.lab.compare.passes`: |error| ≤ 10% p50, ≤ 20% p99, or the simulated
@@ -44,9 +55,10 @@ from ..core.broker import Broker
 from ..core.results import RunResult, percentile
 from ..core.stages import stage_summary
 from ..live.clients.loadgen import LoadParams, run_load
-from ..live.process import serve_process
+from ..live.process import process_cpu_s, serve_process
 from ..sim.architecture import ArchitectureParams, simulate_architecture
 from ..sim.runner import mean_ci
+from ..sim.stages import StageCalibration, simulate_stages
 from .compare import LOOPBACK_JITTER_MS, LOOPBACK_RTT_MS, passes
 
 __all__ = [
@@ -64,6 +76,8 @@ __all__ = [
 #: throttled (ServerConfig's defaults are 1000 publishes/s and 1000 connections per address).
 SERVE_FLAGS = ("--publish-rate-per-ip", "1000000", "--max-connections-per-ip", "100000")
 METRICS = ("p50_ms", "p99_ms")
+#: Simulated seconds of the ``"stages+hop"`` variant (it simulates every delivery).
+STAGE_SIM_S = 10.0
 #: The measured stages folded into the model's three: publisher → instance B's fan-out
 #: (the broker hop), B's fan-out, B's socket → the subscriber's handler.
 STAGE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -85,6 +99,8 @@ class RedisHop:
     samples: int
     rate: float  # XADDs per second
     source: str
+    #: The 0..100th percentiles (ms), for the stage model's draws (empty: not measured).
+    quantiles_ms: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,6 +181,9 @@ def measure_redis_hop(
         mean_ms=float(lat_ms.mean()) if len(lat_ms) else math.nan,
         samples=len(lat_ms),
         rate=rate,
+        quantiles_ms=[float(x) for x in np.percentile(lat_ms, np.linspace(0, 100, 101))]
+        if len(lat_ms)
+        else [],
         source=(
             f"rtsim.lab.broker_compare.measure_redis_hop(samples={samples}, rate={rate:g}):"
             f" XADD (redis-py) → XREAD BLOCK (redis.asyncio, another process), {host}:{port}"
@@ -337,6 +356,7 @@ def compare_broker(
     sim_duration_s: float = 60.0,
     seed: int = 0,
     settle_s: float = 5.0,
+    stage_model: StageCalibration | bool = True,
 ) -> BrokerComparison:
     """Simulated vs measured publish-on-A → delivery-on-B latency over Redis Streams.
 
@@ -349,13 +369,24 @@ def compare_broker(
     percentiles carry little sampling noise; ``seed``). A live run waits ``settle_s``
     seconds after the last publish for stragglers: what has not arrived by then counts as
     lost (5 s, so that a slow run's tail is measured rather than dropped). Defaults are
-    issue 13's small size.
+    issue 13's small size. ``stage_model``: True calibrates the ``"stages+hop"`` variant
+    first (about a minute, on a separate in-memory server), a
+    :class:`~rtsim.sim.stages.StageCalibration` uses that one, False leaves it out.
 
     Raises ``ValueError`` for bad arguments, ``RuntimeError`` if a server does not start,
     redis-py's ``ConnectionError`` when Redis is not reachable.
     """
     _check(subscribers, rates, repeats, duration_s, settle_s)
     hop = measure_redis_hop(host, port, samples=hop_samples)
+    scal: StageCalibration | None = None
+    scal_info: dict[str, Any] = {}
+    if stage_model is True:
+        from .stage_compare import calibrate_stage_model, stage_server
+
+        with stage_server() as (url, pid):
+            scal, scal_info = calibrate_stage_model(url, pid, processes=processes)
+    elif isinstance(stage_model, StageCalibration):
+        scal = stage_model
     prefix = "bc" + uuid.uuid4().hex[:10]
     args = ("--backplane", f"redis-streams://{host}:{port}?prefix={prefix}", *SERVE_FLAGS)
     out = BrokerComparison(hop=hop, calibration={})
@@ -375,7 +406,8 @@ def compare_broker(
         "prefix": prefix,
     }
     try:
-        with serve_process(args) as (url_a, _pid_a), serve_process(args) as (url_b, pid_b):
+        with serve_process(args) as (url_a, pid_a), serve_process(args) as (url_b, pid_b):
+            relay_cpu: list[float] = []  # instance A's CPU µs per message, per run
 
             def live(rate: float) -> RunResult:
                 lp = LoadParams(
@@ -388,21 +420,33 @@ def compare_broker(
                     processes=processes,
                     settle_s=settle_s,
                 )
-                return run_load(lp, progress=False)
+                c0 = process_cpu_s(pid_a)
+                r = run_load(lp, progress=False)
+                msgs = r.summary.extra.get("published") or round(rate * duration_s)
+                relay_cpu.append((process_cpu_s(pid_a) - c0) / max(msgs, 1) * 1e6)
+                return r
 
             mid = sorted(rates)[len(rates) // 2]
             cal = live(mid).summary
             cpu_us = cal.extra["server_cpu_us_per_delivery"]
+            relay_us = relay_cpu[-1]
+            if scal is not None:  # the relay's wake-ups are charged by the model itself
+                relay_us = max(relay_us - scal.wake_cpu_us(1e3 / mid), 5.0)
             out.calibration = {
                 "rate": mid,
                 "server_b_cpu_us_per_delivery": cpu_us,
+                "instance_a_cpu_us_per_message": relay_cpu[-1],
+                "relay_us": relay_us,
+                "stage_model": scal.as_dict() if scal is not None else None,
+                "stage_model_runs": scal_info,
                 "measured_p50_ms": cal.p50_ms,
                 "measured_p99_ms": cal.p99_ms,
                 "lost": cal.lost,
                 "loadavg_1m": _loadavg(),
             }
             for rate in rates:
-                _point(out, rate, live, cpu_us, sim_duration_s, seed, repeats)
+                stages = (scal, relay_us) if scal is not None else None
+                _point(out, rate, live, cpu_us, sim_duration_s, seed, repeats, stages)
     finally:
         _drop_prefix(host, port, prefix)
     return out
@@ -416,9 +460,11 @@ def _point(
     sim_duration_s: float,
     seed: int,
     repeats: int,
+    stages: tuple[StageCalibration, float] | None = None,
 ) -> None:
     """One rate: the model variants and ``repeats`` live runs, appended to ``out``."""
     n = int(out.config["subscribers"])
+    sim_stages: dict[str, dict[str, float]] = {}
     variants = {"hop": model_params(out.hop, n, rate, sim_duration_s)}
     if cpu_us is not None and math.isfinite(cpu_us):
         variants["hop+cpu"] = model_params(out.hop, n, rate, sim_duration_s, cpu_write_us=cpu_us)
@@ -429,6 +475,29 @@ def _point(
     out.commands[f"{rate:g}"] = {
         k: f"{model_command(p)} --seed {seed}" for k, p in variants.items()
     }
+    summaries: dict[str, dict[str, float]] = {
+        k: {m: float(getattr(s, m)) for m in METRICS} for k, s in sims.items()
+    }
+    if stages is not None:
+        scal, relay_us = stages
+        frame = simulate_stages(
+            scal,
+            "websocket",
+            n,
+            rate,
+            min(sim_duration_s, STAGE_SIM_S),
+            seed,
+            broker_hop_ms=out.hop.quantiles_ms,
+            relay_us=relay_us,
+        )
+        e2e = frame["end_to_end"].to_numpy(dtype=float)
+        summaries["stages+hop"] = {"p50_ms": percentile(e2e, 50), "p99_ms": percentile(e2e, 99)}
+        sim_stages["stages+hop"] = measured_stages(frame)
+        out.commands[f"{rate:g}"]["stages+hop"] = (
+            f"rtsim.sim.stages.simulate_stages(calibration, 'websocket', {n}, {rate:g},"
+            f" {min(sim_duration_s, STAGE_SIM_S):g}, {seed}, broker_hop_ms=hop.quantiles_ms,"
+            f" relay_us={relay_us:.1f})"
+        )
     load = _loadavg()
     values: dict[str, list[float]] = {m: [] for m in METRICS}
     frames, lost = [], 0
@@ -441,8 +510,8 @@ def _point(
     for m in METRICS:
         mean, half = mean_ci(values[m])
         low, high = mean - half, mean + half
-        for name, s in sims.items():
-            sv = float(getattr(s, m))
+        for name, sm in summaries.items():
+            sv = sm[m]
             out.rows.append(
                 {
                     "rate": rate,
@@ -465,5 +534,6 @@ def _point(
     out.stages[f"{rate:g}"] = {
         "measured": measured_stages(pooled),
         **{k: model_stages(p, n) for k, p in variants.items()},
+        **sim_stages,
     }
     out.stage_detail[f"{rate:g}"] = stage_summary(pooled)

@@ -452,7 +452,7 @@ def attribution(
     df = pd.DataFrame(data["rows"])
     df = df[df["load"].round(6).isin([round(x, 6) for x in loads])]
     points = df.drop_duplicates(["transport", "subscribers", "load"])
-    variants: list[tuple[str, dict[str, bool]]] = [("full model", {})]
+    variants: list[tuple[str, dict[str, Any]]] = [("full model", {})]
     variants += [(f"without {k}", {k: False}) for k in MECHANISMS]
     out = []
     for name, off in variants:

@@ -354,6 +354,8 @@ def simulate_stages(
     idle_gap: bool = True,
     size_law: bool = True,
     wake_cpu: bool = True,
+    broker_hop_ms: list[float] | None = None,
+    relay_us: float = 0.0,
 ) -> pd.DataFrame:
     """Simulate the stages of every delivery; one row per delivery (ms), the
     :func:`~rtsim.core.stages.stage_frame` columns (``trace`` is the message number).
@@ -366,6 +368,13 @@ def simulate_stages(
     core is busy), ``idle_gap`` (wake-ups by idle gap), ``size_law`` (CPU costs grow
     with connections), ``wake_cpu`` (a wake-up's own CPU, by idle gap). Raises
     ``ValueError`` for bad sizes.
+
+    ``broker_hop_ms`` (the 0..100th percentiles of a measured broker hop, ms; see
+    :func:`rtsim.lab.broker_compare.measure_redis_hop`) puts a second instance in the
+    path: the publish reaches a relay process (``relay_us`` µs of CPU per message, its own
+    process on the shared cores), crosses the broker, and the server fans it out;
+    ``publish_transit`` stays the publisher → relay leg, ``server_to_fanout`` covers the
+    relay, the hop and the server's receipt.
     """
     t = parse_transport(transport)
     if subscribers < 1 or not rate > 0 or not duration_s > 0:
@@ -374,9 +383,10 @@ def simulate_stages(
     m = max(1, round(rate * duration_s))
     n = subscribers
     P = max(1, cal.client_processes)
-    SRV, PUB = 0, P + 1
+    SRV, PUB, RELAY = 0, P + 1, P + 2
+    procs = P + 2 + (broker_hop_ms is not None)
     eng = SharedCores(
-        P + 2, cal.cores if core_sharing else P + 2, dedicated=SRV if server_core else None
+        procs, cal.cores if core_sharing else procs, dedicated=SRV if server_core else None
     )
     cost = cal.cost(t).at(n) if size_law else cal.cost(t)
     c_srv = cost.server_us * 1e-6
@@ -512,14 +522,25 @@ def simulate_stages(
 
         return done
 
+    def relayed(i: int) -> Any:
+        def done(now: float) -> None:  # the relay's append done: the hop, then the server
+            arrived[i] = now + float(_draw(rng, broker_hop_ms or [0.0], 1)[0]) * 1e-3
+            submit(SRV, float(arrived[i]), float(to_fan[i]), fan_out(i))
+
+        return done
+
     def published(i: int) -> Any:
         def done(now: float) -> None:
-            idle = eng.idle(SRV, now) and (eng.free_core() or not wake_busy)
-            tr = shifted("server", SRV, sent[i], float(transit[i])) if idle else lo_min
+            dest = SRV if broker_hop_ms is None else RELAY
+            idle = eng.idle(dest, now) and (eng.free_core() or not wake_busy)
+            tr = shifted("server", dest, sent[i], float(transit[i])) if idle else lo_min
             arrive = sent[i] + tr
             arrived[i] = arrive
-            submit(SRV, arrive, 0.0, on_received(i))
-            submit(SRV, arrive, float(to_fan[i]), fan_out(i))
+            submit(dest, arrive, 0.0, on_received(i))
+            if broker_hop_ms is None:
+                submit(SRV, arrive, float(to_fan[i]), fan_out(i))
+            else:
+                submit(RELAY, arrive, relay_us * 1e-6, relayed(i))
             if i + 1 < m:
                 at = wake(now, float(due[i + 1]), i + 1)
                 submit(PUB, at, 0.0, stamped(i + 1))

@@ -22,6 +22,14 @@ from rtsim.lab.broker_compare import (
     model_stages,
 )
 from rtsim.sim.architecture import simulate_architecture
+from rtsim.sim.stages import StageCalibration
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def _committed_calibration() -> StageCalibration:
+    data = json.loads((RESULTS / "compare_stages.json").read_text())
+    return StageCalibration.from_dict(data["calibration"]["model"])
 
 HOP = RedisHop(p50_ms=0.4, p99_ms=2.0, mean_ms=0.5, samples=100, rate=100.0, source="test")
 
@@ -77,8 +85,16 @@ def test_two_instances_over_redis_streams_tiny() -> None:
     hop = measure_redis_hop(samples=30)
     assert hop.samples == 30 and 0 < hop.p50_ms <= hop.p99_ms
     c = compare_broker(
-        subscribers=8, rates=(20.0,), repeats=2, duration_s=1.0, hop_samples=30, sim_duration_s=5
+        subscribers=8,
+        rates=(20.0,),
+        repeats=2,
+        duration_s=1.0,
+        hop_samples=30,
+        sim_duration_s=5,
+        stage_model=_committed_calibration(),
     )
+    assert set(c.table()["model"]) == {"hop", "hop+cpu", "stages+hop"}
+    assert len(c.hop.quantiles_ms) == 101 and c.calibration["relay_us"] >= 5.0
     rows = c.table()
     assert set(rows["metric"]) == {"p50_ms", "p99_ms"} and len(rows) == 2 * len(set(rows["model"]))
     assert (rows["lost"] == 0).all()
@@ -92,7 +108,8 @@ def test_two_instances_over_redis_streams_tiny() -> None:
     detail = c.stage_detail["20"]
     assert detail["server_to_fanout"]["n"] == detail["end_to_end"]["n"] > 0
     assert detail["server_to_fanout"]["p50_ms"] >= 0
-    assert set(c.stages["20"]) >= {"measured", "hop"}
+    assert set(c.stages["20"]) >= {"measured", "hop", "stages+hop"}
+    assert c.stages["20"]["stages+hop"]["publish_to_fanout"] >= min(c.hop.quantiles_ms)
     # The backplane's keys are gone.
     r = redis.Redis(port=6379)
     try:

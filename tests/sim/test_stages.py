@@ -157,6 +157,24 @@ def test_sharing_two_cores_slows_a_crowded_machine(cal: StageCalibration) -> Non
     assert shared["write_to_read"]["p50_ms"] > alone["write_to_read"]["p50_ms"]
 
 
+def test_a_broker_hop_sits_between_receipt_and_fan_out(cal: StageCalibration) -> None:
+    # A constant 2 ms hop (every percentile 2.0) and a relay of 100 µs per message.
+    one = stage_summary(simulate_stages(cal, "websocket", 20, 20, 2.0, seed=6))
+    two = stage_summary(
+        simulate_stages(
+            cal, "websocket", 20, 20, 2.0, seed=6, broker_hop_ms=[2.0] * 101, relay_us=100.0
+        )
+    )
+    # receipt (on the relay) → fan-out start (on the server): relay CPU + hop + the same
+    # server_to_fanout as without a hop.
+    extra = two["server_to_fanout"]["p50_ms"] - one["server_to_fanout"]["p50_ms"]
+    assert 2.1 <= extra < 2.6
+    assert two["end_to_end"]["p50_ms"] - one["end_to_end"]["p50_ms"] > 2.0
+    # The stages still add up.
+    df = simulate_stages(cal, "sse", 20, 20, 1.0, seed=6, broker_hop_ms=[1.0] * 101)
+    np.testing.assert_allclose(df[list(STAGES)].sum(axis=1), df["end_to_end"], atol=1e-9)
+
+
 def test_bad_sizes() -> None:
     rng = np.random.default_rng(0)
     c = calibrate_stages(_frame(rng, 3, 3), 0.01, 9, 10, 2, 1)
