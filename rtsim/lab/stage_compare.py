@@ -169,9 +169,16 @@ def measure_costs(
 
 
 def calibrate_stage_model(
-    url: str, pid: int, duration_s: float = 3.0, processes: int = 2
+    url: str,
+    pid: int,
+    duration_s: float = 3.0,
+    processes: int = 2,
+    transports: Sequence[Transport | str] = ("websocket", "sse", "long-polling"),
 ) -> tuple[StageCalibration, dict[str, Any]]:
     """Fit the stage model on this machine (about a minute); see the module docstring.
+
+    ``transports``: whose CPU costs to measure (WebSocket always: the traced run is one);
+    fewer make a quicker calibration that can predict only those.
 
     Returns the :class:`~rtsim.sim.stages.StageCalibration` and a dict describing the
     runs (``command``, ``rate``, ``loadavg_1m``, measured p50/p99 of the traced run,
@@ -182,7 +189,10 @@ def calibrate_stage_model(
     wake = measure_wakeup()
     small, large = COST_SIZES
     costs: dict[str, dict[int, TransportCosts]] = {}
+    wanted = {parse_transport(x) for x in transports} | {Transport.WEBSOCKET}
     for t in (Transport.WEBSOCKET, Transport.SSE, Transport.LONG_POLLING):
+        if t not in wanted:
+            continue
         costs[t.value] = {}
         for n in (small, large):
             ws = costs.get("websocket", {}).get(n)

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.stages import STAGES, Wakeup
+from ..core.stages import STAGES, Wakeup, timer_residual
 from ..core.transport import Transport, parse_transport
 from .cpu_share import SharedCores
 from .seeding import as_seed_sequence
@@ -271,18 +271,11 @@ def calibrate_stages(
     if len(pm) > 1:
         prev_end[1:] = sent[:-1] + transit[:-1] + to_fan[:-1] + fan_ms[:-1] - sent[1:]
     free_transit = np.maximum(transit - np.clip(prev_end, 0.0, None), 0.0)
-    # The publisher's wake-up beyond the whole-millisecond rounding of its sleep (the sleep
-    # began right after the previous send; consecutive traced messages only).
+    # The publisher's wake-up beyond the whole-millisecond rounding of its sleep
+    # (consecutive traced messages only).
     residual = timer.copy()
     if len(pm) > 1:
-        gap = np.diff(seq) == 1
-        delay = due[1:] - sent[:-1]
-        rounding = np.where(delay > 0, np.ceil(delay - 1e-9) - delay, 0.0)
-        r = timer[1:] - rounding
-        residual = np.where(gap & (delay > 0), r, np.nan)
-        residual = residual[np.isfinite(residual)]
-        if len(residual) == 0:
-            residual = timer
+        residual = timer_residual(timer, due, sent, np.diff(seq) == 1)
     idle = -prev_end[np.isfinite(prev_end) & (prev_end < 0)]
     n_mean = float(np.mean(n))
 
