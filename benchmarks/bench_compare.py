@@ -53,6 +53,17 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--note", default="", help="a line for the results file")
     ap.add_argument(
+        "--out",
+        default=str(RESULTS_JSON.with_suffix("")),
+        help="results path without suffix (default: benchmarks/results/compare_stages)",
+    )
+    ap.add_argument(
+        "--save-calibration",
+        default="",
+        metavar="FILE",
+        help="also pickle the calibration's raw runs to FILE (to refit the model offline)",
+    )
+    ap.add_argument(
         "--rewrite-md", action="store_true", help="only rewrite the .md from the committed .json"
     )
     ap.add_argument(
@@ -72,7 +83,12 @@ def main() -> None:
     transports = [t for t in a.transports.split(",") if t]
     rows, stages = [], {}
     with stage_server() as (url, pid):
-        scal, info = calibrate_stage_model(url, pid, duration_s=a.duration)
+        raw: dict = {}
+        scal, info = calibrate_stage_model(url, pid, duration_s=a.duration, raw=raw)
+        if a.save_calibration:
+            import pickle
+
+            Path(a.save_calibration).write_bytes(pickle.dumps(raw))
         print(json.dumps(info), flush=True)
         for t in transports:
             for n in subs:
@@ -96,8 +112,9 @@ def main() -> None:
         "rows": rows,
         "stages": stages,
     }
-    RESULTS_JSON.write_text(strictjson.dumps(data))
-    write_md(data)
+    out = Path(a.out)
+    out.with_suffix(".json").write_text(strictjson.dumps(data))
+    write_md(data, out.with_suffix(".md"))
 
 
 def write_attribution(data: dict) -> None:
@@ -125,8 +142,8 @@ def write_attribution(data: dict) -> None:
     print(df.to_string())
 
 
-def write_md(data: dict) -> None:
-    """benchmarks/results/compare_stages.md from the JSON of a run."""
+def write_md(data: dict, path: Path = RESULTS_MD) -> None:
+    """benchmarks/results/compare_stages.md (or ``path``) from the JSON of a run."""
     info = data["calibration"]
     rows, stages = data["rows"], data["stages"]
     lines = ["# Simulation (stage model) vs measurement", "", f"Command: {data['command']}", ""]
@@ -183,8 +200,8 @@ def write_md(data: dict) -> None:
             f"{st['simulated'][s]['p50_ms']:.2f} / {st['measured'][s]['p50_ms']:.2f}" for s in names
         ]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    RESULTS_MD.write_text("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS_MD}")
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

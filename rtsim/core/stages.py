@@ -142,25 +142,27 @@ class Wakeup:
 
 
 def timer_residual(
-    timer: np.ndarray, due: np.ndarray, sent: np.ndarray, consecutive: np.ndarray
-) -> np.ndarray:
+    timer: np.ndarray, due: np.ndarray, base: np.ndarray, consecutive: np.ndarray
+) -> tuple[np.ndarray, float]:
     """The publisher's wake-up latency beyond its sleep's whole-millisecond rounding (ms).
 
-    ``timer``: each message's ``publish_timer`` (ms), ``due``/``sent`` its scheduled and
-    stamped send times (ms, one clock), ``consecutive[k]``: message ``k + 1`` directly
-    follows message ``k`` (both traced). Returns the residuals of the consecutive pairs
-    (``timer`` itself if fewer than 3).
+    ``timer``: each message's ``publish_timer`` (ms); ``due`` its scheduled time; ``base``
+    the last event known to have woken the publisher after the previous message (ms, one
+    clock): its stamp, or the server's fan-out end, after which the server's ``ack`` for it
+    comes back; ``consecutive[k]``: message ``k + 1`` directly follows message ``k`` (both
+    traced). Returns (the residuals of the consecutive pairs, ``w``).
 
-    ``sent`` is stamped *before* the send; the sleep for the next message begins after the
-    send's work, an unmeasured ``w`` ms later, and its timeout is ``ceil(due - sent - w)``
-    whole ms. Taking ``w = 0`` puts every sleep whose fractional part is below ``w`` a
-    whole millisecond off, which (clipped at 0) biases the residual up by about ``w``. So
-    ``w`` is estimated as the offset, on a 0.05 ms grid, that makes the residuals the
-    tightest (smallest spread): the right one leaves only the wake-up's own variation.
+    The publisher's loop last went to sleep ``w`` ms after ``base`` (the send's work, or
+    the ack's return), with a timeout of ``ceil(due - base - w)`` whole ms (epoll). A wrong
+    ``w`` puts the sleeps whose fractional part lies between the two a whole millisecond
+    off, spreading the residuals over about 1 ms; so ``w`` is estimated as the offset, on
+    a 0.01 ms grid from 0 to 1.5 ms, that makes the residuals tightest (10th–90th
+    percentile): the right one leaves only the wake-up's own variation. With fewer than
+    3 pairs: (``timer``, 0).
     """
-    delay = due[1:] - sent[:-1]
-    best: tuple[float, np.ndarray] | None = None
-    for w in np.arange(0.0, 1.0, 0.05):
+    delay = due[1:] - base[:-1]
+    best: tuple[float, np.ndarray, float] | None = None
+    for w in np.arange(0.0, 1.5, 0.01):
         d = delay - w
         ok = consecutive & (d > 0)
         if ok.sum() < 3:
@@ -168,5 +170,5 @@ def timer_residual(
         r = (timer[1:] - (np.ceil(d - 1e-9) - d))[ok]
         spread = float(np.percentile(r, 90) - np.percentile(r, 10))
         if best is None or spread < best[0] - 1e-9:
-            best = (spread, r)
-    return best[1] if best is not None else timer
+            best = (spread, r, float(w))
+    return (best[1], best[2]) if best is not None else (timer, 0.0)

@@ -22,6 +22,7 @@ import os
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from ..core.stages import Wakeup
 from ..core.transport import Transport, parse_transport
 from ..live.clients.loadgen import LoadParams, run_load
 from ..live.process import serve_process
+from ..sim.stage_calibration import CpuRun, fit_warmth
 from ..sim.stages import StageCalibration, TransportCosts, calibrate_stages
 
 __all__ = [
@@ -57,6 +59,9 @@ __all__ = [
 CALIBRATION_CONFIG: dict[str, Any] = {"transport": "websocket", "subscribers": 200, "load": 0.5}
 #: Sizes of the per-transport CPU runs (cost per delivery grows with connections).
 COST_SIZES: tuple[int, int] = (200, 1000)
+#: The extra WebSocket runs of the warmth law (subscribers, msgs/s): idle gaps from about
+#: 1 ms to 40 ms on this 2-core machine (with the cost run at 200 subscribers).
+WARMTH_RUNS: tuple[tuple[int, float], ...] = ((200, 25.0), (200, 50.0), (200, 200.0), (50, 600.0))
 #: Deliveries/s of the CPU runs per transport (well below any capacity measured here).
 _COST_DPS = {"websocket": 20_000.0, "sse": 20_000.0, "long-polling": 2_000.0}
 #: ``rtsim serve`` flags for load runs from one address.
@@ -117,6 +122,19 @@ def _run(
     )
 
 
+def _cpu_run(r: RunResult, subscribers: int, rate: float, processes: int) -> CpuRun:
+    e = r.summary.extra
+    return CpuRun(
+        rate=rate,
+        subscribers=subscribers,
+        processes=processes,
+        published=int(e["published"]),
+        server_cpu_s=float(e["server_cpu_s"] or 0.0),
+        loadgen_cpu_s=float(e["loadgen_cpu_s"]),
+        publisher_cpu_s=float(e["publisher_cpu_s"]),
+    )
+
+
 def measure_costs(
     url: str,
     pid: int,
@@ -126,6 +144,7 @@ def measure_costs(
     processes: int = 2,
     websocket: TransportCosts | None = None,
     wakeup: Wakeup | None = None,
+    runs: list[CpuRun] | None = None,
 ) -> TransportCosts:
     """CPU µs per delivery of ``transport`` at ``subscribers`` connections (one run).
 
@@ -135,7 +154,8 @@ def measure_costs(
     :data:`_COST_DPS` / ``subscribers``. With ``wakeup`` (this machine's wake-up CPU by
     idle gap) the costs are net of the wake-ups the run paid (the server and each worker
     once per message, after an idle gap of about the message interval; push transports
-    only). Raises ``RuntimeError`` if nothing was delivered.
+    only). ``runs``, if given, receives the run's :class:`~rtsim.sim.stage_calibration.
+    CpuRun`. Raises ``RuntimeError`` if nothing was delivered.
     """
     t = parse_transport(transport)
     rate = round(_COST_DPS[t.value] / subscribers, 2)
@@ -144,6 +164,8 @@ def measure_costs(
     s, e = r.summary, r.summary.extra
     if s.deliveries == 0 or e["server_cpu_s"] is None:
         raise RuntimeError(f"the {t.value} cost run delivered nothing; is the server running?")
+    if runs is not None:
+        runs.append(_cpu_run(r, subscribers, rate, processes))
     srv_us = e["server_cpu_s"] * 1e6
     cli_us = max(e["loadgen_cpu_s"] - e["publisher_cpu_s"], 0.0) * 1e6
     if t is not Transport.LONG_POLLING:
@@ -174,11 +196,20 @@ def calibrate_stage_model(
     duration_s: float = 3.0,
     processes: int = 2,
     transports: Sequence[Transport | str] = ("websocket", "sse", "long-polling"),
+    raw: dict[str, Any] | None = None,
+    warmth: bool = True,
 ) -> tuple[StageCalibration, dict[str, Any]]:
     """Fit the stage model on this machine (about a minute); see the module docstring.
 
+    ``warmth``: also run WebSocket at the rates of :data:`WARMTH_RUNS` and fit how CPU per
+    delivery grows with the idle gap before a burst (:func:`~rtsim.sim.stage_calibration.
+    fit_warmth`); every cost is then stored as a busy process's (divided by its run's
+    factor). Without it, costs are net of the probe's wake-up CPU instead.
+
     ``transports``: whose CPU costs to measure (WebSocket always: the traced run is one);
-    fewer make a quicker calibration that can predict only those.
+    fewer make a quicker calibration that can predict only those. ``raw``, if given, receives
+    the measurements themselves (``run``: the traced :class:`~rtsim.core.results.RunResult`,
+    ``wakeup``, ``costs``, ``rate``, ``processes``) to refit offline.
 
     Returns the :class:`~rtsim.sim.stages.StageCalibration` and a dict describing the
     runs (``command``, ``rate``, ``loadavg_1m``, measured p50/p99 of the traced run,
@@ -188,6 +219,7 @@ def calibrate_stage_model(
 
     wake = measure_wakeup()
     small, large = COST_SIZES
+    cost_runs: dict[tuple[str, int], CpuRun] = {}
     costs: dict[str, dict[int, TransportCosts]] = {}
     wanted = {parse_transport(x) for x in transports} | {Transport.WEBSOCKET}
     for t in (Transport.WEBSOCKET, Transport.SSE, Transport.LONG_POLLING):
@@ -196,9 +228,24 @@ def calibrate_stage_model(
         costs[t.value] = {}
         for n in (small, large):
             ws = costs.get("websocket", {}).get(n)
+            got: list[CpuRun] = []
             costs[t.value][n] = measure_costs(
-                url, pid, t, n, 2.0, processes, websocket=ws, wakeup=wake
+                url,
+                pid,
+                t,
+                n,
+                2.0,
+                processes,
+                websocket=ws,
+                wakeup=None if warmth else wake,
+                runs=got,
             )
+            cost_runs[(t.value, n)] = got[0]
+    warm_runs = [cost_runs[("websocket", small)]]
+    if warmth:
+        for n, rate_w in WARMTH_RUNS:
+            r_w = _run(url, pid, Transport.WEBSOCKET, n, rate_w, 2.0, processes)
+            warm_runs.append(_cpu_run(r_w, n, rate_w, processes))
     cfg = CALIBRATION_CONFIG
     subs = int(cfg["subscribers"])
     ws200 = costs["websocket"][subs] if subs in costs["websocket"] else costs["websocket"][small]
@@ -224,8 +271,27 @@ def calibrate_stage_model(
         publisher_cpu_s=e["publisher_cpu_s"],
         wakeup=wake,
     )
+    if warmth:
+        scal = replace(scal, warmth=fit_warmth(warm_runs))
+        costs = {
+            name: {n: _warm_costs(scal, c, cost_runs[(name, n)]) for n, c in by_n.items()}
+            for name, by_n in costs.items()
+        }
+        traced = _cpu_run(r, subs, rate, processes)
+        f_pub = scal.warm_factor("publisher", traced.gap_ms("publisher"))
+        scal = replace(scal, publish_us=traced.per_message_us("publisher") / f_pub)
     for name, by_n in costs.items():
         scal = scal.with_costs(name, TransportCosts.fit(by_n[small], by_n[large]))
+    if raw is not None:
+        raw.update(
+            run=r,
+            wakeup=wake,
+            costs=costs,
+            rate=rate,
+            processes=processes,
+            cost_runs=cost_runs,
+            warm_runs=warm_runs,
+        )
     info = {
         **cfg,
         "rate": rate,
@@ -238,9 +304,23 @@ def calibrate_stage_model(
         "cost_command": "rtsim load --transport T --subscribers N --rate R --duration 2"
         f" (N in {list(COST_SIZES)}, R×N = {_COST_DPS} deliveries/s)",
         "wakeup": vars(wake),
+        "warmth_runs": [vars(x) for x in warm_runs] if warmth else [],
         "capacity_deliveries_per_s": {k: scal.capacity_deliveries_per_s(k, subs) for k in costs},
     }
     return scal, info
+
+
+def _warm_costs(scal: StageCalibration, c: TransportCosts, run: CpuRun) -> TransportCosts:
+    """``c`` (measured in ``run``) as a busy process's costs: divided by the run's factors."""
+    fs = scal.warm_factor("server", run.gap_ms("server"))
+    fc = scal.warm_factor("client", run.gap_ms("client"))
+    return replace(
+        c,
+        server_us=c.server_us / fs,
+        request_us=c.request_us / fs,
+        client_us=c.client_us / fc,
+        client_request_us=c.client_request_us / fc,
+    )
 
 
 def stage_capacity(scal: StageCalibration, transport: Transport | str, subscribers: int) -> float:
@@ -355,85 +435,6 @@ def compare_stage_model(
     return rows, stages
 
 
-# --- notebook 07: the committed sweep ------------------------------------------------------
-def stage_error_table(data: dict[str, Any], max_load: float = 0.8) -> pd.DataFrame:
-    """Per transport and subscriber count up to ``max_load``: points, points passing,
-    worst |error| of p50 and p99 (from ``benchmarks/results/compare_stages.json``)."""
-    df = pd.DataFrame(data["rows"])
-    df = df[(df["load"] <= max_load + 1e-9) & df["metric"].isin(["p50_ms", "p99_ms"])]
-    df = df.assign(abs_err=df["rel_error"].abs())
-    g = df.groupby(["transport", "subscribers"])
-    out = pd.DataFrame(
-        {
-            "points": g["passes"].size(),
-            "passing": g["passes"].sum(),
-            "worst_p50_error": df[df.metric == "p50_ms"]
-            .groupby(["transport", "subscribers"])["abs_err"]
-            .max(),
-            "worst_p99_error": df[df.metric == "p99_ms"]
-            .groupby(["transport", "subscribers"])["abs_err"]
-            .max(),
-        }
-    )
-    return out
-
-
-def plot_stage_sweep(data: dict[str, Any], metric: str = "p50_ms") -> Any:
-    """Measured mean with its 95% CI band and the simulated line against load; one panel
-    per transport × subscriber count (log latency axis)."""
-    import matplotlib.pyplot as plt
-
-    from .style import color as transport_color
-
-    df = pd.DataFrame(data["rows"])
-    df = df[df.metric == metric]
-    keys = list(dict.fromkeys(zip(df["transport"], df["subscribers"], strict=True)))
-    cols = max(1, len({k[0] for k in keys}))
-    rows_n = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.0 * rows_n), squeeze=False)
-    for ax, (t, n) in zip(axes.T.ravel(), keys, strict=False):
-        d = df[(df.transport == t) & (df.subscribers == n)].sort_values("load")
-        c = transport_color(t)
-        lo = d["measured_ci_low"].fillna(d["measured"])
-        hi = d["measured_ci_high"].fillna(d["measured"])
-        ax.fill_between(d["load"], lo, hi, color=c, alpha=0.25, label="measured 95% CI")
-        ax.plot(d["load"], d["measured"], "o-", color=c, label="measured (mean)")
-        ax.plot(d["load"], d["simulated"], "k--", label="simulated")
-        ax.set_title(f"{t}, {n} subscribers", fontsize="medium")
-        ax.set_xlabel("load (fraction of capacity)")
-        ax.set_ylabel(f"{metric.replace('_ms', '')} latency (ms)")
-        ax.set_yscale("log")
-    for ax in axes.ravel()[len(keys) :]:
-        ax.set_visible(False)
-    axes.ravel()[0].legend(fontsize="small", loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
-def stage_waterfall(data: dict[str, Any], point: str) -> Any:
-    """Stacked p50 of each stage, simulated beside measured, for one sweep point
-    (a key of ``data["stages"]``, e.g. ``"websocket/50/0.5"``)."""
-    import matplotlib.pyplot as plt
-
-    from ..core.stages import STAGES
-
-    st = data["stages"][point]
-    fig, ax = plt.subplots(figsize=(7.5, 2.4))
-    colors = [plt.get_cmap("tab10")(i) for i in range(10)]
-    for y, side in ((1, "measured"), (0, "simulated")):
-        left = 0.0
-        for i, s in enumerate(STAGES):
-            v = float(st[side][s]["p50_ms"])
-            ax.barh(y, v, left=left, color=colors[i], label=s if y == 1 else None)
-            left += v
-    ax.set_yticks([0, 1], ["simulated", "measured"])
-    ax.set_xlabel("p50 of each stage, stacked (ms)")
-    ax.set_title(point.replace("/", ", ") + " load", fontsize="medium")
-    ax.legend(fontsize="x-small", ncol=3, bbox_to_anchor=(0, 1.18, 1, 0.2), loc="lower left")
-    fig.tight_layout()
-    return fig
-
-
 #: The model's mechanisms, each a switch of :func:`rtsim.sim.stages.simulate_stages`.
 MECHANISMS: dict[str, str] = {
     "epoll_ms": "whole-millisecond timer wake-ups of the publisher",
@@ -496,27 +497,10 @@ def attribution(
     return pd.DataFrame(out)
 
 
-def dominant_stages(data: dict[str, Any]) -> pd.DataFrame:
-    """Per transport and subscriber count, the stage with the largest measured p50 (mean
-    over the loads up to 80%) and its share of the summed stage p50s."""
-    from ..core.stages import STAGES
-
-    rows = []
-    for key, st in data["stages"].items():
-        t, n, load = key.split("/")
-        if float(load) > 0.8 + 1e-9:
-            continue
-        rows.append(
-            {"transport": t, "subscribers": int(n)}
-            | {s: float(st["measured"][s]["p50_ms"]) for s in STAGES}
-        )
-    df = pd.DataFrame(rows).groupby(["transport", "subscribers"]).mean()
-    total = df[list(STAGES)].sum(axis=1)
-    out = pd.DataFrame(
-        {
-            "dominant stage": df[list(STAGES)].idxmax(axis=1),
-            "its p50_ms": df[list(STAGES)].max(axis=1),
-            "share of the stages": df[list(STAGES)].max(axis=1) / total,
-        }
-    )
-    return out
+# Notebook 07's tables and figures of a committed sweep live in their own module.
+from .stage_report import (  # noqa: E402
+    dominant_stages,
+    plot_stage_sweep,
+    stage_error_table,
+    stage_waterfall,
+)

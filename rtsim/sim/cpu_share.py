@@ -39,10 +39,14 @@ class SharedCores:
     Use :meth:`submit` to give a process a job (from outside or from a job's ``done``
     callback) and :meth:`run` to play everything to the end. ``busy_until[p]`` is when
     process ``p`` last finished work (for "was it idle?" questions of the caller).
+    ``clock``: a process that only keeps time — its jobs take no CPU and it never counts as
+    running (timers, such as a sleep that another event may cut short).
     Raises ``ValueError`` for fewer than one process or core.
     """
 
-    def __init__(self, processes: int, cores: int, dedicated: int | None = None) -> None:
+    def __init__(
+        self, processes: int, cores: int, dedicated: int | None = None, clock: int | None = None
+    ) -> None:
         if processes < 1 or cores < 1:
             raise ValueError("processes and cores must be >= 1")
         self.cores = float(cores)
@@ -55,6 +59,7 @@ class SharedCores:
         self._left: list[float] = [0.0] * processes
         self._seq = 0
         self.busy_until = [0.0] * processes
+        self.clock = clock
 
     def idle(self, p: int, at: float) -> bool:
         """Whether process ``p`` has nothing to do at time ``at`` (as far as known now)."""
@@ -76,9 +81,16 @@ class SharedCores:
         """Play until no process has work left."""
         n = len(self._pending)
         cur, left, pend = self._current, self._left, self._pending
+        clock = self.clock
         while True:
+            while clock is not None and pend[clock] and pend[clock][0].ready <= self.now + _EPS:
+                tick = heapq.heappop(pend[clock])
+                if tick.done is not None:
+                    tick.done(self.now)
             # Start a job on every process whose next job is ready.
             for p in range(n):
+                if p == clock:
+                    continue
                 if cur[p] is None and pend[p] and pend[p][0].ready <= self.now + _EPS:
                     j = heapq.heappop(pend[p])
                     cur[p] = j

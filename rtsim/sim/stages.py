@@ -42,293 +42,23 @@ delivery of the server and the clients (and per request for long polling): one s
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..core.stages import STAGES, Wakeup, timer_residual
+from ..core.stages import STAGES
 from ..core.transport import Transport, parse_transport
 from .cpu_share import SharedCores
 from .seeding import as_seed_sequence
+from .stage_calibration import _QS, StageCalibration, TransportCosts, _draw, calibrate_stages
 
 __all__ = ["StageCalibration", "TransportCosts", "calibrate_stages", "simulate_stages"]
 
-_QS = np.linspace(0, 100, 101)
 #: Share of a long-poll request's server CPU spent answering it (the handler resumed,
 #: the response built and written) rather than receiving and parking it — an assumption
 #: (aiohttp does the larger part of its per-request work on the response side).
 ANSWER_SHARE = 0.6
-
-
-def _quantiles(v: np.ndarray) -> list[float]:
-    v = np.asarray(v, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return [0.0] * len(_QS)
-    return [float(x) for x in np.percentile(np.maximum(v, 0.0), _QS)]
-
-
-def _draw(rng: np.random.Generator, qs: list[float], n: int) -> np.ndarray:
-    """``n`` draws from the empirical distribution given by its 0..100th percentiles."""
-    out: np.ndarray = np.interp(rng.uniform(0, 100, n), _QS, np.asarray(qs))
-    return out
-
-
-@dataclass(frozen=True)
-class TransportCosts:
-    """CPU microseconds of one transport on this machine.
-
-    ``server_us``: the server per delivery (per subscriber of a fan-out); ``client_us``:
-    a load-generator worker per delivery; ``request_us``: the server per long-poll request
-    (beyond its deliveries); ``client_request_us``: a worker per long-poll response.
-    """
-
-    server_us: float
-    client_us: float
-    request_us: float = 0.0
-    client_request_us: float = 0.0
-    #: Costs grow with the connections a process serves (caches): cost × (n / at_n) ** e,
-    #: ``e`` fitted from two runs of different sizes (:meth:`fit`); 0 = flat.
-    at_n: int = 200
-    server_exponent: float = 0.0
-    client_exponent: float = 0.0
-
-    def at(self, subscribers: int) -> TransportCosts:
-        """These costs for ``subscribers`` connections (the size law applied)."""
-        r = max(subscribers, 1) / self.at_n
-        fs, fc = r**self.server_exponent, r**self.client_exponent
-        return replace(
-            self,
-            server_us=self.server_us * fs,
-            request_us=self.request_us * fs,
-            client_us=self.client_us * fc,
-            client_request_us=self.client_request_us * fc,
-            at_n=max(subscribers, 1),
-            server_exponent=0.0,
-            client_exponent=0.0,
-        )
-
-    @staticmethod
-    def fit(small: TransportCosts, large: TransportCosts) -> TransportCosts:
-        """``small``'s costs with the size exponents that make them ``large``'s at its
-        size (each clipped to [0, 1])."""
-        k = math.log(large.at_n / small.at_n)
-
-        def e(a: float, b: float) -> float:
-            return min(max(math.log(b / a) / k, 0.0), 1.0) if a > 0 and b > 0 and k else 0.0
-
-        srv = (small.server_us + small.request_us, large.server_us + large.request_us)
-        cli = (
-            small.client_us + small.client_request_us,
-            large.client_us + large.client_request_us,
-        )
-        return replace(small, server_exponent=e(*srv), client_exponent=e(*cli))
-
-
-@dataclass(frozen=True)
-class StageCalibration:
-    """Empirical stage distributions (0..100th percentiles, ms) and CPU costs of one machine.
-
-    ``costs`` maps a transport's value to its :class:`TransportCosts` (the calibration's
-    own transport always; others when measured — a transport without costs falls back to
-    WebSocket's). ``fanout_shape``: per-message fan-out cost relative to its mean.
-    """
-
-    timer_residual_ms: list[float]
-    transit_ms: list[float]
-    server_to_fanout_ms: list[float]
-    fanout_shape: list[float]
-    loopback_ms: list[float]
-    client_handle_ms: list[float]
-    costs: dict[str, TransportCosts]
-    publish_us: float
-    cores: int
-    client_processes: int
-    loopback_min_ms: float = 0.02
-    #: Median wake-up of an idle loop by how long it slept (:func:`rtsim.live.wakeup.
-    #: measure_wakeup`); empty: wake-ups do not depend on the idle gap.
-    wakeup_gaps_ms: list[float] = field(default_factory=list)
-    wakeup_ms: list[float] = field(default_factory=list)
-    #: CPU µs a process spends waking after each of those gaps (empty: none charged).
-    wakeup_cpu_us: list[float] = field(default_factory=list)
-    #: The idle gaps (ms) of the calibration run: server, worker, publisher.
-    idle_gap_ms: dict[str, float] = field(default_factory=dict)
-    source: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def per_delivery_us(self) -> float:
-        """The server's CPU per WebSocket delivery (µs)."""
-        return self.costs["websocket"].server_us
-
-    @property
-    def client_us(self) -> float:
-        """A worker's CPU per WebSocket delivery (µs)."""
-        return self.costs["websocket"].client_us
-
-    def with_costs(self, transport: Transport | str, costs: TransportCosts) -> StageCalibration:
-        """A copy with ``transport``'s CPU costs set (measured by a short run of it)."""
-        t = parse_transport(transport).value
-        return replace(self, costs={**self.costs, t: costs})
-
-    def cost(self, transport: Transport | str) -> TransportCosts:
-        t = parse_transport(transport).value
-        return self.costs.get(t, self.costs["websocket"])
-
-    def capacity_deliveries_per_s(self, transport: Transport | str, subscribers: int) -> float:
-        """Deliveries/s at which the server's core, or all cores together, are full
-        (server + workers + publisher per message), from the calibrated mean costs."""
-        n = max(1, subscribers)
-        c = self.cost(transport).at(n)
-        per_msg_us = float(np.mean(self.server_to_fanout_ms)) * 1e3
-        server = c.server_us + c.request_us + per_msg_us / n
-        total = server + c.client_us + c.client_request_us + self.publish_us / n
-        return float(min(1e6 / server, self.cores * 1e6 / total))
-
-    def wake_cpu_us(self, gap_ms: float) -> float:
-        """CPU µs a loop idle for ``gap_ms`` spends waking (0 without a measurement)."""
-        if not self.wakeup_cpu_us:
-            return 0.0
-        return Wakeup(self.wakeup_gaps_ms, self.wakeup_ms, self.wakeup_cpu_us).cpu_at(gap_ms)
-
-    def wake_shift_ms(self, role: str, gap_ms: float) -> float:
-        """How much longer (ms; negative: shorter) a ``role`` loop idle for ``gap_ms``
-        takes to wake than it did in the calibration run."""
-        if not self.wakeup_gaps_ms or role not in self.idle_gap_ms:
-            return 0.0
-        x = np.log(np.asarray(self.wakeup_gaps_ms))
-        y = np.asarray(self.wakeup_ms)
-
-        def w(g: float) -> float:
-            return float(np.interp(math.log(max(g, 1e-3)), x, y))
-
-        return w(gap_ms) - w(self.idle_gap_ms[role])
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StageCalibration:
-        """The inverse of :meth:`as_dict` (e.g. a committed ``compare_stages.json``)."""
-        d = dict(d)
-        d["costs"] = {k: TransportCosts(**v) for k, v in d["costs"].items()}
-        return cls(**d)
-
-
-def calibrate_stages(
-    frame: pd.DataFrame,
-    loadgen_cpu_s: float,
-    deliveries: int,
-    rate: float,
-    cores: int,
-    client_processes: int,
-    command: str = "",
-    *,
-    server_cpu_s: float | None = None,
-    messages: int | None = None,
-    publisher_cpu_s: float | None = None,
-    wakeup: Wakeup | None = None,
-) -> StageCalibration:
-    """A :class:`StageCalibration` from one measured WebSocket run's stage frame.
-
-    Args:
-        frame: ``RunResult.deliveries`` of :func:`~rtsim.live.clients.loadgen.run_load`
-            (one row per traced delivery; trace every message for the transit correction).
-        loadgen_cpu_s: the load generator's CPU seconds (workers and publisher).
-        deliveries: deliveries of that run; messages: messages it published (default:
-            the traced messages).
-        rate: its publish rate (messages/s), for the publisher's epoll rounding.
-        cores: cores of the machine; client_processes: the load generator's processes.
-        server_cpu_s: the server's CPU seconds in that run (default: estimated from the
-            fan-out durations); publisher_cpu_s: the publisher's share of
-            ``loadgen_cpu_s`` (default: 60 µs per message, an assumption).
-        wakeup: :func:`rtsim.live.wakeup.measure_wakeup` of this machine (by idle gap:
-            wake-up latency and CPU); without it wake-ups do not depend on the load and
-            cost no CPU of their own. With it, the run's CPU costs are net of the
-            wake-ups it paid (one per message per process, after the run's idle gaps).
-        command: the command that measured it (recorded as the source).
-
-    Raises ``ValueError`` for an empty frame.
-    """
-    if len(frame) == 0 or deliveries <= 0:
-        raise ValueError("the calibration run has no traced deliveries")
-    per_msg = frame.groupby("trace", sort=False).first()
-    idx = per_msg.index.map(lambda t: int(str(t).rsplit(":", 1)[1]))
-    pm = per_msg.iloc[np.argsort(np.asarray(idx))]
-    seq = np.sort(np.asarray(idx, dtype=float))
-    m = int(messages) if messages else len(pm)
-    interval_ms = 1e3 / rate
-    fan_ms = pm["fanout_ms"].to_numpy(dtype=float)
-    transit = pm["publish_transit"].to_numpy(dtype=float)
-    timer = pm["publish_timer"].to_numpy(dtype=float)
-    to_fan = pm["server_to_fanout"].to_numpy(dtype=float)
-    n = np.maximum(pm["n"].to_numpy(dtype=float), 1)
-    # The server still busy with the previous fan-out when a publish arrived: not transit.
-    due = seq * interval_ms
-    sent = due + timer
-    prev_end = np.full(len(pm), -np.inf)
-    if len(pm) > 1:
-        prev_end[1:] = sent[:-1] + transit[:-1] + to_fan[:-1] + fan_ms[:-1] - sent[1:]
-    free_transit = np.maximum(transit - np.clip(prev_end, 0.0, None), 0.0)
-    # The publisher's wake-up beyond the whole-millisecond rounding of its sleep
-    # (consecutive traced messages only).
-    residual = timer.copy()
-    if len(pm) > 1:
-        residual = timer_residual(timer, due, sent, np.diff(seq) == 1)
-    idle = -prev_end[np.isfinite(prev_end) & (prev_end < 0)]
-    n_mean = float(np.mean(n))
-
-    def wake_cpu(gap_ms: float) -> float:
-        return wakeup.cpu_at(gap_ms) if wakeup is not None else 0.0
-
-    publish_all = (publisher_cpu_s / max(m, 1) * 1e6) if publisher_cpu_s else 60.0
-    gap_pub = max(interval_ms - publish_all * 1e-3, 0.01)
-    publish_us = max(publish_all - wake_cpu(gap_pub), 10.0)
-    worker_cpu_s = loadgen_cpu_s - (publisher_cpu_s or m * publish_all * 1e-6)
-    client_all = max(worker_cpu_s, 0.0) / deliveries * 1e6
-    gap_cli = max(interval_ms - n_mean / client_processes * client_all * 1e-3, 0.01)
-    client_us = max(client_all - m * client_processes * wake_cpu(gap_cli) / deliveries, 0.5)
-    per_msg_us = float(np.mean(to_fan)) * 1e3
-    gap_srv = float(np.median(idle)) if len(idle) else interval_ms
-    if server_cpu_s is not None:
-        net = server_cpu_s * 1e6 - m * (per_msg_us + wake_cpu(gap_srv))
-        server_us = max(net / deliveries, 0.5)
-    else:
-        server_us = float(np.mean(fan_ms / n)) * 1e3
-    shape = fan_ms / n
-    shape = shape / shape.mean() if shape.mean() > 0 else np.ones_like(shape)
-    # Loopback + client wake-up without a backlog: the fastest tenth of write → read less
-    # the worker's own CPU for the delivery (the rest waited behind other deliveries in the
-    # client process, which the model queues).
-    w2r = frame["write_to_read"].to_numpy(dtype=float)
-    fast = w2r[w2r <= np.percentile(w2r, 10)] - client_us * 1e-3
-    cmd = command or "rtsim load --transport websocket --subscribers 200 (50% load) --json"
-    return StageCalibration(
-        timer_residual_ms=_quantiles(residual),
-        transit_ms=_quantiles(free_transit),
-        server_to_fanout_ms=_quantiles(to_fan),
-        fanout_shape=_quantiles(shape),
-        loopback_ms=_quantiles(fast),
-        client_handle_ms=_quantiles(frame["client_handle"].to_numpy(dtype=float)),
-        costs={"websocket": TransportCosts(server_us=server_us, client_us=client_us)},
-        publish_us=publish_us,
-        cores=cores,
-        client_processes=client_processes,
-        loopback_min_ms=float(max(np.percentile(free_transit, 1), 0.0)) if len(pm) else 0.02,
-        wakeup_gaps_ms=list(wakeup.gaps_ms) if wakeup else [],
-        wakeup_ms=list(wakeup.latency_ms) if wakeup else [],
-        wakeup_cpu_us=list(wakeup.cpu_us) if wakeup else [],
-        idle_gap_ms={"server": gap_srv, "client": gap_cli, "publisher": gap_pub},
-        source={
-            "stages": cmd,
-            "epoll": "CPython selectors.EpollSelector: timeout rounded up to whole ms",
-            "costs": "CPU seconds of the server (/proc), the workers and the publisher"
-            " (getrusage) in that run",
-            "per_request_us": "TransportParams.cpu_per_request_us default (assumption)"
-            " unless a long-polling run measured it",
-        },
-    )
 
 
 def simulate_stages(
@@ -347,6 +77,8 @@ def simulate_stages(
     idle_gap: bool = True,
     size_law: bool = True,
     wake_cpu: bool = True,
+    ack: bool = True,
+    warmth: bool = True,
     broker_hop_ms: list[float] | None = None,
     relay_us: float = 0.0,
 ) -> pd.DataFrame:
@@ -359,7 +91,11 @@ def simulate_stages(
     ``core_sharing`` (a core for every process instead of ``cal.cores`` shared),
     ``server_core`` (the busy server keeps a core), ``wake_busy`` (no wake-up when every
     core is busy), ``idle_gap`` (wake-ups by idle gap), ``size_law`` (CPU costs grow
-    with connections), ``wake_cpu`` (a wake-up's own CPU, by idle gap). Raises
+    with connections), ``wake_cpu`` (a wake-up's own CPU, by idle gap), ``ack`` (the
+    server's ack of each publish waking the publisher, whose sleep restarts there),
+    ``warmth`` (work after a longer idle gap costs more CPU, by the calibration's
+    :func:`~rtsim.sim.stage_calibration.fit_warmth` law; with it the wake-up CPU lumps are
+    not charged, the law covers them). Raises
     ``ValueError`` for bad sizes.
 
     ``broker_hop_ms`` (the 0..100th percentiles of a measured broker hop, ms; see
@@ -379,8 +115,16 @@ def simulate_stages(
     SRV, PUB, RELAY = 0, P + 1, P + 2
     procs = P + 2 + (broker_hop_ms is not None)
     eng = SharedCores(
-        procs, cal.cores if core_sharing else procs, dedicated=SRV if server_core else None
+        procs + 1,
+        cal.cores if core_sharing else procs,
+        dedicated=SRV if server_core else None,
+        clock=procs,
     )
+    ack_s = cal.ack_return_ms * 1e-3 if ack else math.nan
+    warm = warmth and bool(cal.warmth)
+    wake_cpu = wake_cpu and not warm  # the warmth law includes the wake-ups' CPU
+    role_of = ["server"] + ["client"] * P + ["publisher", "server", "clock"]
+    burst = [1.0] * (procs + 1)  # each process's current warmth factor
     cost = cal.cost(t).at(n) if size_law else cal.cost(t)
     c_srv = cost.server_us * 1e-6
     c_cli = cost.client_us * 1e-6
@@ -404,8 +148,15 @@ def simulate_stages(
     proc = np.arange(n) % P
 
     def submit(p: int, ready: float, work: float, done: Any) -> None:
-        # A process that was idle pays its wake-up's CPU first (measured by idle gap).
-        if wake_cpu and eng.idle(p, ready):
+        idle = eng.idle(p, ready)
+        if warm:
+            # A burst after an idle gap runs at the warmth factor of that gap, to its end.
+            gap_ms = (ready - eng.busy_until[p]) * 1e3
+            if idle and gap_ms > 0.05:
+                burst[p] = cal.warm_factor(role_of[p], gap_ms)
+            work *= burst[p]
+        elif wake_cpu and idle:
+            # A process that was idle pays its wake-up's CPU first (measured by idle gap).
             work += cal.wake_cpu_us((ready - eng.busy_until[p]) * 1e3) * 1e-6
         eng.submit(p, ready, work, done)
 
@@ -439,10 +190,15 @@ def simulate_stages(
         return done
 
     # --- push transports: one write per subscriber in the fan-out ------------------------
+    writes_left = np.full(m, n)
+
     def on_write(i: int, k: int) -> Any:
         def done(now: float) -> None:
             write[i, k] = now
             fan_end[i] = now
+            writes_left[i] -= 1
+            if writes_left[i] == 0:
+                acked(i, now)
             q = 1 + int(proc[k])
             submit(q, now + loop_delay(q, now), c_cli, on_read(i, k))
 
@@ -496,6 +252,8 @@ def simulate_stages(
             if t is Transport.LONG_POLLING:
                 for kk in np.flatnonzero(parked):
                     answer(int(kk), at)
+                if broker_hop_ms is None:
+                    acked(i, now)  # parked requests are woken; their answers come later
             else:
                 c = c_srv * float(shape[i])
                 for k in range(n):
@@ -519,6 +277,7 @@ def simulate_stages(
         def done(now: float) -> None:  # the relay's append done: the hop, then the server
             arrived[i] = now + float(_draw(rng, broker_hop_ms or [0.0], 1)[0]) * 1e-3
             submit(SRV, float(arrived[i]), float(to_fan[i]), fan_out(i))
+            acked(i, now)  # the relay acks once the broker has the message
 
         return done
 
@@ -534,12 +293,43 @@ def simulate_stages(
                 submit(SRV, arrive, float(to_fan[i]), fan_out(i))
             else:
                 submit(RELAY, arrive, relay_us * 1e-6, relayed(i))
+            sent_done[i] = now
             if i + 1 < m:
                 at = wake(now, float(due[i + 1]), i + 1)
-                submit(PUB, at, 0.0, stamped(i + 1))
-                submit(PUB, at, c_pub, published(i + 1))
+                if now < acked_at[i] < at:  # the ack, still on its way, comes first
+                    at = wake(float(acked_at[i]), float(due[i + 1]), i + 1)
+                plan(i + 1, at)
 
         return done
+
+    # --- the publisher's sleep: its own timer, or restarted by the server's ack ---------
+    next_at = np.full(m, np.inf)  # when message j is to be sent, as planned now
+    fired = np.zeros(m, dtype=bool)
+    sent_done = np.full(m, np.nan)
+    acked_at = np.full(m, np.nan)
+
+    def fire(j: int, at: float) -> Any:
+        def done(now: float) -> None:
+            if fired[j] or next_at[j] != at:
+                return  # replaced by a later plan
+            fired[j] = True
+            submit(PUB, now, 0.0, stamped(j))
+            submit(PUB, now, c_pub, published(j))
+
+        return done
+
+    def plan(j: int, at: float) -> None:
+        next_at[j] = at
+        eng.submit(procs, at, 0.0, fire(j, at))
+
+    def acked(i: int, now: float) -> None:
+        # The ack wakes the publisher before its timer: the loop sleeps again from there.
+        if math.isnan(ack_s):
+            return
+        acked_at[i] = now + ack_s
+        j = i + 1
+        if j < m and not fired[j] and not math.isnan(sent_done[i]) and acked_at[i] < next_at[j]:
+            plan(j, wake(float(acked_at[i]), float(due[j]), j))
 
     def wake(now: float, due_at: float, i: int) -> float:
         if due_at <= now:
@@ -554,8 +344,7 @@ def simulate_stages(
             r = max(r + cal.wake_shift_ms("publisher", delay * 1e3) * 1e-3, 0.0)
         return now + delay + r
 
-    submit(PUB, float(residual[0]), 0.0, stamped(0))
-    submit(PUB, float(residual[0]), c_pub, published(0))
+    plan(0, float(residual[0]))
     eng.run()
     handle = _draw(rng, cal.client_handle_ms, m * n).reshape(m, n) * 1e-3
     handled = read + handle

@@ -175,6 +175,46 @@ def test_a_broker_hop_sits_between_receipt_and_fan_out(cal: StageCalibration) ->
     np.testing.assert_allclose(df[list(STAGES)].sum(axis=1), df["end_to_end"], atol=1e-9)
 
 
+def test_the_ack_restarts_the_publishers_sleep(cal: StageCalibration) -> None:
+    from dataclasses import replace
+
+    assert np.isfinite(cal.ack_return_ms)  # estimated from the calibration frame
+    no_ack = replace(cal, ack_return_ms=float("nan"))
+    on = simulate_stages(cal, "websocket", 20, 40, 2.0, seed=8)
+    off = simulate_stages(cal, "websocket", 20, 40, 2.0, seed=8, ack=False)
+    pd.testing.assert_frame_equal(off, simulate_stages(no_ack, "websocket", 20, 40, 2.0, seed=8))
+    assert not on["publish_timer"].equals(off["publish_timer"])
+    # Either way the publisher sends no message before it is due.
+    assert (on["publish_timer"] >= 0).all() and (off["publish_timer"] >= 0).all()
+
+
+def test_warmth_law_from_runs_at_several_rates(cal: StageCalibration) -> None:
+    from dataclasses import replace
+
+    from rtsim.sim.stage_calibration import CpuRun, fit_warmth
+
+    # The server: 50 subscribers at 185 and 740 msgs/s (22.3 and 12.7 µs per delivery,
+    # as measured here), and one noisy point that a longer sleep must not make cheaper.
+    runs = [
+        CpuRun(185, 50, 2, 555, 555 * 50 * 22.3e-6, 1.0, 0.2),
+        CpuRun(740, 50, 2, 2220, 2220 * 50 * 12.7e-6, 3.0, 0.4),
+        CpuRun(30, 50, 2, 90, 90 * 50 * 20.0e-6, 0.3, 0.05),
+    ]
+    law = fit_warmth(runs)
+    gaps, f = law["server"]
+    assert gaps == sorted(gaps) and f[0] == 1.0 and f == sorted(f)
+    assert f[1] == pytest.approx(22.3 / 12.7, rel=1e-6) and f[2] == f[1]
+    assert fit_warmth(runs[:1]) == {}
+    warm = replace(cal, warmth=law)
+    assert warm.warm_factor("server", 0.01) == 1.0
+    assert warm.warm_factor("server", 1e4) == pytest.approx(f[-1])
+    # With the law, a busy server (high rate) costs less per delivery than an idle one,
+    # so a message's fan-out is quicker at a higher rate.
+    slow = stage_summary(simulate_stages(warm, "websocket", 50, 20, 2.0, seed=3))
+    quick = stage_summary(simulate_stages(warm, "websocket", 50, 20, 2.0, seed=3, warmth=False))
+    assert slow["fanout_to_write"]["p50_ms"] > quick["fanout_to_write"]["p50_ms"]
+
+
 def test_bad_sizes() -> None:
     rng = np.random.default_rng(0)
     c = calibrate_stages(_frame(rng, 3, 3), 0.01, 9, 10, 2, 1)
