@@ -216,7 +216,11 @@ class OverloadMonitor:
             body=json.dumps(body, separators=(",", ":")).encode(),
             status=503,
             content_type="application/json",
-            headers={"Retry-After": retry_after_header(self.poll_s)},
+            # The rung in a header too: a WebSocket client sees the headers, not the body.
+            headers={
+                "Retry-After": retry_after_header(self.poll_s),
+                "X-Rtsim-Degraded": level.value,
+            },
         )
 
     def poll_fields(self, long_poll: bool = False) -> bytes:
