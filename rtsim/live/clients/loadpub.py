@@ -35,6 +35,7 @@ from .wire import handshake_refused, publish_frame, ws_url
 __all__ = ["PublishOutcome", "publish_load"]
 
 _BACKOFF = Backoff(base_s=0.05, cap_s=2.0)
+_NO_ACKS_AFTER = 1000  # publishes without any answer before the publisher stops keeping them
 _RETRYABLE = frozenset({"too_many_publishes_per_ip", "backplane_unavailable"})
 
 
@@ -83,6 +84,7 @@ class _Acks:
 
     def __init__(self) -> None:
         self.answers: dict[int, Any] = {}
+        self.seen = False  # any answer at all (a server that never acks is not waited for)
         self.refused: list[tuple[int, float | None]] = []  # (ref, retry_after_s)
         self.changed = asyncio.Event()
 
@@ -90,6 +92,7 @@ class _Acks:
         ref = obj.get("ref")
         if not isinstance(ref, int):
             return
+        self.seen = True
         if obj.get("type") == "ack":
             self.answers[ref] = True
         elif obj.get("type") == "error":
@@ -158,6 +161,8 @@ async def publish_load(p: LoadParams, progress: bool) -> PublishOutcome:
                         data["sent"] = time.monotonic()
                     frames[i] = publish_frame(p.channel_name(i), data, ref=i)
                     await ws.send_str(frames[i])
+                    if not acks.seen and i >= _NO_ACKS_AFTER:
+                        frames.clear()  # the server does not answer publishes: fire and forget
                     if acks.refused or paced:
                         paced = True
                         for ref in list(frames):  # every answer in flight
@@ -171,9 +176,10 @@ async def publish_load(p: LoadParams, progress: bool) -> PublishOutcome:
                     if i % 64 == 0:
                         bar.update(min(64, n - bar.n))
                 bar.update(n - bar.n)
-            for ref in list(frames):  # the last answers (a refusal among them is resent)
-                acks.answers.setdefault(ref, await acks.answer(ref))
-            await resend_refused()
+            if acks.seen:  # the last answers (a refusal among them is sent again)
+                for ref in list(frames):
+                    acks.answers.setdefault(ref, await acks.answer(ref))
+                await resend_refused()
             out.sent = n
         finally:
             reader.cancel()

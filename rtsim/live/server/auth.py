@@ -30,12 +30,12 @@ import jwt
 from rtsim.core.envelope import MAX_CHANNEL_LENGTH
 
 __all__ = [
+    "MAX_USER_LENGTH",
     "MIN_SECRET_BYTES",
     "OPEN_GRANT",
     "AuthError",
     "Authenticator",
     "Grant",
-    "MAX_USER_LENGTH",
     "check_secret",
     "check_user",
     "compile_patterns",
