@@ -25,6 +25,10 @@ with the best transport of its cascade at or below it (:attr:`Transport.POLLING`
 server's interval for the last rung) until :class:`Recover` (a ``recover`` frame or a poll
 answer that says the server allows more) lifts the ceiling, and then starts again at the
 top of what is allowed. Below the ceiling the usual fallback goes on.
+
+A server that refuses with ``Retry-After`` (429/503, e.g. a connection limit) is obeyed:
+:class:`Failed` and :class:`Lost` carry ``retry_after_s`` and the next attempt waits at
+least that long, whatever the backoff would have said.
 """
 
 from __future__ import annotations
@@ -89,16 +93,21 @@ class Healthy:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """The connection attempt failed (refused, blocked by a proxy, timed out)."""
+    """The connection attempt failed (refused, blocked by a proxy, timed out).
+
+    ``retry_after_s``: the server's ``Retry-After`` (seconds; None: it named none), the
+    least wait before the next attempt."""
 
     reason: str = ""
+    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Lost:
-    """An open connection dropped."""
+    """An open connection dropped (``retry_after_s``: as for :class:`Failed`)."""
 
     reason: str = ""
+    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +278,12 @@ class ReconnectPolicy:
             )
         next_state, effect = TRANSITIONS[key]
         method = getattr(self, "_" + effect)
-        takes_event = effect in ("degrade", "recover")
+        takes_event = effect in (
+            "degrade",
+            "recover",
+            "count_failure_and_back_off",
+            "back_off_after_loss",
+        )
         actions: list[Action] = method(now, event) if takes_event else method(now)
         self.state = next_state
         self.history.append((now, next_state, type(event).__name__))
@@ -296,7 +310,7 @@ class ReconnectPolicy:
             self.attempt = 0
         return []
 
-    def _count_failure_and_back_off(self, now: float) -> list[Action]:
+    def _count_failure_and_back_off(self, now: float, event: Failed) -> list[Action]:
         actions: list[Action] = []
         self.failures += 1
         old = self.transport
@@ -312,17 +326,17 @@ class ReconnectPolicy:
             self.attempt = 0
         else:
             self.attempt += 1
-        delay = self.backoff.delay(self.attempt, self.rng)
+        delay = _at_least(self.backoff.delay(self.attempt, self.rng), event.retry_after_s)
         actions.append(SetTimer(now + delay, delay))
         return actions
 
-    def _back_off_after_loss(self, now: float) -> list[Action]:
+    def _back_off_after_loss(self, now: float, event: Lost) -> list[Action]:
         if self._stable(now):
             self.attempt = 0  # a healthy connection ended: start the schedule afresh
         else:
             self.attempt += 1  # it flapped: one more attempt, a longer wait
         self.opened_at = None
-        delay = self.backoff.delay(self.attempt, self.rng)
+        delay = _at_least(self.backoff.delay(self.attempt, self.rng), event.retry_after_s)
         return [SetTimer(now + delay, delay)]
 
     def _degrade(self, now: float, event: Degrade) -> list[Action]:
@@ -360,3 +374,10 @@ class ReconnectPolicy:
 
     def _nothing(self, now: float) -> list[Action]:
         return []
+
+
+def _at_least(delay: float, retry_after_s: float | None) -> float:
+    """``delay``, raised to the server's ``retry_after_s`` (ignored unless finite and > 0)."""
+    if retry_after_s is None or not (0 < retry_after_s < float("inf")):
+        return delay
+    return max(delay, float(retry_after_s))

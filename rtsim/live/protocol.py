@@ -24,6 +24,7 @@ from rtsim.core.positions import MalformedPositionError, split_epoch
 from rtsim.core.replaylog import CursorError, decode_cursor
 
 __all__ = [
+    "DEFAULT_RETRY_AFTER_S",
     "ClientFrame",
     "Heartbeat",
     "PresenceSet",
@@ -41,6 +42,7 @@ __all__ = [
     "parse_json",
     "parse_resume",
     "parse_timeout",
+    "retry_after_header",
 ]
 
 #: Client frame types and the fields each may carry (besides ``type``).
@@ -57,11 +59,26 @@ _MAX_REF_LENGTH = 128
 class ProtocolError(ValueError):
     """Input that breaks the protocol. ``code`` names the problem (see docs/protocol.md)."""
 
-    def __init__(self, code: str, message: str, *, ref: Any = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, ref: Any = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
+        #: For a refusal that may be retried (429/503): seconds to wait first (None: the
+        #: server's default, :data:`DEFAULT_RETRY_AFTER_S`).
+        self.retry_after_s = retry_after_s
+
+
+#: Seconds a client is told to wait after a 429/503 refusal that names no better figure.
+DEFAULT_RETRY_AFTER_S = 1.0
+
+
+def retry_after_header(retry_after_s: float) -> str:
+    """The ``Retry-After`` header for a wait of ``retry_after_s`` seconds: whole seconds
+    (HTTP's unit, RFC 9110 §10.2.3), rounded up, at least 1."""
+    return str(max(1, math.ceil(retry_after_s)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,8 +340,13 @@ def gap_object(
     }
 
 
-def error_frame(code: str, message: str, ref: Any = None) -> str:
+def error_frame(
+    code: str, message: str, ref: Any = None, retry_after_s: float | None = None
+) -> str:
+    """An ``error`` frame; ``retry_after_s`` (seconds) for a refusal the client may retry."""
     obj: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if ref is not None:
         obj["ref"] = ref
+    if retry_after_s is not None:
+        obj["retry_after_s"] = retry_after_s
     return _dumps(obj)

@@ -4,9 +4,11 @@
 
 One JetStream stream named ``PREFIX`` holds every channel, each on its own subject
 ``PREFIX.CHANNEL`` (a channel with a ``.`` is hex-encoded into one subject token), trimmed
-per subject to ``max_msgs_per_subject`` messages. A message's id is its stream sequence
-number: unique across channels, increasing within one, and the same on every server, so
-a client can resume on another instance. Every server reads the whole stream with one
+per subject to ``max_msgs_per_subject`` messages. A message's id is ``"SEQ-N"``: its stream
+sequence number (unique across channels, increasing within one, the same on every server,
+so a client can resume on another instance) and its ordinal ``N`` within its channel
+(header ``Rtsim-N``), which makes a gap's count exact. A bare ``"SEQ"`` (a message written
+without ``Rtsim-N``) is accepted too. Every server reads the whole stream with one
 ordered push consumer (the *feed*) and fans out; after a broker outage the feed resumes
 after the last sequence it delivered. The epoch is the stream's creation time: a stream
 deleted and re-created numbers from 1 again, and a cursor of the old one gets a ``gap``
@@ -17,9 +19,11 @@ channel after id N?" needs one more fact per message: the sequence of the channe
 previous message, in the header ``Rtsim-Prev``. It is written with JetStream's
 optimistic-concurrency header ``Nats-Expected-Last-Subject-Sequence``, so it is exact even
 with several servers publishing to one channel (a publish that lost the race re-reads the
-last sequence and retries). A resume after ``N`` is a ``gap`` exactly when the first held
-message after ``N`` has ``Rtsim-Prev > N``; JetStream does not count what it trimmed, so
-the gap's ``missed`` is a lower bound (1).
+last sequence and retries). A resume after ``SEQ`` is a ``gap`` exactly when the first
+held message after it has ``Rtsim-Prev > SEQ``; JetStream does not count what it trimmed,
+so the gap's ``missed`` is the difference of the ordinals (``N`` of the first held message
+minus ``N`` of the cursor, minus one): exact for a ``"SEQ-N"`` cursor or ``"0"``, a lower
+bound (1) for a bare ``"SEQ"``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from .base import BrokerBackplane, BrokerUrl, wall_to_loop
 __all__ = ["JetStreamBackplane", "channel_token", "token_channel"]
 
 _PREV = "Rtsim-Prev"
+_ORD = "Rtsim-N"
 _EXPECTED = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-:@")
@@ -70,13 +75,28 @@ def _epoch_of(info: Any) -> str:
 
 
 def _seq(message_id: str) -> int:
+    return _seq_ord(message_id)[0]
+
+
+def _seq_ord(message_id: str) -> tuple[int, int | None]:
+    """``"SEQ-N"`` → ``(SEQ, N)``; a bare ``"SEQ"`` → ``(SEQ, None)`` (``"0"`` → ``(0, 0)``)."""
     try:
         k = parse_position(message_id)
     except MalformedPositionError as exc:
         raise MalformedIdError(str(exc)) from None
-    if len(k) != 1:
-        raise MalformedIdError(f"a JetStream id is a stream sequence number, got {message_id!r}")
-    return k[0]
+    if len(k) == 2:
+        return k[0], k[1]
+    return k[0], (0 if k[0] == 0 else None)
+
+
+def _ordinal(headers: Any) -> int | None:
+    """The channel ordinal a message's headers carry (None for a message without one)."""
+    raw = (headers or {}).get(_ORD)
+    return int(raw) if raw is not None and str(raw).isdigit() else None
+
+
+def _msg_id(seq: int, n: int | None) -> str:
+    return str(seq) if n is None else f"{seq}-{n}"
 
 
 class JetStreamBackplane(BrokerBackplane):
@@ -100,17 +120,20 @@ class JetStreamBackplane(BrokerBackplane):
         self._js: Any = None
         self._feed: Any = None
         self._feed_last: int | None = None
-        self._last_by_subject: OrderedDict[str, int] = OrderedDict()  # cache for CAS
+        # (last seq, its ordinal) per subject: the cache for CAS
+        self._last_by_subject: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._locks = [asyncio.Lock() for _ in range(_LOCKS)]
         self._lost = asyncio.Event()
 
     def _subject(self, channel: str) -> str:
         return f"{self.prefix}.{channel_token(channel)}"
 
-    def _remember(self, subject: str, seq: int) -> None:
+    def _remember(self, subject: str, seq: int, n: int | None) -> None:
         cache = self._last_by_subject
-        if seq > cache.get(subject, 0):
-            cache[subject] = seq
+        if n is None:  # a message without an ordinal: the cache cannot number after it
+            cache.pop(subject, None)
+        elif seq > cache.get(subject, (0, 0))[0]:
+            cache[subject] = (seq, n)
             cache.move_to_end(subject)
             if len(cache) > 100_000:
                 cache.popitem(last=False)
@@ -202,12 +225,13 @@ class JetStreamBackplane(BrokerBackplane):
             if self._feed_last is not None and seq <= self._feed_last:
                 continue
             self._feed_last = seq
-            self._remember(msg.subject, seq)
+            n = _ordinal(msg.headers)
+            self._remember(msg.subject, seq, n)
             obj = json.loads(msg.data)
             self._deliver(
                 Envelope(
                     channel=token_channel(msg.subject[prefix_len:]),
-                    id=str(seq),
+                    id=_msg_id(seq, n),
                     data=obj["d"],
                     ts=wall_to_loop(obj["t"]),
                 )
@@ -218,13 +242,14 @@ class JetStreamBackplane(BrokerBackplane):
             raise self._unavailable()
         return self._js
 
-    async def _last_seq(self, js: Any, subject: str) -> int:
-        """The sequence of the last message on ``subject`` (0 if it holds none)."""
+    async def _last_seq(self, js: Any, subject: str) -> tuple[int, int | None]:
+        """The sequence and channel ordinal of the last message on ``subject`` (``(0, 0)``
+        if it holds none; the ordinal is None for a message written without one)."""
         try:
             raw = await js.get_msg(self.stream, subject=subject)
         except NotFoundError:
-            return 0
-        return int(raw.seq)
+            return 0, 0
+        return int(raw.seq), _ordinal(raw.headers)
 
     # --- the Backplane interface -----------------------------------------------------------
     async def publish(self, channel: str, data: Any) -> Envelope:
@@ -235,11 +260,13 @@ class JetStreamBackplane(BrokerBackplane):
         payload = json.dumps({"t": wall, "d": data}, separators=(",", ":"), allow_nan=False)
         try:
             async with self._locks[hash(subject) % _LOCKS]:
-                expected = self._last_by_subject.get(subject)
+                expected: tuple[int, int | None] | None = self._last_by_subject.get(subject)
                 if expected is None:
                     expected = await self._last_seq(js, subject)
                 for _ in range(20):
-                    headers = {_EXPECTED: str(expected), _PREV: str(expected)}
+                    prev, known = expected
+                    n = prev if known is None else known  # numbering goes on increasing
+                    headers = {_EXPECTED: str(prev), _PREV: str(prev), _ORD: str(n + 1)}
                     try:
                         ack = await js.publish(subject, payload.encode(), headers=headers)
                         break
@@ -249,17 +276,19 @@ class JetStreamBackplane(BrokerBackplane):
                         expected = await self._last_seq(js, subject)  # another server won
                 else:
                     raise ConnectionError(f"could not publish on {subject}: too much contention")
-                self._remember(subject, int(ack.seq))
+                self._remember(subject, int(ack.seq), n + 1)
         except (NatsError, OSError, TimeoutError) as exc:
             raise self._unavailable(exc) from None
-        return Envelope(channel=channel, id=str(ack.seq), data=data, ts=wall_to_loop(wall))
+        return Envelope(
+            channel=channel, id=_msg_id(int(ack.seq), n + 1), data=data, ts=wall_to_loop(wall)
+        )
 
     async def read_after(self, channel: str, after_id: str, limit: int | None = None) -> ReadResult:
         validate_channel(channel)
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
         epoch, bare = self._split(after_id)
-        after = _seq(bare)
+        after, after_n = _seq_ord(bare)
         js = self._js_or_raise()
         subject = self._subject(channel)
         if epoch is not None and epoch != self.epoch:
@@ -270,7 +299,7 @@ class JetStreamBackplane(BrokerBackplane):
             if epoch != self.epoch:
                 return self._epoch_gap(await self.read_after(channel, "0", limit), after_id)
         try:
-            last = await self._last_seq(js, subject)
+            last, _ = await self._last_seq(js, subject)
             if after > last:
                 info = await js.stream_info(self.stream)
                 if after > int(info.state.last_seq):
@@ -281,42 +310,50 @@ class JetStreamBackplane(BrokerBackplane):
                 return Messages(channel=channel, messages=(), last_id=bare, epoch=self.epoch)
             msgs: list[Envelope] = []
             prev_of_first: int | None = None
+            n_first: int | None = None
             seq = after + 1
             while seq <= last and (limit is None or len(msgs) < limit):
                 try:
                     raw = await js.get_msg(self.stream, seq=seq, subject=subject, next=True)
                 except NotFoundError:
                     break
+                n = _ordinal(raw.headers)
                 if prev_of_first is None:
                     prev_of_first = int((raw.headers or {}).get(_PREV, "0"))
+                    n_first = n
                 obj = json.loads(raw.data)
-                msgs.append(Envelope(channel, str(raw.seq), obj["d"], wall_to_loop(obj["t"])))
+                msgs.append(
+                    Envelope(channel, _msg_id(raw.seq, n), obj["d"], wall_to_loop(obj["t"]))
+                )
                 seq = int(raw.seq) + 1
         except (NatsError, OSError, TimeoutError) as exc:
             raise self._unavailable(exc) from None
-        more = bool(msgs) and int(msgs[-1].id) < last
+        more = bool(msgs) and _seq(msgs[-1].id) < last
         last_id = msgs[-1].id if msgs else bare
         if prev_of_first is None or prev_of_first <= after:
             return Messages(channel, tuple(msgs), last_id, more, epoch=self.epoch)
         return Gap(
             channel=channel,
             after_id=after_id,
-            missed=1,  # at least the message Rtsim-Prev names; JetStream keeps no count
+            # The ordinals count what JetStream trimmed; without them, at least the message
+            # Rtsim-Prev names.
+            missed=n_first - after_n - 1 if n_first is not None and after_n is not None else 1,
             first_available_id=msgs[0].id,
             messages=tuple(msgs),
             last_id=last_id,
             more=more,
             epoch=self.epoch,
-            resume_id=str(prev_of_first),
+            resume_id=_msg_id(prev_of_first, None if n_first is None else n_first - 1),
         )
 
     async def latest_id(self, channel: str) -> str:
         validate_channel(channel)
         js = self._js_or_raise()
         try:
-            return str(await self._last_seq(js, self._subject(channel)))
+            seq, n = await self._last_seq(js, self._subject(channel))
         except (NatsError, OSError, TimeoutError) as exc:
             raise self._unavailable(exc) from None
+        return "0" if seq == 0 else _msg_id(seq, n)
 
     def order_key(self, message_id: str) -> tuple[int, ...]:
         return (_seq(message_id),)

@@ -4,15 +4,18 @@
 
 Each channel is one Redis stream, ``{PREFIX}:ch:CHANNEL``, trimmed to ``maxlen`` entries
 (``XADD … MAXLEN [~] N``; ``approx=1`` lets Redis trim lazily, cheaper but keeping a few
-more). Message ids are the stream's own ids, ``"<ms>-<seq>"``, so any instance can replay
-from any id: a client may resume on another server. A Lua script appends the message to
+more). Message ids are the stream's own ids, ``"<ms>-<n>"``, written explicitly: ``ms``
+the broker's clock (never below the previous entry's) and ``n`` the entry's ordinal in
+its channel, so any instance can replay from any id (a client may resume on another
+server) and count exactly what was trimmed after it. A Lua script appends the message to
 its channel's stream *and* to one shared feed stream, ``{PREFIX}:feed``, atomically; every
 server reads the feed with ``XREAD BLOCK`` and fans the messages out to its connections,
 so it needs no list of channels. After a broker outage the feed read resumes after the
 last entry this server delivered. A resume older than the stream holds is a ``gap``
 (Redis ≥ 7 records the largest trimmed id, ``max-deleted-entry-id``, which makes the test
-exact). Redis does not count what it trimmed after a given id, so the gap's ``missed`` is
-a lower bound (exact for a resume from ``"0"``).
+exact). Redis does not count what it trimmed after a given id; the ordinals do: the gap's
+``missed`` is the first held entry's ``n`` minus the cursor's, minus one (a lower bound,
+1, only for ids of streams written before ordinals were ids).
 
 The epoch is the value of ``{PREFIX}:epoch``, a random token created once with ``SET NX``
 (on connect, and by every publish, atomically with it): a ``FLUSHALL`` or a deleted prefix
@@ -74,12 +77,22 @@ local function last_of(key)
   return last[1][1], n
 end
 local prev, n = last_of(KEYS[1])
+-- The id is "<ms>-<ordinal>": ms from the broker's clock, never below the previous id's.
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local dash = string.find(prev, '-', 1, true)
+if dash then
+  local pms, pseq = tonumber(string.sub(prev, 1, dash - 1)), tonumber(string.sub(prev, dash + 1))
+  if ms < pms then ms = pms end
+  if ms == pms and n + 1 <= pseq then ms = pms + 1 end
+end
+local want = string.format('%d-%d', ms, n + 1)
 local id
 if ARGV[2] == '1' then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], want,
                   'p', prev, 'n', n + 1, 'd', ARGV[5], 't', ARGV[6])
 else
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*',
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], want,
                   'p', prev, 'n', n + 1, 'd', ARGV[5], 't', ARGV[6])
 end
 local fprev = last_of(KEYS[2])
@@ -288,12 +301,17 @@ class RedisStreamsBackplane(_RedisBase):
         if not entries or _redis_key(first_prev) <= after:
             return Messages(channel, msgs, last_id, more, epoch=self.epoch)
         # The first entry after the id names a predecessor that is no longer held.
+        n_first = int(entries[0][1]["n"])
+        if after == (0, 0):
+            missed = n_first - 1
+        elif _redis_key(msgs[0].id)[1] == n_first and after[1] < n_first:
+            missed = n_first - after[1] - 1  # ids carry their ordinal: exact
+        else:
+            missed = 1  # an id of an older writer: at least one trimmed entry followed it
         return Gap(
             channel=channel,
             after_id=after_id,
-            # Exact from the start; otherwise Redis cannot count how many trimmed entries
-            # came after the id: at least one did.
-            missed=int(entries[0][1]["n"]) - 1 if after == (0, 0) else 1,
+            missed=missed,
             first_available_id=msgs[0].id,
             messages=msgs,
             last_id=last_id,

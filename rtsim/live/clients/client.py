@@ -28,6 +28,8 @@ cursor the server refuses (``bad_cursor``, e.g. a bare id ahead of a new epoch) 
 dropped likewise (a ``GapNotice`` with reason ``"bad_cursor"``) and the channel
 subscribed from now on: the client never stays connected but unsubscribed.
 
+A 429/503 refusal's ``Retry-After`` (or ``retry_after_s``) is a floor under the backoff.
+
 Degradation (claim C20): when the server sends the client down (a ``degrade`` frame or
 event, 503, a long-poll answer with ``"degraded": true``; overload, or a facilitator's
 room step-down), the core policy moves to the rung named (:attr:`LiveClient.ceiling`),
@@ -75,7 +77,15 @@ from .events import ClientStats, GapNotice, LiveClientError, Message
 from .events import id_key as _id_key
 from .tokens import TokenSource, TokenUnavailable, call_token_source
 from .transports import CLIENT_TRANSPORTS, client_transport
-from .wire import Degraded, Recovered, Refused, auth_headers, presence_frame, publish_frame
+from .wire import (
+    Degraded,
+    Recovered,
+    Refused,
+    auth_headers,
+    http_publish,
+    presence_frame,
+    publish_frame,
+)
 
 __all__ = ["GapNotice", "LiveClient", "LiveClientError", "Message", "ServerUnreachableError"]
 
@@ -280,7 +290,10 @@ class LiveClient:
     async def publish(self, channel: str, data: Any) -> str:
         """Publish over HTTP (``POST /publish``); returns the message's id.
 
-        Raises :class:`LiveClientError` for an HTTP error status and
+        A 429 or 503 (a publish rate limit, the broker down) is sent again after the
+        server's ``Retry-After`` while that stays within ``request_timeout_s`` of the first
+        try. Raises :class:`LiveClientError` for an HTTP error status (its
+        ``retry_after_s`` set for a 429/503) and
         :class:`~rtsim.live.errors.ServerUnreachableError` if the server cannot be reached
         or does not answer within ``request_timeout_s``.
         """
@@ -288,27 +301,21 @@ class LiveClient:
         refreshable = callable(self._token_source)
         if refreshable and self.token is None:
             await self._refresh_token()
-        for attempt in range(2):
-            try:
-                async with self._session.post(
-                    self.url + "/publish",
-                    json={"channel": channel, "data": data},
-                    headers=self._auth(),
-                    timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
-                ) as r:
-                    body = await r.text()
-            except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
-                reason = str(exc) or type(exc).__name__
-                if isinstance(exc, TimeoutError):
-                    reason = f"no answer within {self.request_timeout_s:g} s"
-                raise ServerUnreachableError(self.url, reason) from None
-            if r.status == 401 and refreshable and attempt == 0:
+        clock, attempt = asyncio.get_running_loop().time, 0  # attempt: 401s refreshed
+        give_up_at = clock() + self.request_timeout_s
+        while True:
+            status, body, wait = await http_publish(
+                self._session, self.url, channel, data, self._auth(), self.request_timeout_s
+            )
+            if status == 401 and refreshable and attempt == 0:
+                attempt += 1
                 await self._refresh_token()  # e.g. token_expired: once more with a new one
-                continue
-            break
-        if r.status != 200:
-            raise LiveClientError(r.status, body)
-        return str(json.loads(body)["id"])
+            elif wait is not None and clock() + wait < give_up_at:
+                await asyncio.sleep(wait)  # a 429/503: as long as the server asked, again
+            elif status != 200:
+                raise LiveClientError(status, body, wait)
+            else:
+                return str(json.loads(body)["id"])
 
     async def set_presence(self, channel: str, state: Mapping[str, Any]) -> None:
         """Join ``channel``'s presence with ``state`` (or change it); kept alive by heartbeats."""
@@ -343,6 +350,7 @@ class LiveClient:
 
                 self._conn = loop.create_task(self._connect(transport, on_open))
                 reason = "closed"
+                retry_after: float | None = None  # a 429/503's Retry-After, seconds
                 degrade: Degraded | None = None
                 recovered: Recovered | None = None
                 try:
@@ -359,6 +367,8 @@ class LiveClient:
                     reason = str(exc)
                 except Refused as exc:
                     degrade = exc.degraded()
+                    if exc.status in (429, 503):
+                        retry_after = exc.retry_after_s  # the next dial waits at least this
                     if exc.status in (401, 403):
                         self._auth_refusals += 1
                         # A function may give a fresh token (e.g. the old one expired):
@@ -383,7 +393,7 @@ class LiveClient:
                     self._ws = None
                     self.connected = False
                 self.last_error = reason
-                event: Event = Lost(reason) if opened else Failed(reason)
+                event: Event = Lost(reason, retry_after) if opened else Failed(reason, retry_after)
                 if degrade is not None:
                     event = Degrade(degrade.poll_s, degrade.transport)
                     self.stats.degrades += 1

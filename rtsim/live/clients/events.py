@@ -43,10 +43,12 @@ class GapNotice:
 class LiveClientError(RuntimeError):
     """A failure reconnecting cannot fix (e.g. 401/403: a missing, expired or wrong token)."""
 
-    def __init__(self, status: int, body: str) -> None:
+    def __init__(self, status: int, body: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"server refused the client with {status}: {body}")
         self.status = status
         self.body = body
+        #: For a 429/503: how long the server asked to wait before trying again, seconds.
+        self.retry_after_s = retry_after_s
 
 
 @dataclass

@@ -38,7 +38,6 @@ endpoint (a peer server) the stages are empty (``n`` 0).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import math
@@ -56,6 +55,7 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
+from rtsim.core.backoff import Backoff
 from rtsim.core.reconnect import rank
 from rtsim.core.replaylog import decode_cursor
 from rtsim.core.results import (
@@ -72,22 +72,30 @@ from rtsim.core.transport import Transport
 from ..errors import require_server
 from ..process import process_cpu_s, process_rss_bytes
 from .load_params import LoadParams
+from .loadpub import publish_load
 from .transports import CLIENT_TRANSPORTS
 from .wire import (
     Degraded,
+    Dropped,
     LoadTarget,
+    Refused,
     auth_headers,
     channel_params,
     level_of,
-    publish_frame,
     response_port,
-    ws_url,
 )
 
 __all__ = ["LoadParams", "capacity_search", "run_load"]
 
 #: Polling interval of a degraded subscriber when the server names none (its default).
 DEFAULT_DEGRADE_POLL_S = 5.0
+#: A dropped or refused subscriber's wait before it resumes (at least the server's
+#: ``Retry-After``): 50 ms doubling to 2 s with full jitter, restarting once it receives.
+RESUME_BACKOFF = Backoff(base_s=0.05, cap_s=2.0)
+
+
+def _at_least(delay: float, retry_after_s: float | None) -> float:
+    return delay if retry_after_s is None else max(delay, retry_after_s)
 
 
 def _plain_id(cursor: str | None, channel: str) -> str | None:
@@ -106,6 +114,8 @@ class _Sub:
     cursor: str = "0"
     alive: bool = True
     gaps: int = 0  # gap frames/events seen (e.g. an epoch gap after a server restart)
+    drops: int = 0  # connections that ended under it (it resumed from its cursor)
+    refusals: int = 0  # connection attempts refused with 429/503 (retried after Retry-After)
     degraded: bool = False  # sent to polling by an overloaded server at least once
     polling: bool = False  # polling now
 
@@ -189,13 +199,15 @@ class _Worker:
 
     async def _catch_up(self, sent: int) -> None:
         """Wait (at most two polling intervals and a bit) until every subscriber that is
-        polling now has every message of its channel: they lag by up to ``poll_s``."""
+        polling now, or has resumed after a drop or refusal, has every message of its
+        channel: they lag by up to ``poll_s`` (or a reconnect)."""
         deadline = time.monotonic() + 2 * self.poll_s + 5
 
         def behind() -> bool:
             for k, s in self.subs.items():
                 owed = len(range(k % self.p.channels, sent, self.p.channels))
-                if s.alive and s.polling and s.unique < owed:
+                resumed = s.polling or s.drops or s.refusals
+                if s.alive and resumed and s.unique < owed:
                     return True
             return False
 
@@ -220,8 +232,11 @@ class _Worker:
                 self._mark_ready()
 
         since: str | None = None
+        rng = np.random.default_rng(k)
+        attempt = 0  # drops and refusals in a row (the backoff's attempt)
         try:
             while True:
+                unique = s.unique
                 try:
                     kw = {} if since is None else {"since": since}
                     await subscribe(
@@ -240,6 +255,18 @@ class _Worker:
                         since = await self._poll_degraded(session, k, exc, ready)
                     finally:
                         s.polling = False
+                    continue
+                except Dropped as exc:  # closed (e.g. 1013) or reset: resume from its cursor
+                    s.drops += 1
+                    since = exc.cursor or since
+                    wait = None
+                except Refused as exc:  # 429/503: wait as long as the server asked
+                    if exc.status not in (429, 503):
+                        raise
+                    s.refusals += 1
+                    wait = exc.retry_after_s
+                attempt = 0 if s.unique > unique else attempt + 1
+                await asyncio.sleep(_at_least(RESUME_BACKOFF.delay(attempt, rng), wait))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # counted, not fatal: the others go on
@@ -284,6 +311,8 @@ class _Worker:
                     "errors": self.errors[:20],
                     "n_errors": len(self.errors),
                     "gaps": sum(s.gaps for s in self.subs.values()),
+                    "drops": sum(s.drops for s in self.subs.values()),
+                    "refusals": sum(s.refusals for s in self.subs.values()),
                     "gap_samples": self.gap_samples,
                     "cpu_s": cpu,
                     "traced": self.traced,
@@ -362,47 +391,6 @@ def _server_stages(p: LoadParams) -> dict[str, Any]:
     return records
 
 
-async def _publish(p: LoadParams, progress: bool) -> tuple[int, float]:
-    """Publish ``p.messages`` on schedule over one WebSocket to ``p.publisher_url``; return
-    (sent, late seconds max)."""
-    from tqdm.auto import tqdm
-
-    url = ws_url(p.publisher_url, p.ws_path, p.token)
-    pad = "x" * p.payload_bytes
-    worst_late = 0.0
-    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-
-        async def drain() -> None:
-            async for _ in ws:
-                pass
-
-        reader = asyncio.create_task(drain())
-        t0 = time.monotonic() + 0.2
-        n = p.messages
-        every = p.trace_every
-        with tqdm(total=n, desc="publishing", disable=not progress, delay=1.0) as bar:
-            for i in range(n):
-                due = t0 + i / p.rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                else:
-                    worst_late = max(worst_late, -delay)
-                data: dict[str, Any] = {"seq": i // p.channels, "t": due, "pad": pad}
-                if every and i % every == 0:
-                    data["trace"] = f"{p.run_id}:{i}"
-                    data["sent"] = time.monotonic()
-                await ws.send_str(publish_frame(p.channel_name(i), data))
-                if i % 64 == 0:
-                    bar.update(min(64, n - bar.n))
-            bar.update(n - bar.n)
-        await asyncio.sleep(0.05)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-    return n, worst_late
-
-
 def _run_blocking(coro: Any) -> Any:
     """``asyncio.run(coro)``, also from a thread whose loop is running (e.g. a notebook)."""
     try:
@@ -454,7 +442,8 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         t_start = time.monotonic()
         gc.freeze()  # the caller's heap (a notebook's) out of the publisher's collections
         try:
-            sent, late = _run_blocking(_publish(p, progress))
+            pub = _run_blocking(publish_load(p, progress))
+            sent, late = pub.sent, pub.late_s
         finally:
             gc.unfreeze()
         ru_pub = resource.getrusage(resource.RUSAGE_SELF)
@@ -499,6 +488,13 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         "delivered": delivered,
         "duplicates": dups,
         "degraded_clients": degraded,  # sent to polling by an overloaded server (C20)
+        # Subscriber connections that ended and resumed from their cursor, and attempts
+        # refused with 429/503 and retried after Retry-After.
+        "subscriber_drops": sum(r.get("drops", 0) for r in results),
+        "subscriber_refusals": sum(r.get("refusals", 0) for r in results),
+        # The publisher's dials refused with 429/503 and publishes refused and sent again.
+        "publisher_refused_connects": pub.refused_connects,
+        "publisher_refused_publishes": pub.refused_publishes,
         "published": sent,
         "publisher_late_max_ms": late * 1000,
         "publish_wall_s": publish_wall,

@@ -90,7 +90,9 @@ async def load_subscriber(
     """The load generator's long-polling subscriber (see :class:`~.wire.LoadSubscriber`).
 
     A poll that fails to connect (e.g. the server is restarting) is retried after
-    ``RETRY_S`` with the same cursor, so a restart shows as an epoch ``gap``, not an end.
+    ``RETRY_S`` with the same cursor, so a restart shows as an epoch ``gap``, not an end;
+    one refused with 429/503 (a limit, the broker down) is retried after the server's
+    ``Retry-After`` (at least ``RETRY_S``), with the same cursor.
     """
     cursor = since or "0"
     first = True
@@ -104,7 +106,11 @@ async def load_subscriber(
             ) as r:
                 port = response_port(r)
                 if r.status != 200:
-                    raise RuntimeError(f"poll answered {r.status}: {await r.text()}")
+                    refused = Refused(r.status, await r.text(), r.headers.get("Retry-After"))
+                    if r.status not in (429, 503) or refused.degraded() is not None:
+                        raise refused
+                    await asyncio.sleep(max(RETRY_S, refused.retry_after_s or 0.0))
+                    continue
                 raw = await r.read()
                 read_at = time.monotonic()
                 body = json.loads(raw)

@@ -15,6 +15,7 @@ from .wire import (
     ClientTransport,
     Connection,
     Degraded,
+    Dropped,
     LoadTarget,
     Recovered,
     Refused,
@@ -99,20 +100,24 @@ async def load_subscriber(
             degraded = degraded_refusal(r.status, body, r.headers.get("Retry-After"))
             if degraded is not None:
                 raise Degraded(degraded.poll_s, since, degraded.transport)
-            raise RuntimeError(f"SSE answered {r.status}: {body}")
+            raise Refused(r.status, body, r.headers.get("Retry-After"))
         port = response_port(r)
         ready()
         last = since
-        async for events, last_id in sse_events(r):
-            read_at = time.monotonic()
-            for event, obj in events:
-                if event == "degrade":
-                    raise degraded_of(obj, last)
-                if event == "message":
-                    got(obj.get("data"), read_at, port)
-                elif event == "gap" and gap is not None:
-                    gap(obj)
-            last = last_id or last
+        try:
+            async for events, last_id in sse_events(r):
+                read_at = time.monotonic()
+                for event, obj in events:
+                    if event == "degrade":
+                        raise degraded_of(obj, last)
+                    if event == "message":
+                        got(obj.get("data"), read_at, port)
+                    elif event == "gap" and gap is not None:
+                        gap(obj)
+                last = last_id or last
+        except (aiohttp.ClientError, ConnectionError, OSError) as exc:
+            raise Dropped(last, f"{type(exc).__name__}: {exc}") from None
+    raise Dropped(last, "stream ended")  # resume from the last event id
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

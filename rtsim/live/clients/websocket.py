@@ -18,10 +18,10 @@ from .wire import (
     ClientTransport,
     Connection,
     Degraded,
+    Dropped,
     LoadTarget,
-    Refused,
     degraded_of,
-    degraded_refusal,
+    handshake_refused,
     local_port,
     presence_frame,
     subscribe_frame,
@@ -42,8 +42,7 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
     try:
         ws = await c.session.ws_connect(ws_url(c.url), params=params, heartbeat=None)
     except aiohttp.WSServerHandshakeError as exc:
-        retry = exc.headers.get("Retry-After") if exc.headers else None
-        raise Refused(exc.status, exc.message, retry) from None
+        raise handshake_refused(exc) from None
     async with ws:
         c.attach_ws(ws)
         on_open()
@@ -111,33 +110,39 @@ async def load_subscriber(
     try:
         ws = await session.ws_connect(url, max_msg_size=0, autoping=True)
     except aiohttp.WSServerHandshakeError as exc:
-        retry = exc.headers.get("Retry-After") if exc.headers else None
-        degraded = degraded_refusal(exc.status, exc.message, retry)
+        refused = handshake_refused(exc)
+        degraded = refused.degraded()
         if degraded is not None:
             raise Degraded(degraded.poll_s, since, degraded.transport) from None
-        raise
+        raise refused from None
     last = since
-    async with ws:
-        port = local_port(ws.get_extra_info("sockname"))
-        await ws.send_str(subscribe_frame(channel, since))
-        ready()
-        async for msg in ws:
-            read_at = time.monotonic()
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
-            obj = json.loads(msg.data)
-            kind = obj.get("type")
-            if kind == "message":
-                last = obj.get("id", last)
-                got(obj.get("data"), read_at, port)
-            elif kind == "gap":
-                last = obj.get("position", last)
-                if gap is not None:
-                    gap(obj)
-            elif kind == "subscribed" and last is None:
-                last = obj.get("since")
-            elif kind == "degrade":
-                raise degraded_of(obj, last)
+    reason = ""
+    try:
+        async with ws:
+            port = local_port(ws.get_extra_info("sockname"))
+            await ws.send_str(subscribe_frame(channel, since))
+            ready()
+            async for msg in ws:
+                read_at = time.monotonic()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                obj = json.loads(msg.data)
+                kind = obj.get("type")
+                if kind == "message":
+                    last = obj.get("id", last)
+                    got(obj.get("data"), read_at, port)
+                elif kind == "gap":
+                    last = obj.get("position", last)
+                    if gap is not None:
+                        gap(obj)
+                elif kind == "subscribed" and last is None:
+                    last = obj.get("since")
+                elif kind == "degrade":
+                    raise degraded_of(obj, last)
+            reason = f"close {ws.close_code}"
+    except (aiohttp.ClientError, ConnectionError, OSError) as exc:
+        raise Dropped(last, f"{type(exc).__name__}: {exc}") from None
+    raise Dropped(last, reason)  # the server closed it (e.g. 1013): resume from here
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -22,11 +22,15 @@ from rtsim.core.reconnect import rank
 from rtsim.core.replaylog import encode_cursor
 from rtsim.core.transport import SseDecoder, Transport
 
+from ..errors import ServerUnreachableError
+
 __all__ = [
+    "DEGRADED_HEADER",
     "HEARTBEAT_FRAME",
     "ClientTransport",
     "Connection",
     "Degraded",
+    "Dropped",
     "LoadSubscriber",
     "LoadTarget",
     "Recovered",
@@ -36,34 +40,58 @@ __all__ = [
     "cursor_of",
     "degraded_of",
     "degraded_refusal",
+    "handshake_refused",
+    "http_publish",
     "level_of",
     "local_port",
     "poll_verdict",
     "presence_frame",
     "publish_frame",
     "response_port",
+    "retry_after_s_of",
     "sse_events",
     "subscribe_frame",
     "ws_url",
 ]
 
 
+#: The header of a degraded server's 503 that names the rung allowed (a WebSocket
+#: handshake's refusal shows the client its headers only, never its body).
+DEGRADED_HEADER = "X-Rtsim-Degraded"
+
+
 class Refused(Exception):
     """The server answered a connection attempt with an HTTP error ``status``.
 
-    ``retry_after``: its ``Retry-After`` header, seconds (None without one)."""
+    ``retry_after``: its ``Retry-After`` header, seconds (None without one);
+    ``degraded_to``: its ``X-Rtsim-Degraded`` header (the rung a degraded server allows)."""
 
-    def __init__(self, status: int, body: str, retry_after: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        body: str,
+        retry_after: str | None = None,
+        degraded_to: str | None = None,
+    ) -> None:
         super().__init__(f"HTTP {status}: {body}")
         self.status = status
         self.body = body
         self.retry_after = retry_after
+        self.degraded_to = degraded_to
+
+    @property
+    def retry_after_s(self) -> float | None:
+        """How long the server asked to wait, seconds: the body's ``retry_after_s`` (exact)
+        or else the ``Retry-After`` header (whole seconds); None if it named neither."""
+        return retry_after_s_of(self.body, self.retry_after)
 
     def degraded(self) -> Degraded | None:
-        """The degraded server's 503 (``{"code": "degraded", "poll_s", "transport"}``
-        and/or ``Retry-After``) as :class:`Degraded`, else None. A WebSocket handshake
-        shows only the header: the client is sent to polling, and its first poll answer
-        names the rung it may use (``"transport"``, see :func:`poll_verdict`)."""
+        """The degraded server's 503 (``{"code": "degraded", "poll_s", "transport"}``, or
+        ``X-Rtsim-Degraded`` with ``Retry-After``) as :class:`Degraded`, else None. A
+        WebSocket handshake shows only the headers: the client is sent to the rung named
+        (polling if it names none), and its first poll answer names the rung it may use
+        (``"transport"``, see :func:`poll_verdict`). Any other 503 (a connection limit, the
+        broker down) is a refusal to retry after ``Retry-After``, not a degradation."""
         if self.status != 503:
             return None
         try:
@@ -72,9 +100,27 @@ class Refused(Exception):
             obj = None
         if isinstance(obj, dict) and obj.get("code") == "degraded":
             return Degraded(_seconds(obj.get("poll_s")), None, level_of(obj))
-        if self.retry_after is not None:  # too_many_connections has no Retry-After
-            return Degraded(_seconds(self.retry_after))
+        if self.degraded_to is not None:
+            level = level_of({"transport": self.degraded_to})
+            return Degraded(_seconds(self.retry_after), None, level)
         return None
+
+
+def retry_after_s_of(body: str | None, header: str | None) -> float | None:
+    """The wait a 429/503 asks for, seconds: ``"retry_after_s"`` of the JSON error body
+    (``{"error": {"retry_after_s"}}``) if there is one, else the ``Retry-After`` header
+    given in seconds (an HTTP date is not used by this server: None)."""
+    if body:
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            obj = None
+        err = obj.get("error") if isinstance(obj, dict) else None
+        if isinstance(err, dict):
+            s = _seconds(err.get("retry_after_s"))
+            if s is not None:
+                return s
+    return _seconds(header)
 
 
 def _seconds(value: Any) -> float | None:
@@ -101,6 +147,16 @@ class Degraded(Exception):
             super().__init__(f"the server allows {self.transport.value} at best")
         self.poll_s = poll_s
         self.cursor = cursor
+
+
+class Dropped(ConnectionError):
+    """A load subscriber's connection ended (the server closed it, e.g. 1013 slow consumer,
+    or it was reset): resume after ``cursor`` (None: from now on)."""
+
+    def __init__(self, cursor: str | None, reason: str = "") -> None:
+        super().__init__(f"the connection ended ({reason or 'closed'}); resume after {cursor}")
+        self.cursor = cursor
+        self.reason = reason
 
 
 class Recovered(Exception):
@@ -149,6 +205,35 @@ def poll_verdict(
 def auth_headers(token: str | None) -> dict[str, str]:
     """``Authorization: Bearer TOKEN`` (nothing in open mode)."""
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def http_publish(
+    session: aiohttp.ClientSession,
+    url: str,
+    channel: str,
+    data: Any,
+    headers: Mapping[str, str],
+    timeout_s: float,
+) -> tuple[int, str, float | None]:
+    """``POST /publish`` once: ``(status, body, retry_after_s)`` — the last set only for a
+    429/503 (:func:`retry_after_s_of`). Raises
+    :class:`~rtsim.live.errors.ServerUnreachableError` if the server cannot be reached or
+    does not answer within ``timeout_s`` seconds."""
+    try:
+        async with session.post(
+            url + "/publish",
+            json={"channel": channel, "data": data},
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as r:
+            body = await r.text()
+    except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {timeout_s:g} s"
+        raise ServerUnreachableError(url, reason) from None
+    wait = retry_after_s_of(body, r.headers.get("Retry-After"))
+    return r.status, body, (wait if r.status in (429, 503) else None)
 
 
 def ws_url(base_url: str, path: str = "/ws", token: str | None = None) -> str:
@@ -275,9 +360,10 @@ class LoadSubscriber(Protocol):
     ``port``: the connection's local TCP port, -1 if unknown, which the server's stage
     records name it by), ``ready()`` once subscribed and ``gap(obj)`` per ``gap`` the server
     sends (e.g. reason ``"epoch"`` after a server restart). ``since``: resume after this id
-    (the load generator passes it when it comes back from polling). Raises on a refusal,
-    and :class:`Degraded` (with its last position as ``cursor``) when an overloaded server
-    sends it to polling."""
+    (the load generator passes it when it comes back from polling or resumes after a
+    drop). Raises :class:`Refused` on a refusal, :class:`Degraded` (with its last position
+    as ``cursor``) when an overloaded server sends it to polling, and :class:`Dropped`
+    (with its last position) when its connection ends or is reset."""
 
     def __call__(
         self,
@@ -292,9 +378,20 @@ class LoadSubscriber(Protocol):
     ) -> Awaitable[None]: ...
 
 
-def degraded_refusal(status: int, body: str, retry_after: str | None) -> Degraded | None:
+def degraded_refusal(
+    status: int, body: str, retry_after: str | None, degraded_to: str | None = None
+) -> Degraded | None:
     """:meth:`Refused.degraded` of an HTTP answer (None unless the server is degraded)."""
-    return Refused(status, body, retry_after).degraded()
+    return Refused(status, body, retry_after, degraded_to).degraded()
+
+
+def handshake_refused(exc: aiohttp.WSServerHandshakeError) -> Refused:
+    """A refused WebSocket handshake as :class:`Refused` (its headers: ``Retry-After``,
+    ``X-Rtsim-Degraded``; the body is not shown to a WebSocket client)."""
+    headers: Mapping[str, str] = exc.headers or {}
+    return Refused(
+        exc.status, exc.message, headers.get("Retry-After"), headers.get(DEGRADED_HEADER)
+    )
 
 
 def local_port(sockname: Any) -> int:

@@ -30,12 +30,14 @@ import jwt
 from rtsim.core.envelope import MAX_CHANNEL_LENGTH
 
 __all__ = [
+    "MAX_USER_LENGTH",
     "MIN_SECRET_BYTES",
     "OPEN_GRANT",
     "AuthError",
     "Authenticator",
     "Grant",
     "check_secret",
+    "check_user",
     "compile_patterns",
     "make_token",
     "parse_patterns",
@@ -67,6 +69,31 @@ class AuthError(ValueError):
         self.code = code
         self.message = message
         self.status = status
+
+
+#: The longest user name (a token's ``sub``), characters.
+MAX_USER_LENGTH = 200
+
+
+def check_user(user: object) -> str:
+    """``user`` as a token's ``sub``: a non-empty string of at most ``MAX_USER_LENGTH``
+    characters that can be sent (encodable as UTF-8: no lone surrogate such as
+    ``"\ud800"``, which JSON can carry but no frame or event can). Raises ``ValueError``
+    naming what is wrong."""
+    if not isinstance(user, str) or not user:
+        raise ValueError("the user (sub) must be a non-empty string")
+    if len(user) > MAX_USER_LENGTH:
+        raise ValueError(
+            f"the user (sub) must be at most {MAX_USER_LENGTH} characters, got {len(user)}"
+        )
+    try:
+        user.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"the user (sub) cannot be sent: {user[exc.start : exc.end]!r} at {exc.start}"
+            " is not encodable as UTF-8 (a lone surrogate)"
+        ) from None
+    return user
 
 
 def parse_patterns(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -155,8 +182,7 @@ def make_token(
     """A signed token for ``user``. ``now`` defaults to the wall clock (tokens need it);
     ``admin`` adds the ``"admin": true`` claim (a facilitator's token)."""
     check_secret(secret)
-    if not isinstance(user, str) or not user or len(user) > 200:
-        raise ValueError(f"user must be a non-empty string of at most 200 characters: {user!r}")
+    check_user(user)
     if not ttl_s > 0:
         raise ValueError(f"ttl must be > 0 s, got {ttl_s}")
     issued = time.time() if now is None else now
@@ -203,9 +229,10 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             raise AuthError("invalid_token", f"the token is not valid: {exc}") from None
         try:
-            user = claims["sub"]
-            if not isinstance(user, str) or not user:
-                raise ValueError("sub must be a non-empty string")
+            user = check_user(claims["sub"])
+        except ValueError as exc:  # stored in presence, sent in frames: refuse it here
+            raise AuthError("bad_token", f"the token's sub is not valid: {exc}") from None
+        try:
             return Grant(
                 user=user,
                 subscribe=parse_patterns(_strings(claims.get("subscribe", []))),

@@ -22,7 +22,10 @@ for all of them:
   ``too_many_publishes_per_ip``, 429, counted in ``rtsim_rejected_total``), JSON check,
   backplane, ``rtsim_published_total``;
 * :meth:`Gate.http_error` turns any refusal into ``{"error": {"code", "message"}}`` with
-  its HTTP status, counted in ``rtsim_protocol_errors_total`` by code.
+  its HTTP status, counted in ``rtsim_protocol_errors_total`` by code. Every 429 and 503
+  also carries how long to wait before trying again: the ``Retry-After`` header (whole
+  seconds, rounded up) and ``"retry_after_s"`` in the error object (seconds, exact);
+  :func:`retry_after_of` gives the same figure for a WebSocket ``error`` frame.
 """
 
 from __future__ import annotations
@@ -41,7 +44,13 @@ from rtsim.core.replaylog import ReplayLogError
 from rtsim.core.transport import Transport
 
 from ..backplanes.base import Backplane
-from ..protocol import ProtocolError, check_json, parse_json
+from ..protocol import (
+    DEFAULT_RETRY_AFTER_S,
+    ProtocolError,
+    check_json,
+    parse_json,
+    retry_after_header,
+)
 from .auth import Authenticator, AuthError, Grant
 from .metrics import Metrics
 from .stages import StageRecorder, monotonic, trace_of
@@ -54,6 +63,7 @@ __all__ = [
     "check_channel",
     "json_response",
     "loads",
+    "retry_after_of",
 ]
 
 #: Why a connection whose token ran out is ended: the WebSocket close reason, the ``code``
@@ -73,6 +83,15 @@ ERROR_STATUS: dict[str, int] = {
     "backplane_unavailable": 503,
     "too_big": 413,
 }
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """Seconds a client should wait before retrying after ``exc``: its own figure, or
+    :data:`~rtsim.live.protocol.DEFAULT_RETRY_AFTER_S` for a refusal answered 429/503;
+    None for any other refusal (retrying the same request would not help)."""
+    if not isinstance(exc, ProtocolError) or ERROR_STATUS.get(exc.code) not in (429, 503):
+        return None
+    return DEFAULT_RETRY_AFTER_S if exc.retry_after_s is None else exc.retry_after_s
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
@@ -263,6 +282,7 @@ class Gate:
                     "too_many_publishes_per_ip",
                     f"{peer} publishes more than {self.publishes.rate:g} messages/s"
                     f" (--publish-rate-per-ip); retry in {wait:.3f} s",
+                    retry_after_s=round(max(wait, 0.001), 3),
                 )
         check_json(data)  # before storing: what is stored must be sendable to everyone
         env = await self.backplane.publish(channel, data)
@@ -270,17 +290,28 @@ class Gate:
         return env
 
     # --- answers ------------------------------------------------------------------------
-    def error(self, code: str, message: str, status: int) -> web.Response:
-        """An error answer, counted by ``code``."""
+    def error(
+        self, code: str, message: str, status: int, retry_after_s: float | None = None
+    ) -> web.Response:
+        """An error answer, counted by ``code``. A 429 or 503 carries ``Retry-After`` and
+        ``"retry_after_s"`` (``retry_after_s``, default ``DEFAULT_RETRY_AFTER_S``)."""
         self.metrics.errors.labels(code).inc()
-        return json_response({"error": {"code": code, "message": message}}, status)
+        err: dict[str, Any] = {"code": code, "message": message}
+        if status not in (429, 503):
+            return json_response({"error": err}, status)
+        wait = DEFAULT_RETRY_AFTER_S if retry_after_s is None else retry_after_s
+        err["retry_after_s"] = wait
+        resp = json_response({"error": err}, status)
+        resp.headers["Retry-After"] = retry_after_header(wait)
+        return resp
 
     def http_error(self, exc: Exception) -> web.Response:
         """The answer to a refusal (auth, protocol or cursor error); re-raises others."""
         if isinstance(exc, AuthError):
             return self.error(exc.code, exc.message, exc.status)
         if isinstance(exc, ProtocolError):
-            return self.error(exc.code, exc.message, ERROR_STATUS.get(exc.code, 400))
+            status = ERROR_STATUS.get(exc.code, 400)
+            return self.error(exc.code, exc.message, status, retry_after_of(exc))
         if isinstance(exc, ReplayLogError):
             return self.error("bad_cursor", str(exc), 400)
         raise exc

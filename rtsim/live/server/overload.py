@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,7 @@ from rtsim.core.overload import Change, OverloadDetector
 from rtsim.core.reconnect import rank
 from rtsim.core.transport import Transport
 
+from ..protocol import retry_after_header
 from .hub import Control, Hub, Subscriber
 
 if TYPE_CHECKING:
@@ -210,13 +210,17 @@ class OverloadMonitor:
             "code": DEGRADED,
             "poll_s": self.poll_s,
             "transport": level.value,
-            "error": {"code": DEGRADED, "message": message},
+            "error": {"code": DEGRADED, "message": message, "retry_after_s": self.poll_s},
         }
         return web.Response(
             body=json.dumps(body, separators=(",", ":")).encode(),
             status=503,
             content_type="application/json",
-            headers={"Retry-After": str(max(1, math.ceil(self.poll_s)))},
+            # The rung in a header too: a WebSocket client sees the headers, not the body.
+            headers={
+                "Retry-After": retry_after_header(self.poll_s),
+                "X-Rtsim-Degraded": level.value,
+            },
         )
 
     def poll_fields(self, long_poll: bool = False) -> bytes:

@@ -36,7 +36,7 @@ from ..protocol import (
     parse_client_frame,
 )
 from .auth import AuthError, Grant
-from .gate import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED
+from .gate import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED, retry_after_of
 from .hub import Control, Replay, Subscriber
 from .state import CLOSE_GOING_AWAY, ServerState
 
@@ -200,7 +200,7 @@ class WebSocketHandler:
             code, message = "bad_cursor", str(exc)
         ref = exc.ref if isinstance(exc, ProtocolError) else None
         self.state.metrics.errors.labels(code).inc()
-        sub.send(Control(json.loads(error_frame(code, message, ref))))
+        sub.send(Control(json.loads(error_frame(code, message, ref, retry_after_of(exc)))))
 
     async def _frame(
         self,

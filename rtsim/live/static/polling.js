@@ -8,6 +8,13 @@
 // Load after transport.js: it adds these methods to RtTransport.prototype.
 "use strict";
 
+// The wait a 429/503 asks for, ms: the body's error.retry_after_s, else Retry-After (s).
+async function retryAfterMs(r) {
+  const body = await r.json().catch(() => ({}));
+  const s = Number((body.error && body.error.retry_after_s) ?? r.headers.get("Retry-After"));
+  return Number.isFinite(s) && s > 0 ? s * 1000 : 0;
+}
+
 Object.assign(window.RtTransport.prototype, {
   // --- long polling, and interval polling (the server's degraded rung) -----------------
   _open_long_polling(onOpen, onDown) {
@@ -40,6 +47,10 @@ Object.assign(window.RtTransport.prototype, {
               after = ""; // without `after` the server answers at once, from now on
               continue;
             }
+          }
+          if (r.status === 429 || r.status === 503) {
+            // A limit or the broker down: the next poll waits as long as the server asked.
+            this._retryAfterMs = await retryAfterMs(r);
           }
           if (!r.ok) throw new Error(`HTTP ${r.status}`);
           body = await r.json();

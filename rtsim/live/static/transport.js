@@ -38,7 +38,7 @@
 const ORDER = ["websocket", "sse", "long-polling"];
 // The article's cascade: a higher rank is a lesser transport ("polling": the server's only).
 const RANK = { websocket: 0, sse: 1, "long-polling": 2, polling: 3 };
-const AUTH_CODES = new Set(["no_token", "invalid_token", "token_expired", "forbidden"]);
+const AUTH_CODES = new Set(["no_token", "invalid_token", "bad_token", "token_expired", "forbidden"]);
 const CLOSE_TOKEN_EXPIRED = 4001; // the server's close code when the token runs out
 
 function cursorString(ids) {
@@ -274,7 +274,9 @@ class RtTransport {
     if (!opened) this.index = 0; // nothing worked: start the list over after a pause
     if (opened && Date.now() - this._openedAt >= this.stableAfterMs) this.attempt = 0;
     const cap = Math.min(this.backoffCapMs, this.backoffBaseMs * 2 ** this.attempt);
-    const delay = Math.random() * cap; // full jitter
+    // Full jitter, but never sooner than a 429/503's Retry-After (docs/protocol.md).
+    const delay = Math.max(Math.random() * cap, this._retryAfterMs || 0);
+    this._retryAfterMs = 0;
     this.attempt = Math.min(this.attempt + 1, 20);
     this.reconnects++;
     this._set("reconnecting", `${name} down (${why}); retry in ${Math.round(delay)} ms`);

@@ -67,9 +67,10 @@ def test_ids_and_order_keys() -> None:
     streams = RedisStreamsBackplane(parse_broker_url("redis-streams://h:1", 6379))
     assert streams.order_key("0") == (0, 0) < streams.order_key("9-1") < streams.order_key("10-0")
     nats = JetStreamBackplane(parse_broker_url("nats://h:1", 4222))
-    assert nats.order_key("9") < nats.order_key("10")
+    # "SEQ-N" (N: the channel ordinal) orders by the stream sequence; a bare SEQ too.
+    assert nats.order_key("9") < nats.order_key("10") == nats.order_key("10-4")
     with pytest.raises(MalformedIdError):
-        nats.order_key("1-0")
+        nats.order_key("1-0-0")
 
 
 async def test_pubsub_replays_only_its_own_buffer() -> None:

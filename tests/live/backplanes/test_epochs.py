@@ -115,7 +115,7 @@ async def test_jetstream_epoch_is_the_stream_not_the_server_run(
     body = await _poll(http, fresh.url, cursor)
     (gap,) = body["gaps"]
     assert (gap["reason"], gap["epoch"], gap["position"]) == ("epoch", new_epoch, f"{new_epoch}:0")
-    assert [(m["id"], m["data"]) for m in body["messages"]] == [("1", "new")]
+    assert [(m["id"], m["data"]) for m in body["messages"]] == [("1-1", "new")]
 
 
 @pytest.mark.redis
