@@ -445,6 +445,8 @@ MECHANISMS: dict[str, str] = {
     "idle_gap": "wake-ups slower after longer idle gaps (measured)",
     "size_law": "CPU per delivery growing with connections (two sizes measured)",
     "wake_cpu": "the CPU a wake-up itself costs, longer after longer idle gaps (measured)",
+    "ack": "the server's ack of each publish restarting the publisher's sleep",
+    "warmth": "CPU per delivery growing with the idle gap before a burst (measured law)",
 }
 
 
