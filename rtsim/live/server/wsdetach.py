@@ -1,0 +1,113 @@
+"""An upgraded WebSocket that outlives its HTTP request handler (less memory per socket).
+
+aiohttp serves each connection with a request task that runs the route's handler, and it
+keeps the parsed upgrade request, its HTTP parser and that task's coroutines for as long
+as the handler runs — for a WebSocket, its whole life (about 5 KiB of an idle socket's
+16 KiB here, see ``benchmarks/results/ws_memory_profile.md``). A handler that upgrades
+with :class:`DetachedWebSocket`, hands the socket to a reader task of its own and then
+calls :func:`detach` may return at once: aiohttp finishes the request (without closing
+the socket) and drops what only the HTTP exchange needed.
+
+What stays is aiohttp's: the connection's protocol object (now only routing bytes to the
+WebSocket frame parser), the WebSocketResponse with its reader queue, writer and
+heartbeat, and the transport. Framing, ping/pong, close handshake and size limits are all
+still aiohttp's.
+
+:func:`detach` touches a few private attributes of aiohttp's request handler and
+request (checked with ``getattr``; with an aiohttp that lacks one, that part of the saving
+is simply not made). ``tests/live/server/test_ws_detach.py`` checks that each one is
+released with the aiohttp installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+__all__ = ["DetachedWebSocket", "detach"]
+
+#: Stands in for the request's headers once the upgrade is done (shared, empty).
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+#: Stands in for the request handler's queue of parsed HTTP requests: after an upgrade no
+#: more are parsed (bytes go to the WebSocket parser), so it stays empty (maxlen 0).
+_NO_MESSAGES: deque[Any] = deque(maxlen=0)
+
+
+class DetachedWebSocket(web.WebSocketResponse):
+    """A :class:`aiohttp.web.WebSocketResponse` that stays open when its handler returns.
+
+    aiohttp closes a response's socket in ``write_eof()`` once the handler returns; after
+    :func:`detach` this one does not — whoever reads it closes it (``close()``), as before.
+    Until then (e.g. the client left during the handshake) it behaves as its base class.
+    """
+
+    # A slot, not a __dict__ entry: the base class's instances already have 29 of these,
+    # and past 30 CPython stops sharing the keys (296 B per socket becomes 1.5 KiB).
+    __slots__ = ("detached",)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.detached = False
+
+    async def write_eof(self) -> None:  # type: ignore[override]
+        if self.detached:
+            return
+        await super().write_eof()
+
+
+def detach(request: web.Request, ws: DetachedWebSocket) -> bool:
+    """Let ``ws`` (prepared on ``request``) outlive its handler; call just before returning.
+
+    Returns False (and changes nothing) if it cannot: the handler must then keep running
+    until the socket closes, as with a plain WebSocketResponse. On True the handler
+    returns ``ws`` right after; a task of the caller's own reads the socket.
+
+    aiohttp's request task ends once the handler returns; as it ends it closes the
+    connection's transport unless the connection is marked force-closed (which would
+    also make it drop incoming bytes), so the connection's protocol is shown no transport
+    until that task has ended, then given it back (unless the socket closed meanwhile).
+    Also released, as an upgraded socket never uses them again:
+
+    * the HTTP request parser and the handler's queue of parsed requests — after the
+      upgrade aiohttp feeds the socket's bytes to the WebSocket frame parser only;
+    * the upgrade request's headers (the request object stays: the response uses it
+      to reach the transport). Read anything needed from them before this call.
+    """
+    proto: Any = request.protocol
+    task = request.task
+    transport = getattr(proto, "transport", None)
+    if (
+        not isinstance(task, asyncio.Task)
+        or task.done()
+        or transport is None
+        or getattr(proto, "_payload_parser", None) is None  # not upgraded
+    ):
+        return False
+    ws.detached = True
+    proto.transport = None
+
+    def give_back(_: object) -> None:
+        if proto.transport is None and not transport.is_closing():
+            proto.transport = transport
+
+    task.add_done_callback(give_back)
+    if hasattr(proto, "_parser"):
+        proto._parser = None
+    msgs = getattr(proto, "_messages", None)
+    if isinstance(msgs, deque) and not msgs:
+        proto._messages = _NO_MESSAGES
+    req: Any = request
+    message = getattr(req, "_message", None)
+    if message is not None and hasattr(message, "_replace"):
+        req._message = message._replace(headers=_NO_HEADERS, raw_headers=())
+        if hasattr(req, "_headers"):
+            req._headers = _NO_HEADERS
+        cache = getattr(req, "_cache", None)
+        if isinstance(cache, dict):
+            cache.pop("headers", None)
+            cache.pop("raw_headers", None)
+    return True
