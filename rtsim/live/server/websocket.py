@@ -10,10 +10,12 @@ token expires (the client reconnects with a fresh token and resumes with ``since
 when the server shuts down. Frames are uncompressed, so the
 hub may write a broadcast's pre-framed bytes straight to an idle socket.
 
-Memory per idle socket: after the upgrade the route handler returns and one reader task
-of this module reads the socket (:mod:`.wsdetach`), so aiohttp's request task, the parsed
-upgrade request and its HTTP parser are not kept for the socket's life; the connection's
-state is one slotted :class:`_Conn`, and an idle socket has no writer task.
+Memory per idle socket: after the upgrade the route handler returns (:mod:`.wsdetach`),
+so aiohttp's request task, the parsed upgrade request and its HTTP parser are not kept for
+the socket's life. An idle socket has no task at all: aiohttp's frame parser puts what
+arrives in an :class:`~.wsdetach.Inbox`, which starts a reader task when something
+arrives, and that task ends once it has read everything; a writer task likewise runs only
+while something is queued. The connection's state is one slotted :class:`_Conn`.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from .auth import AuthError, Grant
 from .gate import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED
 from .hub import Control, Replay, Subscriber
 from .state import CLOSE_GOING_AWAY, ServerState
-from .wsdetach import DetachedWebSocket, detach
+from .wsdetach import DetachedWebSocket, Inbox, detach, own_inbox
 
 __all__ = [
     "CLOSE_INTERNAL",
@@ -80,7 +82,7 @@ class WebSocketHandler:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self._seq = 0
-        self._readers: set[asyncio.Task[None]] = set()  # one per open socket
+        self._readers: set[asyncio.Task[None]] = set()  # of the sockets being read now
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/ws", self.websocket)]
@@ -90,13 +92,15 @@ class WebSocketHandler:
 
         The app has closed every socket in ``state.sockets`` by then (its shutdown).
         """
-        readers = list(self._readers)
-        if readers:
-            _, pending = await asyncio.wait(readers, timeout=self.state.config.close_grace_s)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=self.state.config.close_grace_s)
+        for _ in range(2):  # a socket closed just now starts its reader on the next turn
+            await asyncio.sleep(0)
+            readers = list(self._readers)
+            if readers:
+                _, pending = await asyncio.wait(readers, timeout=self.state.config.close_grace_s)
+                for t in pending:
+                    t.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=self.state.config.close_grace_s)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         st = self.state
@@ -113,7 +117,7 @@ class WebSocketHandler:
             max_msg_size=cfg.max_frame_bytes,
             heartbeat=cfg.ws_ping_s,
             compress=False,
-            autoping=True,
+            autoping=False,  # the reader answers pings: a pong may then end an idle reader
         )
         try:
             await ws.prepare(request)
@@ -132,35 +136,47 @@ class WebSocketHandler:
         sub.on_overflow = conn.overflow
         sub.on_fail = conn.failed
         conn.expiry = gate.on_expiry(grant, TRANSPORT, conn.expired)
-        # The socket is read by a task of its own from here on and this handler returns:
-        # aiohttp's request task, the parsed upgrade request and its HTTP parser go.
-        reader = asyncio.get_running_loop().create_task(self._serve(conn))
-        self._readers.add(reader)
-        reader.add_done_callback(self._readers.discard)
-        if not detach(request, ws):
-            await reader  # (not an aiohttp server task): serve it from here, as before
+        if not detach(request, ws):  # (not on an aiohttp server): read it from here
+            await self._serve(conn)
+            return ws
+        # This handler returns now (aiohttp's request task, the parsed upgrade request and
+        # its HTTP parser go); a reader task runs whenever something has arrived.
+        conn.inbox = own_inbox(request, ws, conn.read)
+        if conn.inbox is None:
+            conn.read()  # (an aiohttp that differs): one reader for the socket's life
         return ws
 
     async def _serve(self, conn: _Conn) -> None:
-        """Read the socket's frames until it closes, then clean up and close it."""
+        """Read the socket's frames until it closes, then clean up and close it — or, with
+        an inbox, until nothing more has arrived (the next arrival starts it again)."""
         st = self.state
-        ws, sub = conn.ws, conn.sub
-        errors = 0
+        ws, sub, inbox = conn.ws, conn.sub, conn.inbox
+        ended = True
         try:
             while True:
+                if inbox is not None and not inbox.ready():
+                    ended = False
+                    return
                 msg = await ws.receive()
                 kind, data = msg.type, msg.data
                 del msg  # nothing of a frame is kept while the socket is idle
                 if kind in _END or sub.closed:
                     break
+                if kind is WSMsgType.PING:
+                    await ws.pong(data)
+                    data = None
+                    continue
+                if kind is WSMsgType.PONG:
+                    data = None
+                    continue
                 if kind is WSMsgType.TEXT:
                     frame: ClientFrame | None = None
                     try:
                         frame = parse_client_frame(data, st.config.max_frame_bytes)
                         await self._frame(frame, conn)
-                        errors = 0
+                        conn.errors = 0
                     except (ProtocolError, AuthError, ReplayLogError) as exc:
-                        errors += 1
+                        conn.errors += 1
                         self._error(sub, exc)
                         if isinstance(exc, BackplaneUnavailable) and isinstance(frame, Subscribe):
                             # Not subscribed: close (1013) so that the client reconnects and
@@ -170,18 +186,22 @@ class WebSocketHandler:
                     frame = data = None
                 elif kind is WSMsgType.BINARY:
                     data = None
-                    errors += 1
+                    conn.errors += 1
                     self._error(sub, ProtocolError("binary_frame", "send JSON text frames"))
                 else:  # ERROR: e.g. a frame over the size limit (aiohttp closes with 1009)
                     st.metrics.errors.labels("too_big_or_invalid").inc()
                     break
-                if errors >= st.config.max_errors:
+                if conn.errors >= st.config.max_errors:
                     sub.close("too many errors")
                     break
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            await self._closed(conn)
+            if conn.reader is asyncio.current_task():
+                conn.reader = None
+            if ended and not conn.ended:
+                conn.ended = True  # no reader starts again
+                await self._closed(conn)
 
     async def _closed(self, conn: _Conn) -> None:
         """The socket's reader ended: unsubscribe, leave presence, close it."""
@@ -339,12 +359,16 @@ class _Conn:
     """
 
     __slots__ = (
+        "ended",
+        "errors",
         "expiry",
         "grant",
         "handler",
+        "inbox",
         "member",
         "peer",
         "presence",
+        "reader",
         "sub",
         "transport",
         "writer",
@@ -369,9 +393,21 @@ class _Conn:
         self.member = member  # this connection's presence identity, "USER:wsN"
         self.peer = peer
         self.writer: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[None] | None = None  # reading what arrived, if anything
+        self.inbox: Inbox | None = None  # None: one reader runs for the socket's life
+        self.ended = False  # the socket is closed (or closing) and cleaned up
+        self.errors = 0  # consecutive protocol errors
         self.expiry: asyncio.TimerHandle | None = None  # the token's expiry timer
         #: presence state set on this connection, by channel (None until the first)
         self.presence: dict[str, dict[str, Any]] | None = None
+
+    def read(self) -> None:
+        """Something arrived (or the socket ended): start a reader if none runs."""
+        if self.reader is None and not self.ended:
+            h = self.handler
+            t = self.reader = asyncio.get_running_loop().create_task(h._serve(self))
+            h._readers.add(t)
+            t.add_done_callback(h._readers.discard)
 
     def wake(self) -> None:
         """Something was queued (or the subscriber closed): start a writer if none runs."""

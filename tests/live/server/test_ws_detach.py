@@ -3,10 +3,13 @@ upgrade request's headers and HTTP parser are gone, while the socket works as be
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import secrets
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.http_parser import RawRequestMessage
 
@@ -58,3 +61,46 @@ async def test_socket_outlives_its_request_and_drops_the_upgrade_headers(srv, ht
 async def test_a_plain_http_get_of_ws_is_still_refused(srv, http) -> None:
     async with http.get(srv.ws_url.replace("ws://", "http://")) as r:
         assert r.status == 400
+
+
+def _readers(srv: Any, channel: str) -> list[bool]:
+    """Per subscriber of ``channel``: is a reader task running for its socket now?"""
+    return [s.on_wake.__self__.reader is not None for s in srv.server.hub.subs.get(channel, {})]
+
+
+async def test_an_idle_socket_has_no_reader_task(srv, http) -> None:
+    wss = [await http.ws_connect(srv.ws_url) for _ in range(3)]
+    try:
+        for ws in wss:
+            await subscribe(ws, "idle")
+        await wait_until(lambda: _readers(srv, "idle") == [False, False, False])
+        # A frame from one client starts a reader for that socket only, which ends again.
+        await wss[1].send_json({"type": "publish", "channel": "idle", "data": 7, "ref": "a"})
+        for ws in wss:
+            assert [m["data"] for m in await ws_collect(ws, 1)] == [7]
+        await wait_until(lambda: _readers(srv, "idle") == [False, False, False])
+    finally:
+        for ws in wss:
+            await ws.close()
+
+
+async def test_pings_are_answered_and_a_silent_client_is_dropped(serve, http) -> None:
+    srv = serve(ws_ping_s=0.2)
+    # The client's ping gets the server's pong (the reader answers, not aiohttp's autoping).
+    ws = await http.ws_connect(srv.ws_url, autoping=False)
+    await ws.ping(b"hello")
+    msg = await ws.receive(timeout=5)
+    while msg.type is aiohttp.WSMsgType.PING:  # the server's own heartbeat
+        msg = await ws.receive(timeout=5)
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.PONG, b"hello")
+    # A client that answers the server's pings stays; one that never does is dropped.
+    alive = await http.ws_connect(srv.ws_url)  # autoping: answers pings while receiving
+    await subscribe(alive, "hb")
+    await wait_until(lambda: len(srv.server.sockets) == 2)
+    silent = ws  # never reads again, so never answers the server's pings
+    with contextlib.suppress(TimeoutError):  # ~7 ping periods; pongs go out as pings come
+        await asyncio.wait_for(alive.receive(), 1.5)
+    await wait_until(lambda: len(srv.server.sockets) == 1, timeout=5)
+    assert not alive.closed
+    await alive.close()
+    await silent.close()
