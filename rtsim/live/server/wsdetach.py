@@ -22,6 +22,8 @@ released with the aiohttp installed.
 from __future__ import annotations
 
 import asyncio
+import functools
+import random
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +43,8 @@ _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 _NO_MESSAGES: deque[Any] = deque(maxlen=0)
 #: The inbox of every socket with nothing received and unread (maxlen 0, like _NO_MESSAGES).
 _NOTHING: deque[Any] = deque(maxlen=0)
+#: A WebSocket writer's source of mask keys, shared (a server's writers never mask).
+_MASK_BITS = functools.partial(random.getrandbits, 32)
 _OVERHEAD = 64  # bytes counted per queued message besides its payload (as aiohttp does)
 
 
@@ -102,6 +106,9 @@ def detach(request: web.Request, ws: DetachedWebSocket) -> bool:
             proto.transport = transport
 
     task.add_done_callback(give_back)
+    writer: Any = getattr(ws, "_writer", None)
+    if getattr(writer, "use_mask", True) is False and hasattr(writer, "get_random_bits"):
+        writer.get_random_bits = _MASK_BITS  # a server never masks: one shared (264 B each)
     if hasattr(proto, "_parser"):
         proto._parser = None
     msgs = getattr(proto, "_messages", None)

@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_parser import RawRequestMessage
 
+from rtsim.live.server import wsdetach
 from rtsim.live.server.wsdetach import DetachedWebSocket
 
 from ..conftest import publish, subscribe, wait_until, ws_collect
@@ -42,6 +43,7 @@ async def test_socket_outlives_its_request_and_drops_the_upgrade_headers(srv, ht
         await wait_until(lambda: request.task is None or request.task.done())
         # ...its HTTP parser is released, and the headers are no longer held anywhere.
         assert request.protocol._parser is None
+        assert server_ws._writer.get_random_bits is wsdetach._MASK_BITS  # one, shared
         assert len(request.headers) == 0
         assert not _held(probe)
         # The socket still works both ways, and the transport is the connection's again.
