@@ -1,15 +1,26 @@
-"""Hold many idle WebSocket subscribers on one ``rtsim serve`` and report its RSS.
+"""Memory per idle connection: rtsim beside its peers at N, and N idle WebSockets held.
 
-The server runs as its own process (file-descriptor limit raised to N + 1,000; as root the
-hard limit is raised too). Subscribers come from ``--procs`` client processes, each with its
-own source address 127.0.0.(2+k) so that no address runs out of ephemeral ports (about
-28,000 per address here). Each client is a raw asyncio protocol — an HTTP upgrade, one
-masked ``subscribe`` frame, and pongs to the server's pings — a few KiB per connection, so
-the load generator is not what runs out. The result: connections held (the server's own
-``rtsim_connections`` gauge), RSS before and while holding them, KiB per connection, and
-how far it got if it stopped short (the first error seen).
+Two parts, one run:
 
-    .venv/bin/python benchmarks/bench_idle_ws.py [-n 50000] [--procs 4]
+* **Compare** (``--compare N``, default 5,000; 0 skips it): for each of rtsim (WebSocket,
+  SSE, long polling), the ``websockets`` library's server and Node's ``ws`` (if ``node``
+  is installed), a fresh server process, N idle subscribers from the load generator
+  (``bench_fanout.memory``: the same client for all), and the server's RSS growth per
+  connection.
+* **Hold** (``-n``, default 50,000): N idle WebSocket subscribers of ``rtsim serve``. Each
+  server process may open only as many descriptors as the hard ``RLIMIT_NOFILE`` allows
+  (the soft limit is raised to it; as root the hard limit too, where the kernel lets it),
+  so if N does not fit one process, ``ceil(N / (limit - 200))`` servers are started and
+  the connections split between them; RSS and KiB/conn are their sum. Subscribers come
+  from ``--procs`` client processes, each with its own source address 127.0.0.(2+k) so
+  that no address runs out of ephemeral ports (about 28,000 per address here). Each
+  client is a raw asyncio protocol — an HTTP upgrade, one masked ``subscribe`` frame, and
+  pongs to the server's pings — a few KiB per connection, so the load generator is not
+  what runs out. The result: connections held (the servers' own ``rtsim_connections``
+  gauges), RSS before and while holding them, KiB per connection, and how far it got if
+  it stopped short (the first error seen).
+
+    .venv/bin/python benchmarks/bench_idle_ws.py [-n 50000] [--procs 4] [--compare 5000]
 
 Writes benchmarks/results/idle_ws.{md,json}.
 """
@@ -20,8 +31,10 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -178,103 +191,138 @@ def gauge(url: str) -> float:
     return total
 
 
+def start_server(limit: int) -> tuple[subprocess.Popen[bytes], str]:
+    """One ``rtsim serve`` allowed ``limit`` connections (and descriptors); waits until up."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "rtsim.cli", "serve", "--port", str(port)]
+    cmd += ["--max-connections", str(limit), "--max-connections-per-ip", str(limit)]
+    server = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: raise_nofile(limit),
+    )
+    for _ in range(300):
+        try:
+            gauge(url)
+            break
+        except OSError:
+            time.sleep(0.1)
+    time.sleep(0.5)
+    return server, url
+
+
+def hold(n_target: int, procs: int) -> dict[str, object]:
+    """Hold ``n_target`` idle WebSockets on as few ``rtsim serve`` processes as fit them."""
+    probe, _ = start_server(n_target + 1000)
+    fd_limit = server_fd_limit(probe.pid)
+    probe.terminate()
+    probe.wait(timeout=30)
+    per_server = (fd_limit - 200) if fd_limit else n_target
+    n_servers = max(1, math.ceil(n_target / per_server))
+    procs = max(procs, n_servers)
+    n = min(n_target, per_server * n_servers)
+    servers = [start_server(n_target + 1000) for _ in range(n_servers)]
+    clients: list[subprocess.Popen[str]] = []
+    reports: list[dict[str, object]] = []
+    try:
+        rss0 = [process_rss_bytes(p.pid) for p, _ in servers]
+        t0 = time.monotonic()
+        quota = [n // n_servers + (1 if j < n % n_servers else 0) for j in range(n_servers)]
+        for j, (_, url) in enumerate(servers):
+            mine = [k for k in range(procs) if k % n_servers == j]
+            for i, k in enumerate(mine):
+                m = quota[j] // len(mine) + (1 if i < quota[j] % len(mine) else 0)
+                port = url.rsplit(":", 1)[1]
+                clients.append(
+                    subprocess.Popen(
+                        [sys.executable, __file__, "--client", port, str(m), f"127.0.0.{2 + k}"],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+        for c in clients:
+            assert c.stdout is not None
+            reports.append(json.loads(c.stdout.readline() or "{}"))
+        open_s = time.monotonic() - t0
+        time.sleep(2.0)
+        rss1 = [process_rss_bytes(p.pid) for p, _ in servers]
+        held_each = [gauge(url) for _, url in servers]
+        for c, r in zip(clients, reports, strict=True):
+            assert c.stdin is not None and c.stdout is not None
+            c.stdin.close()
+            r.update(json.loads(c.stdout.readline() or "{}"))
+            c.wait(timeout=60)
+    finally:
+        for c in clients:
+            if c.poll() is None:
+                c.kill()
+        for p, _ in servers:
+            p.terminate()
+            p.wait(timeout=30)
+    held = sum(held_each)
+    errors = [r["first_error"] for r in reports if r.get("first_error")]
+    return {
+        "target": n_target,
+        "attempted": n,
+        "server_fd_limit": fd_limit,
+        "servers": n_servers,
+        "stopped_by": (
+            f"the server's descriptor limit ({fd_limit}; the hard limit could not be raised)"
+            if n < n_target
+            else None
+        ),
+        "client_processes": procs,
+        "opened": sum(int(str(r.get("opened", 0))) for r in reports),
+        "held_by_server_gauge": held,
+        "held_per_server": held_each,
+        "seconds_to_open": open_s,
+        "rss_before_mib": sum(rss0) / 2**20,
+        "rss_held_mib": sum(rss1) / 2**20,
+        "rss_held_per_server_mib": [x / 2**20 for x in rss1],
+        "kib_per_connection": (sum(rss1) - sum(rss0)) / max(1, held) / 1024,
+        "client_errors": sum(int(str(r.get("errors", 0))) for r in reports),
+        "first_error": errors[0] if errors else None,
+        "lost_while_held": sum(int(str(r.get("lost_while_held", 0))) for r in reports),
+    }
+
+
+def compare(n: int) -> list[dict[str, object]]:
+    """rtsim (three transports) and the peers, each a fresh server holding ``n`` idle."""
+    from bench_fanout import memory
+
+    rows = []
+    kinds = [("rtsim", "websocket"), ("rtsim", "sse"), ("rtsim", "long-polling")]
+    kinds += [("websockets", "websocket")]
+    kinds += [("node-ws", "websocket")] if shutil.which("node") else []
+    for kind, transport in kinds:
+        row = memory(kind, transport, n)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("-n", type=int, default=50_000)
+    ap.add_argument("-n", type=int, default=50_000, help="idle WebSockets to hold (0: skip)")
     ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument("--compare", type=int, default=5000, help="connections per peer row (0: skip)")
     ap.add_argument("--client", nargs=3, metavar=("PORT", "N", "SOURCE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:
         raise_nofile(int(a.client[1]) + 1000)
         asyncio.run(client(int(a.client[0]), int(a.client[1]), a.client[2]))
         return
+    if a.n < 0 or a.compare < 0 or a.procs < 1:
+        print("bench_idle_ws: -n and --compare must be >= 0, --procs >= 1", file=sys.stderr)
+        sys.exit(2)
     load_before = os.getloadavg()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    limit = str(a.n + 1000)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rtsim.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--max-connections",
-            limit,
-            "--max-connections-per-ip",
-            limit,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        preexec_fn=lambda: raise_nofile(a.n + 1000),
-    )
-    clients: list[subprocess.Popen[str]] = []
-    try:
-        for _ in range(300):
-            try:
-                gauge(url)
-                break
-            except OSError:
-                time.sleep(0.1)
-        time.sleep(0.5)
-        rss0 = process_rss_bytes(server.pid)
-        fd_limit = server_fd_limit(server.pid)
-        # Connections beyond the server's descriptor limit would only time out: aim below it.
-        n = min(a.n, fd_limit - 200) if fd_limit else a.n
-        t0 = time.monotonic()
-        share = [n // a.procs + (1 if k < n % a.procs else 0) for k in range(a.procs)]
-        for k, m in enumerate(share):
-            clients.append(
-                subprocess.Popen(
-                    [sys.executable, __file__, "--client", str(port), str(m), f"127.0.0.{2 + k}"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        reports = []
-        for c in clients:
-            assert c.stdout is not None
-            reports.append(json.loads(c.stdout.readline() or "{}"))
-        open_s = time.monotonic() - t0
-        time.sleep(2.0)
-        rss1 = process_rss_bytes(server.pid)
-        held = gauge(url)
-        for c in clients:
-            assert c.stdin is not None and c.stdout is not None
-            c.stdin.close()
-            reports[clients.index(c)].update(json.loads(c.stdout.readline() or "{}"))
-            c.wait(timeout=60)
-    finally:
-        for c in clients:
-            if c.poll() is None:
-                c.kill()
-        server.terminate()
-        server.wait(timeout=30)
-    opened = sum(int(r.get("opened", 0)) for r in reports)
-    errors = [r["first_error"] for r in reports if r.get("first_error")]
-    row = {
-        "target": a.n,
-        "attempted": n,
-        "server_fd_limit": fd_limit,
-        "stopped_by": (
-            f"the server's descriptor limit ({fd_limit}; the hard limit could not be raised)"
-            if n < a.n
-            else None
-        ),
-        "client_processes": a.procs,
-        "opened": opened,
-        "held_by_server_gauge": held,
-        "seconds_to_open": open_s,
-        "rss_before_mib": rss0 / 2**20,
-        "rss_held_mib": rss1 / 2**20,
-        "kib_per_connection": (rss1 - rss0) / max(1, held) / 1024,
-        "client_errors": sum(int(r.get("errors", 0)) for r in reports),
-        "first_error": errors[0] if errors else None,
-        "lost_while_held": sum(int(r.get("lost_while_held", 0)) for r in reports),
-    }
-    print(json.dumps(row), flush=True)
+    rows = compare(a.compare) if a.compare else []
+    row = hold(a.n, a.procs) if a.n else None
+    if row is not None:
+        print(json.dumps(row), flush=True)
     load_after = os.getloadavg()
     cmd = (
         "`.venv/bin/python benchmarks/bench_idle_ws.py"
@@ -282,32 +330,68 @@ def main() -> None:
         + "`"
     )
     lines = [
-        "# Idle WebSocket connections held by one rtsim server",
+        "# Memory per idle connection: rtsim and its peers; idle WebSockets held",
         "",
         f"Command: {cmd}",
         "",
         machine()
         + f"- load average (1/5/15 min): before {'/'.join(f'{x:.2f}' for x in load_before)}, "
         f"after {'/'.join(f'{x:.2f}' for x in load_after)}\n",
-        "Server: `rtsim serve` (asyncio's default loop), memory backplane, one channel; each "
-        "subscriber a raw-socket client (handshake, one subscribe, pongs). RSS is the server's.",
-        "",
-        "| target | attempted | held (server gauge) | s to open | RSS before MiB | RSS held MiB "
-        "| KiB/conn | client errors | first error |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-        f"| {a.n:,} | {n:,} | {held:,.0f} | {open_s:.1f} | {row['rss_before_mib']:.1f} "
-        f"| {row['rss_held_mib']:.1f} | {row['kib_per_connection']:.1f} | {row['client_errors']} "
-        f"| {row['first_error'] or '–'} |",
-        "",
-        f"Stopped short of the target by {row['stopped_by']}." if row["stopped_by"] else "",
     ]
-    RESULTS_MD.write_text("\n".join(lines) + "\n")
+    if rows:
+        lines += [
+            f"## {a.compare:,} idle connections per server, one fresh server each",
+            "",
+            "RSS growth of the server process over its RSS before the first connection; "
+            "the same load generator (`rtsim.live.clients.loadgen`, 2 processes, one "
+            "channel) for every row. rtsim is `rtsim serve` (asyncio's default loop, "
+            "memory backplane); the peers are `benchmarks/peers/`.",
+            "",
+            "| server | transport | connections | RSS before MiB | RSS connected MiB "
+            "| KiB/conn | errors |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['server']} | {r['transport']} | {r['connections']:,} "
+                f"| {r['rss_before_mib']:.1f} | {r['rss_connected_mib']:.1f} "
+                f"| {r['kib_per_connection']:.1f} | {r['errors']} |"
+            )
+        lines.append("")
+    if row is not None:
+        lines += [
+            f"## {a.n:,} idle WebSockets held",
+            "",
+            "Server: `rtsim serve` (asyncio's default loop), memory backplane, one channel; "
+            "each subscriber a raw-socket client (handshake, one subscribe, pongs). RSS is "
+            f"the server's (summed over {row['servers']} server processes: each may open "
+            f"at most {row['server_fd_limit']} descriptors here, the hard limit, which this "
+            "container cannot raise)."
+            if row["servers"] != 1
+            else "Server: `rtsim serve` (asyncio's default loop), memory backplane, one "
+            "channel; each subscriber a raw-socket client (handshake, one subscribe, "
+            "pongs). RSS is the server's.",
+            "",
+            "| target | attempted | servers | held (server gauges) | s to open "
+            "| RSS before MiB | RSS held MiB | KiB/conn | client errors | first error |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| {a.n:,} | {row['attempted']:,} | {row['servers']} "
+            f"| {row['held_by_server_gauge']:,.0f} | {row['seconds_to_open']:.1f} "
+            f"| {row['rss_before_mib']:.1f} | {row['rss_held_mib']:.1f} "
+            f"| {row['kib_per_connection']:.1f} | {row['client_errors']} "
+            f"| {row['first_error'] or '–'} |",
+            "",
+            f"Stopped short of the target by {row['stopped_by']}." if row["stopped_by"] else "",
+        ]
+    RESULTS_MD.write_text("\n".join(lines).rstrip() + "\n")
     RESULTS_JSON.write_text(
         json.dumps(
             {
                 "command": cmd.strip("`"),
+                "date": f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC",
                 "machine": machine(),
                 "load_average": {"before": load_before, "after": load_after},
+                "compare": rows,
                 "result": row,
             },
             indent=1,

@@ -31,6 +31,7 @@ from rtsim.live.process import free_port, process_rss_bytes
 PARTS = (
     ("rtsim/live/server/hub", "rtsim Subscriber"),
     ("rtsim/live/server/websocket", "rtsim WebSocket handler (locals, callbacks, ws options)"),
+    ("rtsim/live/server/wsdetach", "rtsim Inbox + aiohttp frame parser feeding it (wsdetach)"),
     ("rtsim/", "rtsim other (gate, presence, metrics)"),
     ("aiohttp/web_protocol", "aiohttp HTTP protocol: parsed request, parser, handler"),
     ("aiohttp/web_request", "aiohttp HTTP protocol: parsed request, parser, handler"),

@@ -9,6 +9,13 @@ other connections are unaffected), 4001 with reason ``token_expired`` when the c
 token expires (the client reconnects with a fresh token and resumes with ``since``), 1001
 when the server shuts down. Frames are uncompressed, so the
 hub may write a broadcast's pre-framed bytes straight to an idle socket.
+
+Memory per idle socket: after the upgrade the route handler returns (:mod:`.wsdetach`),
+so aiohttp's request task, the parsed upgrade request and its HTTP parser are not kept for
+the socket's life. An idle socket has no task at all: aiohttp's frame parser puts what
+arrives in an :class:`~.wsdetach.Inbox`, which starts a reader task when something
+arrives, and that task ends once it has read everything; a writer task likewise runs only
+while something is queued. The connection's state is one slotted :class:`_Conn`.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from .auth import AuthError, Grant
 from .gate import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED, retry_after_of
 from .hub import Control, Replay, Subscriber
 from .state import CLOSE_GOING_AWAY, ServerState
+from .wsdetach import DetachedWebSocket, Inbox, detach, own_inbox
 
 __all__ = [
     "CLOSE_INTERNAL",
@@ -61,6 +69,10 @@ CLOSE_SLOW = 1013  # "try again later": the send queue overflowed; resume with s
 BACKPLANE_DOWN = "backplane unavailable"
 CLOSE_INTERNAL = 1011  # a send to this connection raised (only this one is dropped)
 
+#: What ``async for msg in ws`` stops at (the reader calls ``receive()`` itself).
+_END = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED))
+_NO_PRESENCE: dict[str, dict[str, Any]] = {}  # read-only stand-in while none is set
+
 
 class WebSocketHandler:
     """The ``/ws`` endpoint of one server (``state``: the server's shared state)."""
@@ -70,16 +82,29 @@ class WebSocketHandler:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self._seq = 0
+        self._readers: set[asyncio.Task[None]] = set()  # of the sockets being read now
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/ws", self.websocket)]
 
     async def close(self) -> None:
-        """Nothing of its own: the app closes every socket in ``state.sockets``."""
+        """Wait (up to ``close_grace_s``) for the sockets' readers to end, then cancel the rest.
+
+        The app has closed every socket in ``state.sockets`` by then (its shutdown).
+        """
+        for _ in range(2):  # a socket closed just now starts its reader on the next turn
+            await asyncio.sleep(0)
+            readers = list(self._readers)
+            if readers:
+                _, pending = await asyncio.wait(readers, timeout=self.state.config.close_grace_s)
+                for t in pending:
+                    t.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=self.state.config.close_grace_s)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         st = self.state
-        cfg, gate, hub = st.config, st.gate, st.hub
+        cfg, gate = st.config, st.gate
         try:
             grant = gate.admit(request, TRANSPORT)
         except (AuthError, ProtocolError) as exc:
@@ -88,11 +113,11 @@ class WebSocketHandler:
             return st.overload.refusal()
         transport = request.transport  # kept: after the upgrade the request may not expose it
         peer = gate.peer(request)
-        ws = web.WebSocketResponse(
+        ws = DetachedWebSocket(
             max_msg_size=cfg.max_frame_bytes,
             heartbeat=cfg.ws_ping_s,
             compress=False,
-            autoping=True,
+            autoping=False,  # the reader answers pings: a pong may then end an idle reader
         )
         try:
             await ws.prepare(request)
@@ -100,71 +125,109 @@ class WebSocketHandler:
             return ws  # the client left during the handshake
         st.sockets.add(ws)
         self._seq += 1
-        member = f"{grant.user}:ws{self._seq}"
         sub = Subscriber(TRANSPORT, cfg.send_queue)
         # Uncompressed, so whole frames may be written directly. (Duck-typed: uvloop's
         # transports do not subclass asyncio.WriteTransport.)
         if all(hasattr(transport, a) for a in ("write", "get_write_buffer_size", "is_closing")):
             sub.direct = transport
-        presence_state: dict[str, dict[str, Any]] = {}
         gate.opened(TRANSPORT, peer)
-        conn = _Conn(self, ws, sub, transport)
+        conn = _Conn(self, ws, sub, transport, grant, f"{grant.user}:ws{self._seq}", peer)
         sub.on_wake = conn.wake  # no writer task until something is queued
         sub.on_overflow = conn.overflow
         sub.on_fail = conn.failed
-        expiry = gate.on_expiry(grant, TRANSPORT, conn.expired)
-        errors = 0
+        conn.expiry = gate.on_expiry(grant, TRANSPORT, conn.expired)
+        if not detach(request, ws):  # (not on an aiohttp server): read it from here
+            await self._serve(conn)
+            return ws
+        # This handler returns now (aiohttp's request task, the parsed upgrade request and
+        # its HTTP parser go); a reader task runs whenever something has arrived.
+        conn.inbox = own_inbox(request, ws, conn.read)
+        if conn.inbox is None:
+            conn.read()  # (an aiohttp that differs): one reader for the socket's life
+        return ws
+
+    async def _serve(self, conn: _Conn) -> None:
+        """Read the socket's frames until it closes, then clean up and close it — or, with
+        an inbox, until nothing more has arrived (the next arrival starts it again)."""
+        st = self.state
+        ws, sub, inbox = conn.ws, conn.sub, conn.inbox
+        ended = True
         try:
-            async for msg in ws:
-                if sub.closed:
+            while True:
+                if inbox is not None and not inbox.ready():
+                    ended = False
+                    return
+                msg = await ws.receive()
+                kind, data = msg.type, msg.data
+                del msg  # nothing of a frame is kept while the socket is idle
+                if kind in _END or sub.closed:
                     break
-                if msg.type is WSMsgType.TEXT:
+                if kind is WSMsgType.PING:
+                    await ws.pong(data)
+                    data = None
+                    continue
+                if kind is WSMsgType.PONG:
+                    data = None
+                    continue
+                if kind is WSMsgType.TEXT:
+                    frame: ClientFrame | None = None
                     try:
-                        frame = parse_client_frame(msg.data, cfg.max_frame_bytes)
-                        await self._frame(frame, grant, sub, member, presence_state, peer)
-                        errors = 0
+                        frame = parse_client_frame(data, st.config.max_frame_bytes)
+                        await self._frame(frame, conn)
+                        conn.errors = 0
                     except (ProtocolError, AuthError, ReplayLogError) as exc:
-                        errors += 1
+                        conn.errors += 1
                         self._error(sub, exc)
                         if isinstance(exc, BackplaneUnavailable) and isinstance(frame, Subscribe):
                             # Not subscribed: close (1013) so that the client reconnects and
                             # resubscribes from its cursor, instead of staying unsubscribed.
                             sub.close(BACKPLANE_DOWN)
                             break
-                elif msg.type is WSMsgType.BINARY:
-                    errors += 1
+                    frame = data = None
+                elif kind is WSMsgType.BINARY:
+                    data = None
+                    conn.errors += 1
                     self._error(sub, ProtocolError("binary_frame", "send JSON text frames"))
                 else:  # ERROR: e.g. a frame over the size limit (aiohttp closes with 1009)
                     st.metrics.errors.labels("too_big_or_invalid").inc()
                     break
-                if errors >= cfg.max_errors:
+                if conn.errors >= st.config.max_errors:
                     sub.close("too many errors")
                     break
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            if expiry is not None:
-                expiry.cancel()
-            slow = sub.closed and sub.close_reason == "slow consumer"
-            if not sub.closed:
-                sub.close("client closed")
-            hub.unsubscribe_all(sub)
-            if st.presence is not None:
-                for ch in presence_state:
-                    st.presence.leave(ch, member)
-            gate.closed(TRANSPORT, peer)
-            st.sockets.discard(ws)
-            if not slow:
-                writer = conn.writer
-                if sub.close_reason in ("too many errors", BACKPLANE_DOWN) and writer is not None:
-                    # Let the writer flush the error frames first.
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(asyncio.shield(writer), cfg.close_grace_s)
-                code = CLOSE_TOKEN_EXPIRED if sub.close_reason == TOKEN_EXPIRED else CLOSE_POLICY
-                if sub.close_reason == BACKPLANE_DOWN:
-                    code = CLOSE_SLOW
-                await self._kill(conn, code, sub.close_reason)
-        return ws
+            if conn.reader is asyncio.current_task():
+                conn.reader = None
+            if ended and not conn.ended:
+                conn.ended = True  # no reader starts again
+                await self._closed(conn)
+
+    async def _closed(self, conn: _Conn) -> None:
+        """The socket's reader ended: unsubscribe, leave presence, close it."""
+        st = self.state
+        sub, ws = conn.sub, conn.ws
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+        slow = sub.closed and sub.close_reason == "slow consumer"
+        if not sub.closed:
+            sub.close("client closed")
+        st.hub.unsubscribe_all(sub)
+        if st.presence is not None and conn.presence:
+            for ch in conn.presence:
+                st.presence.leave(ch, conn.member)
+        st.gate.closed(TRANSPORT, conn.peer)
+        st.sockets.discard(ws)
+        if not slow:
+            writer = conn.writer
+            if sub.close_reason in ("too many errors", BACKPLANE_DOWN) and writer is not None:
+                # Let the writer flush the error frames first.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(writer), st.config.close_grace_s)
+            code = CLOSE_TOKEN_EXPIRED if sub.close_reason == TOKEN_EXPIRED else CLOSE_POLICY
+            if sub.close_reason == BACKPLANE_DOWN:
+                code = CLOSE_SLOW
+            await self._kill(conn, code, sub.close_reason)
 
     async def _kill(self, conn: _Conn, code: int, reason: str) -> None:
         """Stop the writer and close the WebSocket (with ``code`` unless the client closed)."""
@@ -202,17 +265,11 @@ class WebSocketHandler:
         self.state.metrics.errors.labels(code).inc()
         sub.send(Control(json.loads(error_frame(code, message, ref, retry_after_of(exc)))))
 
-    async def _frame(
-        self,
-        frame: ClientFrame,
-        grant: Grant,
-        sub: Subscriber,
-        member: str,
-        presence_state: dict[str, dict[str, Any]],
-        peer: str,
-    ) -> None:
+    async def _frame(self, frame: ClientFrame, conn: _Conn) -> None:
         st = self.state
         presence, hub = st.presence, st.hub
+        grant, sub, member = conn.grant, conn.sub, conn.member
+        presence_state = conn.presence if conn.presence is not None else _NO_PRESENCE
         if isinstance(frame, Subscribe):
             grant.check_subscribe(frame.channel)
             if frame.channel in sub.last or frame.channel in sub.pending:
@@ -233,7 +290,7 @@ class WebSocketHandler:
             sub.send(Control({"type": "unsubscribed", "channel": frame.channel}))
         elif isinstance(frame, Publish):
             try:
-                env = await st.gate.publish(grant, frame.channel, frame.data, peer=peer)
+                env = await st.gate.publish(grant, frame.channel, frame.data, peer=conn.peer)
             except (AuthError, ProtocolError) as exc:
                 if isinstance(exc, ProtocolError):
                     exc.ref = frame.ref
@@ -253,7 +310,9 @@ class WebSocketHandler:
                 st.config.max_subscriptions
             ):
                 raise ProtocolError("too_many_subscriptions", "too many presence channels")
-            presence_state[frame.channel] = frame.state
+            if conn.presence is None:
+                conn.presence = {}  # made at the first presence frame
+            conn.presence[frame.channel] = frame.state
             presence.set(frame.channel, member, frame.state)
 
     async def _writer(self, conn: _Conn) -> None:
@@ -295,10 +354,26 @@ class _Conn:
     """One WebSocket's parts that its callbacks need (bound methods, not closures).
 
     :attr:`writer` is the task draining the subscriber's queue, or None while nothing is
-    queued — an idle socket has no writer task (the hub writes to it directly).
+    queued — an idle socket has no writer task (the hub writes to it directly). Slotted,
+    and it holds what the socket's reader needs instead of the reader's locals.
     """
 
-    __slots__ = ("handler", "sub", "transport", "writer", "ws")
+    __slots__ = (
+        "ended",
+        "errors",
+        "expiry",
+        "grant",
+        "handler",
+        "inbox",
+        "member",
+        "peer",
+        "presence",
+        "reader",
+        "sub",
+        "transport",
+        "writer",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -306,12 +381,33 @@ class _Conn:
         ws: web.WebSocketResponse,
         sub: Subscriber,
         transport: asyncio.BaseTransport | None,
+        grant: Grant,
+        member: str,
+        peer: str,
     ) -> None:
         self.handler = handler
         self.ws = ws
         self.sub = sub
         self.transport = transport
+        self.grant = grant
+        self.member = member  # this connection's presence identity, "USER:wsN"
+        self.peer = peer
         self.writer: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[None] | None = None  # reading what arrived, if anything
+        self.inbox: Inbox | None = None  # None: one reader runs for the socket's life
+        self.ended = False  # the socket is closed (or closing) and cleaned up
+        self.errors = 0  # consecutive protocol errors
+        self.expiry: asyncio.TimerHandle | None = None  # the token's expiry timer
+        #: presence state set on this connection, by channel (None until the first)
+        self.presence: dict[str, dict[str, Any]] | None = None
+
+    def read(self) -> None:
+        """Something arrived (or the socket ended): start a reader if none runs."""
+        if self.reader is None and not self.ended:
+            h = self.handler
+            t = self.reader = asyncio.get_running_loop().create_task(h._serve(self))
+            h._readers.add(t)
+            t.add_done_callback(h._readers.discard)
 
     def wake(self) -> None:
         """Something was queued (or the subscriber closed): start a writer if none runs."""
