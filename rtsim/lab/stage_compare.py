@@ -203,8 +203,8 @@ def calibrate_stage_model(
 
     ``warmth``: also run WebSocket at the rates of :data:`WARMTH_RUNS` and fit how CPU per
     delivery grows with the idle gap before a burst (:func:`~rtsim.sim.stage_calibration.
-    fit_warmth`); every cost is then stored as a busy process's (less its run's extra).
-    Without it, costs are net of the probe's wake-up CPU instead.
+    fit_warmth`); every cost is then stored as a busy process's (divided by its run's
+    factor). Without it, costs are net of the probe's wake-up CPU instead.
 
     ``transports``: whose CPU costs to measure (WebSocket always: the traced run is one);
     fewer make a quicker calibration that can predict only those. ``raw``, if given, receives
@@ -278,8 +278,8 @@ def calibrate_stage_model(
             for name, by_n in costs.items()
         }
         traced = _cpu_run(r, subs, rate, processes)
-        e_pub = scal.warm_extra_us("publisher", traced.gap_ms("publisher"))
-        scal = replace(scal, publish_us=max(traced.per_message_us("publisher") - e_pub, 10.0))
+        f_pub = scal.warm_factor("publisher", traced.gap_ms("publisher"))
+        scal = replace(scal, publish_us=traced.per_message_us("publisher") / f_pub)
     for name, by_n in costs.items():
         scal = scal.with_costs(name, TransportCosts.fit(by_n[small], by_n[large]))
     if raw is not None:
@@ -311,11 +311,16 @@ def calibrate_stage_model(
 
 
 def _warm_costs(scal: StageCalibration, c: TransportCosts, run: CpuRun) -> TransportCosts:
-    """``c`` (measured in ``run``) as a busy process's costs: less the run's warmth extra
-    per burst, spread over its deliveries."""
-    es = scal.warm_extra_us("server", run.gap_ms("server")) / run.units("server")
-    ec = scal.warm_extra_us("client", run.gap_ms("client")) / run.units("client")
-    return replace(c, server_us=max(c.server_us - es, 0.5), client_us=max(c.client_us - ec, 0.5))
+    """``c`` (measured in ``run``) as a busy process's costs: divided by the run's factors."""
+    fs = scal.warm_factor("server", run.gap_ms("server"))
+    fc = scal.warm_factor("client", run.gap_ms("client"))
+    return replace(
+        c,
+        server_us=c.server_us / fs,
+        request_us=c.request_us / fs,
+        client_us=c.client_us / fc,
+        client_request_us=c.client_request_us / fc,
+    )
 
 
 def stage_capacity(scal: StageCalibration, transport: Transport | str, subscribers: int) -> float:

@@ -131,8 +131,9 @@ class StageCalibration:
     #: fan-out's end, and restarts its sleep (estimated: :func:`~rtsim.core.stages.
     #: timer_residual`); NaN: no ack modelled (calibrations before it).
     ack_return_ms: float = math.nan
-    #: Warmth: the extra CPU µs of a burst by the idle gap (ms) before it — per role,
-    #: ``[gaps_ms, extra_us]`` (:func:`fit_warmth`); empty: costs do not depend on the load.
+    #: Warmth: CPU per unit of work, relative to a busy process's, by the idle gap (ms)
+    #: before the burst — per role, ``[gaps_ms, factors]`` (:func:`fit_warmth`); empty:
+    #: costs do not depend on the load.
     warmth: dict[str, list[list[float]]] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)
 
@@ -184,12 +185,12 @@ class StageCalibration:
 
         return w(gap_ms) - w(self.idle_gap_ms[role])
 
-    def warm_extra_us(self, role: str, gap_ms: float) -> float:
-        """Extra CPU µs ``role`` spends on a burst after an idle gap of ``gap_ms`` (0 at the
-        shortest measured gap, flat beyond the measured range; 0 without a law)."""
+    def warm_factor(self, role: str, gap_ms: float) -> float:
+        """How much more CPU ``role``'s work costs after an idle gap of ``gap_ms`` than in a
+        busy process (1 at the shortest measured gap, flat beyond the measured range)."""
         law = self.warmth.get(role)
         if not law or not law[0]:
-            return 0.0
+            return 1.0
         x = np.log(np.asarray(law[0], dtype=float))
         return float(np.interp(math.log(max(gap_ms, 1e-3)), x, np.asarray(law[1], dtype=float)))
 
@@ -360,23 +361,23 @@ class CpuRun:
 
 
 def fit_warmth(runs: list[CpuRun]) -> dict[str, list[list[float]]]:
-    """The extra CPU (µs) a process spends on a burst after an idle gap, per role.
+    """CPU per unit of work by idle gap, per role, relative to the shortest gap's.
 
     A process that slept longer does the same work more slowly (on this VM: caches and
-    the hypervisor's idle handling): a run at 185 msgs/s to 50 subscribers cost the server
-    22 µs per delivery, at 740 msgs/s 13 µs. The extra is about a fixed amount per burst,
-    not per delivery (runs at 1,000 connections barely show it). Each run gives one point
-    per role: its gap and ``per_message_us − units × c``, where ``c`` is the CPU per unit of
-    the run with the shortest gap (taken as a busy process's); made ≥ 0 and non-decreasing
-    in the gap (noise must not make a longer sleep cheaper). Returns ``{role: [gaps_ms,
-    extra_us]}``; fewer than two runs: ``{}``.
+    the hypervisor's idle handling; a run at 185 msgs/s to 50 subscribers cost the server
+    22 µs per delivery, at 740 msgs/s 13 µs). Each run gives one point per role (its gap,
+    its CPU per unit); the factors are made non-decreasing in the gap (noise must not make
+    a longer sleep cheaper). Returns ``{role: [gaps_ms, factors]}``; fewer than two runs:
+    ``{}``.
     """
     if len(runs) < 2:
         return {}
     out: dict[str, list[list[float]]] = {}
     for role in ROLES:
-        pts = sorted((r.gap_ms(role), r.per_message_us(role), r.units(role)) for r in runs)
-        c = pts[0][1] / pts[0][2]
-        extra = np.maximum.accumulate(np.maximum([m - u * c for _, m, u in pts], 0.0))
-        out[role] = [[float(g) for g, _, _ in pts], [float(x) for x in extra]]
+        pts = sorted((r.gap_ms(role), r.per_message_us(role) / r.units(role)) for r in runs)
+        base = pts[0][1]
+        if not base > 0:
+            continue
+        f = np.maximum.accumulate(np.maximum(np.asarray([c for _, c in pts]) / base, 1.0))
+        out[role] = [[float(g) for g, _ in pts], [float(x) for x in f]]
     return out

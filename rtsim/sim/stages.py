@@ -131,13 +131,6 @@ def simulate_stages(
     c_req = (cost.request_us or 100.0) * 1e-6
     c_cli_req = cost.client_request_us * 1e-6
     c_pub = cal.publish_us * 1e-6
-    # Each process's expected work per message (s): a warm burst spreads its extra over it.
-    burst_work = {
-        "server": max(n * (c_srv + (c_req if t is Transport.LONG_POLLING else 0.0)), 1e-6),
-        "client": max(n / P * (c_cli + c_cli_req), 1e-6),
-        "publisher": max(c_pub, 1e-6),
-        "clock": 1.0,
-    }
     lo_min = cal.loopback_min_ms * 1e-3
     residual = _draw(rng, cal.timer_residual_ms, m + 1) * 1e-3
     transit = _draw(rng, cal.transit_ms, m) * 1e-3
@@ -160,9 +153,7 @@ def simulate_stages(
             # A burst after an idle gap runs at the warmth factor of that gap, to its end.
             gap_ms = (ready - eng.busy_until[p]) * 1e3
             if idle and gap_ms > 0.05:
-                # The burst's extra CPU, spread over the burst's expected work.
-                role = role_of[p]
-                burst[p] = 1.0 + cal.warm_extra_us(role, gap_ms) * 1e-6 / burst_work[role]
+                burst[p] = cal.warm_factor(role_of[p], gap_ms)
             work *= burst[p]
         elif wake_cpu and idle:
             # A process that was idle pays its wake-up's CPU first (measured by idle gap).
