@@ -19,7 +19,9 @@ optimistic-concurrency header ``Nats-Expected-Last-Subject-Sequence``, so it is 
 with several servers publishing to one channel (a publish that lost the race re-reads the
 last sequence and retries). A resume after ``N`` is a ``gap`` exactly when the first held
 message after ``N`` has ``Rtsim-Prev > N``; JetStream does not count what it trimmed, so
-the gap's ``missed`` is a lower bound (1).
+the gap's ``missed`` is a lower bound (1). A read fetches one message per request, so the
+log may be trimmed between two of them: each message's ``Rtsim-Prev`` must be the one
+before it, else the read ends there and the next one reports the gap.
 """
 
 from __future__ import annotations
@@ -287,8 +289,13 @@ class JetStreamBackplane(BrokerBackplane):
                     raw = await js.get_msg(self.stream, seq=seq, subject=subject, next=True)
                 except NotFoundError:
                     break
+                prev = (raw.headers or {}).get(_PREV)
                 if prev_of_first is None:
-                    prev_of_first = int((raw.headers or {}).get(_PREV, "0"))
+                    prev_of_first = int(prev or "0")
+                elif prev is not None and int(prev) != int(msgs[-1].id):
+                    # Trimmed while this loop reads (one request per message): what came
+                    # between is gone. Stop here; the next read after msgs[-1] is the gap.
+                    break
                 obj = json.loads(raw.data)
                 msgs.append(Envelope(channel, str(raw.seq), obj["d"], wall_to_loop(obj["t"])))
                 seq = int(raw.seq) + 1
