@@ -10,7 +10,8 @@ Targets (inputs drawn by hypothesis, ``--batch`` inputs per example, the targets
 * ``yjs``:     binary frames on ``/yjs/{room}``: random bytes and y-websocket-shaped messages.
 
 A failure is an HTTP status >= 500, a WebSocket closed with 1011 (internal error) or refused
-with 5xx at the handshake, or the server process gone / ``/healthz`` not answering. Meanwhile
+with 5xx at the handshake, a publish not answered within 30 s (before: 5 s counted as
+held), or the server process gone / ``/healthz`` not answering. Meanwhile
 one bystander ``LiveClient`` per transport (WebSocket, SSE, long polling) listens on a channel
 the fuzzer never names while a publisher sends it a message every 20 ms; each must end with
 every one of them exactly once and in order.
@@ -65,6 +66,7 @@ RESULTS_JSON = HERE / "results" / "fuzz.json"
 TARGETS = ("ws", "sse", "poll", "publish", "yjs")
 REPLY_WAIT_S = 1.0  # how long a fuzzed WebSocket frame may go unanswered (then: no reply)
 HELD_S = 1.0  # an SSE or poll request with no answer by then counts as held (a valid wait)
+PUBLISH_WAIT_S = 30.0  # a publish not answered by then is a failure
 
 # --- strategies ----------------------------------------------------------------------------
 json_scalar = st.one_of(
@@ -171,6 +173,7 @@ class Fuzzer:
         self.counts: Counter[str] = Counter()
         self.outcomes: dict[str, Counter[str]] = {t: Counter() for t in TARGETS}
         self.failures: list[dict[str, Any]] = []
+        self.publish_max_s = 0.0  # the slowest answer to a publish
 
     def _fail(self, target: str, value: Any, what: str) -> None:
         if len(self.failures) < 20:
@@ -214,10 +217,13 @@ class Fuzzer:
                 req = self.http.post(
                     self.url + "/publish", data=value, headers={"Content-Type": "application/json"}
                 )
+            t0 = time.monotonic()
             try:
-                async with asyncio.timeout(5.0 if target == "publish" else HELD_S):
+                async with asyncio.timeout(PUBLISH_WAIT_S if target == "publish" else HELD_S):
                     async with req as r:
                         out[str(r.status)] += 1
+                        if target == "publish":
+                            self.publish_max_s = max(self.publish_max_s, time.monotonic() - t0)
                         if r.status >= 500:
                             self._fail(
                                 target, value, f"status {r.status}: {(await r.text())[:200]}"
@@ -225,7 +231,11 @@ class Fuzzer:
                         elif target == "sse" and r.status == 200:
                             await r.content.readline()
             except TimeoutError:
-                out["held (no answer in time)"] += 1  # a valid poll or stream waiting: fine
+                if target == "publish":  # a publish must be answered
+                    out[f"no answer in {PUBLISH_WAIT_S:g} s"] += 1
+                    self._fail(target, value, f"no answer in {PUBLISH_WAIT_S:g} s")
+                else:
+                    out["held (no answer in time)"] += 1  # a valid poll or stream waiting
         except (aiohttp.ClientError, OSError) as exc:
             out[f"client error {type(exc).__name__}"] += 1
 
@@ -336,6 +346,7 @@ def _fuzz_part(url: str, inputs: int, batch: int, seed: int, concurrency: int) -
         "counts": dict(fuzzer.counts),
         "outcomes": {t: dict(o) for t, o in fuzzer.outcomes.items()},
         "failures": fuzzer.failures,
+        "publish_max_s": fuzzer.publish_max_s,
         "seconds": elapsed,
     }
 
@@ -414,6 +425,7 @@ def run_fuzz(
         for t, o in part["outcomes"].items():
             fuzzer.outcomes[t].update(o)
         fuzzer.failures += part["failures"][: 20 - len(fuzzer.failures)]
+        fuzzer.publish_max_s = max(fuzzer.publish_max_s, part["publish_max_s"])
     tracebacks = err.decode(errors="replace").count("Traceback")
     total = sum(fuzzer.counts.values())
     fivexx = sum(
@@ -430,6 +442,7 @@ def run_fuzz(
         "outcomes": {t: dict(o.most_common()) for t, o in fuzzer.outcomes.items()},
         "server_errors": fivexx,
         "failures": fuzzer.failures,
+        "publish_max_s": round(fuzzer.publish_max_s, 2),
         "server_alive": alive,
         "healthz_ok": healthy,
         "server_tracebacks_on_stderr": tracebacks,
@@ -468,7 +481,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             machine()
             + f"- load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n",
             f"{r['inputs']} inputs in {r['seconds']} s ({r['inputs_per_s']} inputs/s), drawn by"
-            " hypothesis (derandomized), sent in concurrent batches.\n",
+            f" hypothesis (seeded) in {args.procs} processes, up to {args.concurrency} in"
+            " flight; each target an equal share.\n",
+            "Outcomes: *held* = an SSE stream or long poll with no answer after"
+            f" {HELD_S:g} s (a valid wait, no error); *no reply in {REPLY_WAIT_S:g} s* then"
+            " *close 1006* = the fuzzer closed its socket before any answer (the server sent"
+            " nothing wrong); 400 / close 1007 = refusals of bad input. A failure is a 5xx, a"
+            f" close 1011, a publish not answered within {PUBLISH_WAIT_S:g} s, the server gone"
+            " or /healthz not answering, or a bystander missing a message.\n",
             "| target | inputs | outcomes |",
             "|---|---|---|",
             *(
@@ -478,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for t in TARGETS
             ),
             "",
-            f"- 5xx / close 1011: **{r['server_errors']}**; failures: {len(r['failures'])}",
+            f"- 5xx / close 1011: **{r['server_errors']}**; failures: {len(r['failures'])};"
+            f" slowest answer to a publish: {r['publish_max_s']} s",
             f"- server alive: {r['server_alive']}, /healthz 200: {r['healthz_ok']},"
             f" tracebacks on its stderr: {r['server_tracebacks_on_stderr']}",
             f"- bystanders ({by['published']} messages published during the run): "
