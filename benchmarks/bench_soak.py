@@ -45,6 +45,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -500,6 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--parts", default="redis,jetstream")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results")
     args = ap.parse_args(argv)
+    # Stopped with SIGTERM: exit through the ``finally`` clauses (kill brokers and servers).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: list[dict[str, Any]] = []
     for kind in args.parts.split(","):
         part = Part(
