@@ -30,8 +30,10 @@ a while by SIGSTOP does not time a wait out when it resumes; clients see drops a
     .venv/bin/python benchmarks/bench_soak.py                       # a scaled size
     .venv/bin/python benchmarks/bench_soak.py --clients 1000 --messages 100000   # full size
 
-Results: ``benchmarks/results/soak.md`` and ``soak.json`` (with the command, machine and load
-average). Exit status 1 if any part lost, duplicated or reordered a message.
+Results: ``benchmarks/results/soak.md`` and ``soak.json``, written after each part, each part
+with its command, machine, commit and load average; ``--keep-other-parts`` keeps the parts
+of the existing files that this run does not redo (e.g. one part rerun at another size).
+Exit status 1 if any part lost, duplicated or reordered a message.
 """
 
 from __future__ import annotations
@@ -61,12 +63,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _machine import machine  # noqa: E402
 from _soak_procs import Broker, Server, _await_awake, _poll_awake, _wait  # noqa: E402
+from _soak_report import kept_parts, write_results  # noqa: E402
 
 from rtsim.core.backoff import Backoff  # noqa: E402
 from rtsim.live.clients.client import GapNotice, LiveClient, Message  # noqa: E402
 
-RESULTS_MD = HERE / "results" / "soak.md"
-RESULTS_JSON = HERE / "results" / "soak.json"
 TRANSPORTS = ("websocket", "sse", "long-polling")
 
 
@@ -500,6 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=16, help="publishes in flight per connection")
     ap.add_argument("--parts", default="redis,jetstream")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results")
+    ap.add_argument(
+        "--keep-other-parts", action="store_true",
+        help="keep the parts of soak.json not run now (each with its own command)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     # Stopped with SIGTERM: exit through the ``finally`` clauses (kill brokers and servers).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -514,66 +519,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             print(f"bench_soak: {kind}: {exc}", file=sys.stderr)
             return 1
+        cmd = "python benchmarks/bench_soak.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        load = os.getloadavg()
+        r["run"] = {"command": cmd.strip(), "machine": machine(), "loadavg_after": load}
         print(json.dumps(r), flush=True)
         results.append(r)
         if not args.no_write:  # after each part: a long run stopped later keeps what it did
-            _write(args, argv, results)
+            kept = kept_parts({x["part"] for x in results}) if args.keep_other_parts else []
+            write_results(kept + results)
     return 0 if all(r["ok"] for r in results) else 1
-
-
-def _write(args: argparse.Namespace, argv: Sequence[str] | None, results: list[Any]) -> None:
-    cmd = "python benchmarks/bench_soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    load = os.getloadavg()
-    RESULTS_JSON.write_text(
-        json.dumps({"command": cmd, "loadavg": load, "parts": results}, indent=1) + "\n"
-    )
-    lines = [
-        "# Soak: exactly once through drops and restarts\n",
-        f"Command: `{cmd.strip()}`\n",
-        machine() + f"- load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n",
-        f"Size actually run: {args.clients} clients and {args.messages} messages per part"
-        + (
-            " (the full size)."
-            if args.clients >= 1000 and args.messages >= 100_000
-            else " (scaled down; the full size is `--clients 1000 --messages 100000`)."
-        )
-        + f" Replay log: {args.maxlen} messages per channel"
-        f" ({args.messages // args.channels} published per channel).\n",
-        "| part | clients (ws/sse/poll) | messages | deliveries expected | received | lost |"
-        " duplicated | out of order | gaps (missed; reported) | drops | reconnects |"
-        " wire dups | restarts | ok |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        cpt = "/".join(str(v) for v in r["clients_per_transport"].values())
-        lines.append(
-            f"| {r['backplane']} | {r['clients']} ({cpt}) | {r['messages']} |"
-            f" {r['expected_deliveries']} | {r['received']} | {r['lost']} | {r['duplicated']} |"
-            f" {r['out_of_order']} | {r['gaps']} ({r['gap_missed']};"
-            f" {r['gap_missed_reported']}) | {r['drops']} |"
-            f" {r['reconnects']} | {r['wire_duplicates']} | {'; '.join(r['events'])} |"
-            f" {r['ok']} |"
-        )
-    lines.append(
-        "\n*wire dups*: copies a client received twice on the wire (after a reconnect) and"
-        " dropped by id; *duplicated* counts copies handed to the application."
-        " *gaps (missed; reported)*: gap notices for a trimmed log, the messages they"
-        " skipped (counted from the stored ids: exact), and the sum of the notices'"
-        " `missed` (a lower bound, 1, for a resume after a trimmed id, as documented for"
-        " both backplanes). *lost* counts messages neither received nor skipped by a gap."
-    )
-    lines.append(
-        "\nSeconds per part (connect / publish with drops and restarts / catch up and"
-        " check; publish rate over the publishing phases, restarts included): "
-        + "; ".join(
-            f"{r['backplane']} {r['seconds']['connect']} /"
-            f" {r['seconds']['publish_and_restarts']} / {r['seconds']['catch_up_and_check']}"
-            f" ({r['messages'] / max(r['seconds']['publish_and_restarts'], 1e-9):.0f} msg/s)"
-            for r in results
-        )
-        + "."
-    )
-    RESULTS_MD.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
