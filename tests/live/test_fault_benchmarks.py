@@ -61,3 +61,24 @@ def test_leak_small_rss_back_near_baseline() -> None:
     assert r["peak_mib"] >= r["baseline_mib"] > 0
     assert r["after_over_baseline"] <= 1.10
     assert r["ok"]
+
+
+def test_soak_accounting_counts_gaps_from_the_stored_ids() -> None:
+    from rtsim.live.clients.client import GapNotice
+
+    stored = [(n, f"e1:{10 + n}") for n in range(10)]  # data n stored with id 10+n
+    # Received 0-2, a trimmed-log gap after id 12 whose first held id is 16 (3, 4, 5
+    # skipped; the notice says "at least 1"), then 6-9 except 8.
+    gap = GapNotice("c", "e1:12", 1, "16", epoch="e1")
+    got = [0, 1, 2, 6, 7, 9]
+    counts = bench_soak.account(got, [gap], stored)
+    assert counts["gap_missed"] == 3 and counts["gap_missed_reported"] == 1
+    assert counts["lost"] == 1  # 8: neither received nor inside the gap
+    assert bench_soak.missing_of(got, [gap], stored) == [8]
+    assert (counts["duplicated"], counts["out_of_order"], counts["gap_but_received"]) == (0, 0, 0)
+    # Stored order is what counts: 1 stored before 0 (a resent publish) is in order.
+    swapped = [stored[1], stored[0], *stored[2:]]
+    assert bench_soak.account([1, 0, 2, 3, 4, 5, 6, 7, 8, 9], [], swapped)["out_of_order"] == 0
+    assert bench_soak.account([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [], swapped)["out_of_order"] == 1
+    twice = bench_soak.account([0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9], [], stored)
+    assert (twice["duplicated"], twice["out_of_order"], twice["lost"]) == (1, 1, 0)

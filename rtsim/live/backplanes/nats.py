@@ -23,7 +23,9 @@ last sequence and retries). A resume after ``SEQ`` is a ``gap`` exactly when the
 held message after it has ``Rtsim-Prev > SEQ``; JetStream does not count what it trimmed,
 so the gap's ``missed`` is the difference of the ordinals (``N`` of the first held message
 minus ``N`` of the cursor, minus one): exact for a ``"SEQ-N"`` cursor or ``"0"``, a lower
-bound (1) for a bare ``"SEQ"``.
+bound (1) for a bare ``"SEQ"``. A read fetches one message per request, so the log
+may be trimmed between two of them: each message's ``Rtsim-Prev`` must be the one before
+it, else the read ends there and the next one reports the gap.
 """
 
 from __future__ import annotations
@@ -311,6 +313,7 @@ class JetStreamBackplane(BrokerBackplane):
             msgs: list[Envelope] = []
             prev_of_first: int | None = None
             n_first: int | None = None
+            last_seq = after
             seq = after + 1
             while seq <= last and (limit is None or len(msgs) < limit):
                 try:
@@ -318,9 +321,15 @@ class JetStreamBackplane(BrokerBackplane):
                 except NotFoundError:
                     break
                 n = _ordinal(raw.headers)
+                prev = (raw.headers or {}).get(_PREV)
                 if prev_of_first is None:
-                    prev_of_first = int((raw.headers or {}).get(_PREV, "0"))
+                    prev_of_first = int(prev or "0")
                     n_first = n
+                elif prev is not None and int(prev) != last_seq:
+                    # Trimmed while this loop reads (one request per message): what came
+                    # between is gone. Stop here; the next read after msgs[-1] is the gap.
+                    break
+                last_seq = int(raw.seq)
                 obj = json.loads(raw.data)
                 msgs.append(
                     Envelope(channel, _msg_id(raw.seq, n), obj["d"], wall_to_loop(obj["t"]))
