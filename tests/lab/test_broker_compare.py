@@ -31,6 +31,7 @@ def _committed_calibration() -> StageCalibration:
     data = json.loads((RESULTS / "compare_stages.json").read_text())
     return StageCalibration.from_dict(data["calibration"]["model"])
 
+
 HOP = RedisHop(p50_ms=0.4, p99_ms=2.0, mean_ms=0.5, samples=100, rate=100.0, source="test")
 
 

@@ -399,9 +399,18 @@ class BrokerBackplane(abc.ABC):
     def healthy(self) -> bool:
         return self._up
 
-    def _unavailable(self, exc: BaseException | None = None) -> BackplaneUnavailable:
+    def _unavailable(
+        self, exc: BaseException | None = None, *, unknown: bool = False
+    ) -> BackplaneUnavailable:
+        """The error for a publish or read the broker did not serve; ``unknown``: a publish
+        that was sent but never answered (it may have been stored)."""
         self.stats.publish_rejected += 1
         why = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+        if unknown:
+            return BackplaneUnavailable(
+                f"the {self.name} broker at {self.url.address} did not answer{why};"
+                " the message may or may not have been published"
+            )
         return BackplaneUnavailable(
             f"the {self.name} broker at {self.url.address} is unreachable{why};"
             " the message was not published — retry later"

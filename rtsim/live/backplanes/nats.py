@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import re
+import secrets
 import time
 from collections import OrderedDict
 from typing import Any
@@ -56,6 +57,8 @@ _ORD = "Rtsim-N"
 _EXPECTED = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-:@")
+#: How long a publish whose answer timed out is sent again (s), with the same Nats-Msg-Id.
+PUBLISH_RETRY_S = 30.0
 _LOCKS = 64  # publish lock stripes (publishes to one channel go one at a time)
 
 
@@ -265,12 +268,26 @@ class JetStreamBackplane(BrokerBackplane):
                 expected: tuple[int, int | None] | None = self._last_by_subject.get(subject)
                 if expected is None:
                     expected = await self._last_seq(js, subject)
+                give_up = time.monotonic() + PUBLISH_RETRY_S
                 for _ in range(20):
                     prev, known = expected
                     n = prev if known is None else known  # numbering goes on increasing
-                    headers = {_EXPECTED: str(prev), _PREV: str(prev), _ORD: str(n + 1)}
+                    # Nats-Msg-Id: JetStream keeps one copy of a publish sent again after an
+                    # answer that never came (its duplicate window), and acks the first.
+                    headers = {
+                        _EXPECTED: str(prev),
+                        _PREV: str(prev),
+                        _ORD: str(n + 1),
+                        "Nats-Msg-Id": secrets.token_hex(16),
+                    }
                     try:
-                        ack = await js.publish(subject, payload.encode(), headers=headers)
+                        while True:
+                            try:
+                                ack = await js.publish(subject, payload.encode(), headers=headers)
+                                break
+                            except TimeoutError as exc:  # it may have been stored
+                                if time.monotonic() >= give_up:
+                                    raise self._unavailable(exc, unknown=True) from None
                         break
                     except APIError as exc:
                         if exc.err_code not in _WRONG_LAST_SEQUENCE:

@@ -47,6 +47,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rtsim.core.envelope import Envelope, validate_channel
 from rtsim.core.positions import MalformedPositionError, new_epoch, parse_position
@@ -61,14 +62,28 @@ from rtsim.core.replaylog import (
 
 from .base import BrokerBackplane, BrokerUrl, wall_to_loop
 
-__all__ = ["RedisPubSubBackplane", "RedisStreamsBackplane"]
+__all__ = [
+    "PUBLISH_RETRY_S",
+    "PUBLISH_TOKEN_TTL_S",
+    "RedisPubSubBackplane",
+    "RedisStreamsBackplane",
+]
 
-# KEYS: channel stream, feed, epoch. ARGV: maxlen, approx (1/0), feed maxlen, channel, data,
-# ts, a new epoch (kept only if the epoch key is missing).
+#: How long a publish whose answer timed out is sent again (s), with the same token.
+PUBLISH_RETRY_S = 30.0
+#: How long Redis remembers a publish's token (s): longer than any retry of it.
+PUBLISH_TOKEN_TTL_S = 300
+
+# KEYS: channel stream, feed, epoch, this publish's token. ARGV: maxlen, approx (1/0), feed
+# maxlen, channel, data, ts, a new epoch (kept only if the epoch key is missing), the token's
+# lifetime (s). A token already set means this very publish ran before (a retry after an
+# answer that never came): its id is returned and nothing is written again.
 # Each entry records the id of the channel's previous entry (p) and its ordinal (n), read
 # from the newest entry (never trimmed) in the same atomic script: that is what makes the
 # gap test exact, since Redis (7.0) does not record what MAXLEN trimmed.
 _PUBLISH_LUA = """
+local done = redis.call('GET', KEYS[4])
+if done then return {done, redis.call('GET', KEYS[3])} end
 local function last_of(key)
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
   if not last[1] then return '0', 0 end
@@ -99,6 +114,7 @@ local fprev = last_of(KEYS[2])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
            'p', fprev, 'c', ARGV[4], 'i', id, 'd', ARGV[5], 't', ARGV[6])
 redis.call('SET', KEYS[3], ARGV[7], 'NX')
+redis.call('SET', KEYS[4], id, 'EX', ARGV[8])
 return {id, redis.call('GET', KEYS[3])}
 """
 
@@ -226,25 +242,37 @@ class RedisStreamsBackplane(_RedisBase):
 
     # --- the Backplane interface -----------------------------------------------------------
     async def publish(self, channel: str, data: Any) -> Envelope:
+        """Append ``data`` to ``channel`` (see the module docstring). A publish whose answer
+        does not come (a timeout: Redis may have run it) is sent again with the same token
+        until Redis answers or :data:`PUBLISH_RETRY_S` pass, so it is stored once; raises
+        :class:`BackplaneUnavailable` when Redis cannot be reached."""
         validate_channel(channel)
         self._client_or_raise()
         wall = time.time()
-        try:
-            msg_id, self.epoch = await self._script(
-                keys=[self._key(channel), self._feed_key, self._epoch_key],
-                args=[
-                    self.maxlen,
-                    "1" if self.approx else "0",
-                    self.feed_maxlen,
-                    channel,
-                    json.dumps(data, separators=(",", ":"), allow_nan=False),
-                    repr(wall),
-                    new_epoch(),
-                ],
-            )
-            msg_id, self.epoch = str(msg_id), str(self.epoch)
-        except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from None
+        token = f"{{{self.prefix}}}:u:{secrets.token_hex(16)}"
+        keys = [self._key(channel), self._feed_key, self._epoch_key, token]
+        args = [
+            self.maxlen,
+            "1" if self.approx else "0",
+            self.feed_maxlen,
+            channel,
+            json.dumps(data, separators=(",", ":"), allow_nan=False),
+            repr(wall),
+            new_epoch(),
+            PUBLISH_TOKEN_TTL_S,
+        ]
+        give_up = time.monotonic() + PUBLISH_RETRY_S
+        while True:
+            try:
+                msg_id, self.epoch = await self._script(keys=keys, args=args)
+                msg_id, self.epoch = str(msg_id), str(self.epoch)
+                break
+            except (RedisTimeoutError, TimeoutError) as exc:
+                if time.monotonic() >= give_up:  # the outcome is unknown
+                    raise self._unavailable(exc, unknown=True) from None
+                await asyncio.sleep(0.1)  # sent again with the same token: stored once
+            except (RedisError, OSError) as exc:
+                raise self._unavailable(exc) from None
         # Delivery to this server's connections comes through the feed, in id order.
         return Envelope(channel=channel, id=str(msg_id), data=data, ts=wall_to_loop(wall))
 
