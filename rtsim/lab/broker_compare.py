@@ -148,8 +148,13 @@ def measure_redis_hop(
         raise ValueError(f"samples must be >= 10, got {samples}")
     if not (math.isfinite(rate) and rate > 0):
         raise ValueError(f"rate must be > 0, got {rate}")
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     key = f"{{hop{uuid.uuid4().hex[:10]}}}:hop"
-    r = redis.Redis(host=host, port=port)
+    # No retries: redis-py 8 sends a command again after a 5 s timeout, which would add an
+    # entry twice and time it twice.
+    r = redis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0))
     r.ping()
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()

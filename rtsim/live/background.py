@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .backplanes.base import Backplane
 from .server.app import SERVER_KEY, LiveServer, ServerConfig, start_site
+from .tasks import cancel_and_wait
 
 __all__ = ["BackgroundServer", "serve_in_background"]
 
@@ -60,7 +61,17 @@ class BackgroundServer:
             return
         self._ready.set()
         self._loop.run_forever()
+        self._loop.run_until_complete(self._end_leftover_tasks())
         self._loop.close()
+
+    async def _end_leftover_tasks(self) -> None:
+        """End what a shutdown cut short left on the loop (as ``asyncio.run`` does, but
+        cancelling again a task that absorbed a cancellation): no task is destroyed
+        pending later, in another test or cell."""
+        me = asyncio.current_task()
+        left = [t for t in asyncio.all_tasks() if t is not me]
+        await asyncio.gather(*(cancel_and_wait(t) for t in left))
+        await self._loop.shutdown_asyncgens()
 
     @property
     def server(self) -> LiveServer:
@@ -108,7 +119,7 @@ class BackgroundServer:
 
         async def shutdown() -> None:
             if runner is not None:
-                await runner.cleanup()
+                await runner.cleanup()  # closes every connection, then the backplane
             # Let transports that are closing run their close callbacks before the loop stops.
             for _ in range(5):
                 await asyncio.sleep(0)

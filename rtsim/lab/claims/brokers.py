@@ -39,8 +39,18 @@ def redis_outage(before: int = 10, during: int = 10, after: int = 10) -> dict[st
     """Pub/Sub vs Streams on the local Redis: a subscriber away while ``during`` are sent.
     Raises redis' ``ConnectionError`` if Redis is not reachable on 127.0.0.1:6379."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    r: Any = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1, socket_timeout=5)
+    # No retries (redis-py 8 resends after a timeout): a publish sent twice would be counted
+    # twice.
+    r: Any = redis.Redis(
+        host="127.0.0.1",
+        port=6379,
+        socket_connect_timeout=1,
+        socket_timeout=5,
+        retry=Retry(NoBackoff(), 0),
+    )
     r.ping()
     name = f"rtsim-ledger-{uuid.uuid4().hex[:8]}"
 

@@ -69,6 +69,7 @@ from rtsim.core.positions import MalformedPositionError, split_epoch
 from rtsim.core.replaylog import Gap, MalformedIdError, ReadResult
 
 from ..protocol import ProtocolError
+from ..tasks import cancel_and_wait
 
 __all__ = [
     "Backplane",
@@ -333,11 +334,8 @@ class BrokerBackplane(abc.ABC):
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         with contextlib.suppress(Exception):
             await self._disconnect()
         self._on_message = None

@@ -38,7 +38,6 @@ degraded (a y-websocket client cannot poll).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -50,6 +49,7 @@ from rtsim.core.reconnect import rank
 from rtsim.core.transport import Transport
 
 from ..protocol import retry_after_header
+from ..tasks import cancel_and_wait
 from .hub import Control, Hub, Subscriber
 
 if TYPE_CHECKING:
@@ -99,11 +99,8 @@ class OverloadMonitor:
             self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ from typing import Any
 
 from rtsim.core.presence import Event, Join, Leave, LeaveReason, PresenceTracker, Update
 
+from ..tasks import cancel_and_wait
 from .metrics import Metrics
 
 __all__ = ["PresenceService", "event_frame", "snapshot_frame"]
@@ -78,11 +79,8 @@ class PresenceService:
             self._task = asyncio.get_running_loop().create_task(self._timer())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     # --- inputs ------------------------------------------------------------------------
     def set(self, channel: str, member: str, state: Mapping[str, Any]) -> None:

@@ -61,6 +61,7 @@ from rtsim.core.yroom import (
 )
 
 from ..protocol import ProtocolError
+from ..tasks import cancel_and_wait
 from .auth import AuthError
 from .gate import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED, check_channel
 from .hub import Broadcast, Replay, Subscriber
@@ -163,6 +164,7 @@ class YjsService:
         self.instance = secrets.token_hex(6)
         self.rooms: dict[str, _Room] = {}
         self._seq = 0
+        self._closing = False
         self.backplane_errors = 0
         kept = getattr(server.backplane, "maxlen", None) or server.config.replay_len
         self.snapshot_every = max(1, min(SNAPSHOT_EVERY, int(kept) // 2))
@@ -208,6 +210,8 @@ class YjsService:
                             self._apply_remote(r, item.env.data)
             finally:
                 hub.unsubscribe(sub, r.channel)
+            if self._closing or self.server.shutting_down:
+                return  # closed by the shutdown; otherwise (a slow consumer) subscribe again
 
     def _apply_remote(self, r: _Room, data: Any) -> None:
         if not isinstance(data, dict) or data.get("o") == self.instance:
@@ -238,11 +242,9 @@ class YjsService:
         return [web.get("/yjs/{room}", self.handle)]
 
     async def close(self) -> None:
+        self._closing = True
         for r in self.rooms.values():
-            if r.task is not None:
-                r.task.cancel()
-                with contextlib.suppress(BaseException):
-                    await r.task
+            await cancel_and_wait(r.task)
 
     # --- the WebSocket handler -----------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:

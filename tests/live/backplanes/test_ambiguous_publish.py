@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,21 @@ from rtsim.live.process import free_port
 
 from ..broker_fixtures import reachable, require_binary
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]  # about a minute (the client gives up)
+pytestmark = [pytest.mark.redis, pytest.mark.slow]  # 7-12 s each (Redis sleeps, the client gives up)
+
+
+def _admin(port: int) -> Any:
+    """A client for ``DEBUG SLEEP`` that waits for its answer and never sends it again.
+
+    redis-py 8's defaults (a 5 s socket timeout, then up to 10 retries) would send
+    ``DEBUG SLEEP 6`` again each time its answer is late: Redis slept about a minute, and
+    the publish under test, which gives up after ``PUBLISH_RETRY_S`` (30 s), failed in CI.
+    """
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return aioredis.Redis(port=port, socket_timeout=None, retry=Retry(NoBackoff(), 0))
 
 
 async def test_a_publish_whose_answer_timed_out_is_stored_once() -> None:
@@ -49,9 +64,7 @@ async def test_a_publish_whose_answer_timed_out_is_stored_once() -> None:
             await bp.start(lambda env: None)
             try:
                 await bp.publish("c", 0)
-                import redis.asyncio as aioredis
-
-                admin = aioredis.Redis(port=port)
+                admin = _admin(port)
                 sleep = asyncio.ensure_future(admin.execute_command("DEBUG", "SLEEP", "6"))
                 await asyncio.sleep(0.2)  # Redis is asleep
                 env = await bp.publish("c", 1)  # timed out once (5 s), sent again: answered
@@ -92,9 +105,7 @@ async def test_a_publish_redis_never_answers_is_reported_unknown(
             bp = make_backplane(f"redis-streams://127.0.0.1:{port}?prefix=amb2")
             await bp.start(lambda env: None)
             try:
-                import redis.asyncio as aioredis
-
-                admin = aioredis.Redis(port=port)
+                admin = _admin(port)
                 sleep = asyncio.ensure_future(admin.execute_command("DEBUG", "SLEEP", "12"))
                 await asyncio.sleep(0.2)
                 with pytest.raises(BackplaneUnavailable, match="may or may not have been"):
