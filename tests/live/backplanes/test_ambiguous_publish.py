@@ -29,7 +29,7 @@ from rtsim.live.process import free_port
 
 from ..broker_fixtures import reachable, require_binary
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]  # 7-12 s each (Redis sleeps, the client gives up)
+pytestmark = [pytest.mark.redis, pytest.mark.slow]  # 7-12 s each (Redis sleeps)
 
 
 def _admin(port: int) -> Any:
