@@ -142,19 +142,17 @@ def measure_redis_hop(
     Raises ``ValueError`` for ``samples`` < 10 or ``rate`` ≤ 0, ``RuntimeError`` if the
     reader does not start or report, redis-py's ``ConnectionError`` if Redis is not there.
     """
-    import redis
 
     if samples < 10:
         raise ValueError(f"samples must be >= 10, got {samples}")
     if not (math.isfinite(rate) and rate > 0):
         raise ValueError(f"rate must be > 0, got {rate}")
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    from rtsim.live.backplanes.redis import no_retry_client
 
     key = f"{{hop{uuid.uuid4().hex[:10]}}}:hop"
     # No retries: redis-py 8 sends a command again after a 5 s timeout, which would add an
     # entry twice and time it twice.
-    r = redis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0))
+    r = no_retry_client(host, port)
     r.ping()
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()

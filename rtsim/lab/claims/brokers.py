@@ -38,19 +38,11 @@ def redis_benchmark() -> dict[str, float]:
 def redis_outage(before: int = 10, during: int = 10, after: int = 10) -> dict[str, int]:
     """Pub/Sub vs Streams on the local Redis: a subscriber away while ``during`` are sent.
     Raises redis' ``ConnectionError`` if Redis is not reachable on 127.0.0.1:6379."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    from rtsim.live.backplanes.redis import no_retry_client
 
     # No retries (redis-py 8 resends after a timeout): a publish sent twice would be counted
     # twice.
-    r: Any = redis.Redis(
-        host="127.0.0.1",
-        port=6379,
-        socket_connect_timeout=1,
-        socket_timeout=5,
-        retry=Retry(NoBackoff(), 0),
-    )
+    r = no_retry_client(socket_connect_timeout=1, socket_timeout=5)
     r.ping()
     name = f"rtsim-ledger-{uuid.uuid4().hex[:8]}"
 

@@ -54,9 +54,9 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
@@ -244,6 +244,14 @@ def wall_to_loop(wall_ts: float) -> float:
     return wall_ts + (asyncio.get_running_loop().time() - time.time())
 
 
+_T = TypeVar("_T")
+
+#: How long a publish whose answer timed out is sent again (s). Each broker stores such a
+#: publish once: Redis Streams by the token its script checks, JetStream by ``Nats-Msg-Id``
+#: within its duplicate window (2 min by default, longer than this).
+PUBLISH_RETRY_S = 30.0
+
+
 class BrokerBackplane(abc.ABC):
     """Base class: supervision, state, health and the metrics of a broker connection."""
 
@@ -396,6 +404,26 @@ class BrokerBackplane(abc.ABC):
     # --- state ---------------------------------------------------------------------------
     def healthy(self) -> bool:
         return self._up
+
+    async def _resend_on_timeout(
+        self,
+        send: Callable[[], Awaitable[_T]],
+        timeouts: tuple[type[BaseException], ...],
+        pause_s: float = 0.0,
+    ) -> _T:
+        """``await send()``, sent again (after ``pause_s`` seconds) each time it raises one of
+        ``timeouts`` — the broker may have run it, so ``send`` must be idempotent (the same
+        token or message id) — until it answers or :data:`PUBLISH_RETRY_S` pass; then raises
+        :class:`BackplaneUnavailable` saying the outcome is unknown. Other errors propagate."""
+        give_up = time.monotonic() + PUBLISH_RETRY_S
+        while True:
+            try:
+                return await send()
+            except timeouts as exc:
+                if time.monotonic() >= give_up:
+                    raise self._unavailable(exc, unknown=True) from None
+                if pause_s:
+                    await asyncio.sleep(pause_s)
 
     def _unavailable(
         self, exc: BaseException | None = None, *, unknown: bool = False

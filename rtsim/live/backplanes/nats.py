@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import re
 import secrets
@@ -57,8 +58,6 @@ _ORD = "Rtsim-N"
 _EXPECTED = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-:@")
-#: How long a publish whose answer timed out is sent again (s), with the same Nats-Msg-Id.
-PUBLISH_RETRY_S = 30.0
 _LOCKS = 64  # publish lock stripes (publishes to one channel go one at a time)
 
 
@@ -268,7 +267,6 @@ class JetStreamBackplane(BrokerBackplane):
                 expected: tuple[int, int | None] | None = self._last_by_subject.get(subject)
                 if expected is None:
                     expected = await self._last_seq(js, subject)
-                give_up = time.monotonic() + PUBLISH_RETRY_S
                 for _ in range(20):
                     prev, known = expected
                     n = prev if known is None else known  # numbering goes on increasing
@@ -280,14 +278,13 @@ class JetStreamBackplane(BrokerBackplane):
                         _ORD: str(n + 1),
                         "Nats-Msg-Id": secrets.token_hex(16),
                     }
-                    try:
-                        while True:
-                            try:
-                                ack = await js.publish(subject, payload.encode(), headers=headers)
-                                break
-                            except TimeoutError as exc:  # it may have been stored
-                                if time.monotonic() >= give_up:
-                                    raise self._unavailable(exc, unknown=True) from None
+                    try:  # sent again on a timeout (it may have been stored): kept once
+                        ack = await self._resend_on_timeout(
+                            functools.partial(
+                                js.publish, subject, payload.encode(), headers=headers
+                            ),
+                            (TimeoutError,),
+                        )
                         break
                     except APIError as exc:
                         if exc.err_code not in _WRONG_LAST_SEQUENCE:

@@ -63,14 +63,12 @@ from rtsim.core.replaylog import (
 from .base import BrokerBackplane, BrokerUrl, wall_to_loop
 
 __all__ = [
-    "PUBLISH_RETRY_S",
     "PUBLISH_TOKEN_TTL_S",
     "RedisPubSubBackplane",
     "RedisStreamsBackplane",
+    "no_retry_client",
 ]
 
-#: How long a publish whose answer timed out is sent again (s), with the same token.
-PUBLISH_RETRY_S = 30.0
 #: How long Redis remembers a publish's token (s): longer than any retry of it.
 PUBLISH_TOKEN_TTL_S = 300
 
@@ -138,6 +136,23 @@ def _client(url: BrokerUrl, socket_timeout: float | None) -> aioredis.Redis:
         timeout=POOL_WAIT_S,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+def no_retry_client(
+    host: str = "127.0.0.1", port: int = 6379, *, use_asyncio: bool = False, **kwargs: Any
+) -> Any:
+    """A redis-py client (``redis.Redis``, or ``redis.asyncio.Redis`` with ``use_asyncio``)
+    that never sends a command twice. redis-py 8's default retries a command after a socket
+    timeout (5 s) up to 10 times, so a write whose answer was late is run again: an entry
+    added twice, a ``DEBUG SLEEP`` slept ten times. ``kwargs`` go to the client (e.g.
+    ``socket_timeout=None`` to wait for every answer). Connecting is lazy: the first command
+    raises redis' ``ConnectionError`` when nothing listens."""
+    if use_asyncio:
+        return aioredis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0), **kwargs)
+    import redis
+    from redis.retry import Retry as SyncRetry
+
+    return redis.Redis(host=host, port=port, retry=SyncRetry(NoBackoff(), 0), **kwargs)
 
 
 POOL_SIZE = 100  # connections per backplane client (redis-py's default pool size)
@@ -244,8 +259,9 @@ class RedisStreamsBackplane(_RedisBase):
     async def publish(self, channel: str, data: Any) -> Envelope:
         """Append ``data`` to ``channel`` (see the module docstring). A publish whose answer
         does not come (a timeout: Redis may have run it) is sent again with the same token
-        until Redis answers or :data:`PUBLISH_RETRY_S` pass, so it is stored once; raises
-        :class:`BackplaneUnavailable` when Redis cannot be reached."""
+        until Redis answers or :data:`~rtsim.live.backplanes.base.PUBLISH_RETRY_S` pass, so
+        it is stored once; raises :class:`BackplaneUnavailable` when Redis cannot be reached
+        (or, saying the outcome is unknown, when it never answers)."""
         validate_channel(channel)
         self._client_or_raise()
         wall = time.time()
@@ -261,18 +277,13 @@ class RedisStreamsBackplane(_RedisBase):
             new_epoch(),
             PUBLISH_TOKEN_TTL_S,
         ]
-        give_up = time.monotonic() + PUBLISH_RETRY_S
-        while True:
-            try:
-                msg_id, self.epoch = await self._script(keys=keys, args=args)
-                msg_id, self.epoch = str(msg_id), str(self.epoch)
-                break
-            except (RedisTimeoutError, TimeoutError) as exc:
-                if time.monotonic() >= give_up:  # the outcome is unknown
-                    raise self._unavailable(exc, unknown=True) from None
-                await asyncio.sleep(0.1)  # sent again with the same token: stored once
-            except (RedisError, OSError) as exc:
-                raise self._unavailable(exc) from None
+        try:  # sent again on a timeout with the same token: stored once
+            msg_id, epoch = await self._resend_on_timeout(
+                lambda: self._script(keys=keys, args=args), (RedisTimeoutError, TimeoutError), 0.1
+            )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        msg_id, self.epoch = str(msg_id), str(epoch)
         # Delivery to this server's connections comes through the feed, in id order.
         return Envelope(channel=channel, id=str(msg_id), data=data, ts=wall_to_loop(wall))
 

@@ -39,11 +39,9 @@ def _admin(port: int) -> Any:
     ``DEBUG SLEEP 6`` again each time its answer is late: Redis slept about a minute, and
     the publish under test, which gives up after ``PUBLISH_RETRY_S`` (30 s), failed in CI.
     """
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
+    from rtsim.live.backplanes.redis import no_retry_client
 
-    return aioredis.Redis(port=port, socket_timeout=None, retry=Retry(NoBackoff(), 0))
+    return no_retry_client(port=port, use_asyncio=True, socket_timeout=None)
 
 
 async def test_a_publish_whose_answer_timed_out_is_stored_once() -> None:
@@ -86,10 +84,10 @@ async def test_a_publish_whose_answer_timed_out_is_stored_once() -> None:
 async def test_a_publish_redis_never_answers_is_reported_unknown(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from rtsim.live.backplanes import redis as redis_bp
+    from rtsim.live.backplanes import base
 
     require_binary("redis-server")
-    monkeypatch.setattr(redis_bp, "PUBLISH_RETRY_S", 1.0)
+    monkeypatch.setattr(base, "PUBLISH_RETRY_S", 1.0)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
