@@ -48,10 +48,11 @@ typecheck: venv
 # In TEST_WORKERS processes (pytest-xdist; 0: one process): most live tests wait on I/O and
 # timers, so 4 on 2 cores overlap their waits. Tests marked xdist_group (the browser modules)
 # stay together on one worker. nbval is for `make notebooks` only; loading it costs every
-# process ~3 s (nbformat's schema checker), so the unit run leaves it out.
+# process ~3 s (nbformat's schema checker), so the unit run leaves it out. The 15 slowest
+# tests are listed at the end (where to look first when the suite grows slower).
 TEST_WORKERS ?= 4
 unit: venv
-	$(BIN)/pytest -p no:nbval -n $(TEST_WORKERS) --dist loadgroup tests
+	$(BIN)/pytest -p no:nbval -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
 
 # Two kernels at a time (NOTEBOOK_WORKERS; 0: one): every notebook stays on one worker (loadscope).
 NOTEBOOK_WORKERS ?= 2
