@@ -171,6 +171,11 @@ def _add_load(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--processes", type=_nonneg_int, default=0, help="0 = automatic")
     p.add_argument("--server-pid", type=_positive_int, default=None)
     p.add_argument(
+        "--ws-client",
+        default="picows",
+        help="library of the WebSocket subscribers: picows (default, the leaner) or aiohttp",
+    )
+    p.add_argument(
         "--capacity",
         action="store_true",
         help="step the rate (x1.5 from --rate) until p95 exceeds --sla-p95-ms",
@@ -196,6 +201,7 @@ def _run_load(a: argparse.Namespace) -> int:
         token=a.token,
         processes=a.processes,
         server_pid=a.server_pid,
+        ws_client=a.ws_client,
     )
     if a.capacity:
         rates = []

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from rtsim.core.transport import Transport, parse_transport
 
-from .transports import CLIENT_TRANSPORTS
+from .transports import CLIENT_TRANSPORTS, LOAD_WS_CLIENTS
 
 __all__ = ["LoadParams"]
 
@@ -53,6 +53,7 @@ class LoadParams:
     traced: int = 200  # messages (spread evenly) that carry a trace key: stage timestamps
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     publish_url: str | None = None
+    ws_client: str = "picows"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transport", parse_transport(self.transport))
@@ -65,6 +66,10 @@ class LoadParams:
             (
                 self.transport in CLIENT_TRANSPORTS,
                 "transport must be " + _choices([t.value for t in CLIENT_TRANSPORTS]),
+            ),
+            (
+                self.ws_client in LOAD_WS_CLIENTS,
+                f"ws_client must be {_choices(list(LOAD_WS_CLIENTS))}, got {self.ws_client!r}",
             ),
             (self.subscribers >= 1, f"subscribers must be >= 1, got {self.subscribers}"),
             (

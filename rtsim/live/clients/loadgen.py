@@ -14,6 +14,14 @@ HdrHistogram; every subscriber counts the messages of its channel it received, s
 ``lost`` and ``duplicates`` are exact (delivery is in order per channel, so a repeated or
 older sequence number is a duplicate).
 
+The generator keeps its own cost low, so the server is what a run measures: WebSocket
+subscribers run on picows by default (``ws_client``; aiohttp is the other choice), frames
+are decoded with orjson, each latency is appended to a list and recorded into the
+histogram in bulk (:class:`~rtsim.core.results.LatencyStream`) every second, and each worker
+freezes its heap (``gc.freeze``) once its subscribers are connected. Its CPU time per
+delivery is reported beside the server's in every result
+(``extra["loadgen_cpu_us_per_delivery"]``, ``extra["server_cpu_us_per_delivery"]``).
+
 An overloaded server may send subscribers to interval polling (``docs/protocol.md``,
 degradation): they poll ``/poll?timeout=0`` from their last id and resubscribe from it
 when the server has recovered, so nothing is lost or repeated; before counting, the
@@ -38,6 +46,7 @@ endpoint (a peer server) the stages are empty (``n`` 0).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import math
@@ -53,18 +62,19 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import orjson
 import pandas as pd
 
 from rtsim.core.backoff import Backoff
 from rtsim.core.reconnect import rank
 from rtsim.core.replaylog import decode_cursor
 from rtsim.core.results import (
+    LatencyStream,
     RunResult,
     Summary,
     decode_histogram,
     encode_histogram,
     new_latency_histogram,
-    record_latency_us,
 )
 from rtsim.core.stages import stage_frame, stage_summary
 from rtsim.core.transport import Transport
@@ -73,7 +83,7 @@ from ..errors import require_server
 from ..process import process_cpu_s, process_rss_bytes
 from .load_params import LoadParams
 from .loadpub import publish_load
-from .transports import CLIENT_TRANSPORTS
+from .transports import load_subscriber
 from .wire import (
     Degraded,
     Dropped,
@@ -89,6 +99,8 @@ __all__ = ["LoadParams", "capacity_search", "run_load"]
 
 #: Polling interval of a degraded subscriber when the server names none (its default).
 DEFAULT_DEGRADE_POLL_S = 5.0
+#: Seconds between bulk recordings of a worker's latencies into its histogram.
+RECORD_EVERY_S = 1.0
 #: A dropped or refused subscriber's wait before it resumes (at least the server's
 #: ``Retry-After``): 50 ms doubling to 2 s with full jitter, restarting once it receives.
 RESUME_BACKOFF = Backoff(base_s=0.05, cap_s=2.0)
@@ -125,7 +137,9 @@ class _Worker:
         self.p = p
         self.ks = list(ks)
         self.subs = {k: _Sub(p.channel_name(k)) for k in self.ks}
-        self.hist = new_latency_histogram()
+        # Latencies (s) since the last bulk recording into ``stream`` (:meth:`_record`).
+        self.latencies: list[float] = []
+        self.stream = LatencyStream()
         self.ready = 0
         self.all_ready = asyncio.Event()
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -145,7 +159,7 @@ class _Worker:
         if seq > s.last:
             s.last = seq
             s.unique += 1
-            record_latency_us(self.hist, int((now - t) * 1e6))
+            self.latencies.append(now - t)
             trace = data.get("trace")
             if trace is not None:
                 sent = data.get("sent")
@@ -153,6 +167,17 @@ class _Worker:
                 self.traced.append((str(trace), port, t, sent_f, read_at, now))
         else:
             s.dups += 1
+
+    def _record(self) -> None:
+        """Record the latencies gathered since the last call into the histogram, in bulk."""
+        latencies, self.latencies = self.latencies, []
+        if latencies:
+            self.stream.record(np.asarray(latencies) * 1000.0)
+
+    async def _record_every(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            self._record()
 
     def _gap(self, k: int, obj: Mapping[str, Any]) -> None:
         self.subs[k].gaps += 1
@@ -183,7 +208,7 @@ class _Worker:
                     raise RuntimeError(f"poll answered {r.status}: {await r.text()}")
                 raw = await r.read()
                 read_at = time.monotonic()
-            body = json.loads(raw)
+            body = orjson.loads(raw)
             ready()
             for m in body.get("messages", []):
                 self._got(k, m.get("data"), read_at, port)
@@ -220,7 +245,8 @@ class _Worker:
             self.all_ready.set()
 
     async def one(self, session: aiohttp.ClientSession, k: int) -> None:
-        subscribe = CLIENT_TRANSPORTS[self.p.transport].load
+        subscribe = load_subscriber(self.p.transport, self.p.ws_client)
+        got = functools.partial(self._got, k)
         target = LoadTarget(self.p.url, self.p.token, self.p.ws_path)
         s = self.subs[k]
         ready_once = False
@@ -243,7 +269,7 @@ class _Worker:
                         session,
                         target,
                         s.channel,
-                        lambda d, r, port: self._got(k, d, r, port),
+                        got,
                         ready,
                         gap=lambda g: self._gap(k, g),
                         **kw,
@@ -276,6 +302,7 @@ class _Worker:
 
     async def main(self, conn: Connection) -> None:
         limit = aiohttp.TCPConnector(limit=0, force_close=False)
+        recorder = asyncio.create_task(self._record_every(RECORD_EVERY_S))
         async with aiohttp.ClientSession(connector=limit) as session:
             for k in self.ks:
                 self.tasks[k] = asyncio.create_task(self.one(session, k))
@@ -288,6 +315,10 @@ class _Worker:
                 if k < self.p.kill_before_publish:
                     self.tasks[k].cancel()
                     self.subs[k].alive = False
+            # Every subscriber's objects are long-lived from here on: out of the collector's
+            # sight, so a full collection during the run walks nothing of them.
+            gc.collect()
+            gc.freeze()
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
             conn.send(("ready", len(self.errors)))
             loop = asyncio.get_running_loop()
@@ -299,12 +330,14 @@ class _Worker:
             for t in self.tasks.values():
                 t.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        recorder.cancel()
+        self._record()
         cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         conn.send(
             (
                 "done",
                 {
-                    "hist": encode_histogram(self.hist),
+                    "hist": encode_histogram(self.stream.histogram()),
                     "subs": {
                         k: (s.channel, s.unique, s.dups, s.degraded) for k, s in self.subs.items()
                     },
@@ -477,11 +510,8 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
             degraded += int(was_degraded)
     traced = [tuple(t) for r in results for t in r["traced"]]
     stages = stage_frame(traced, _server_stages(p)) if traced else stage_frame([], {})
-    gen_cpu = (
-        sum(r["cpu_s"] for r in results)
-        + (ru1.ru_utime - ru0.ru_utime)
-        + (ru1.ru_stime - ru0.ru_stime)
-    )
+    subscribers_cpu = sum(r["cpu_s"] for r in results)
+    gen_cpu = subscribers_cpu + (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     server_cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
     extra = {
         "expected": expected,
@@ -505,6 +535,11 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         if server_cpu is not None and delivered
         else None,
         "loadgen_cpu_s": gen_cpu,
+        # The load generator's CPU (subscribers and publisher) per delivery, µs: below the
+        # server's when the generator is not what limits the run.
+        "loadgen_cpu_us_per_delivery": gen_cpu / delivered * 1e6 if delivered else None,
+        "loadgen_subscribers_cpu_s": subscribers_cpu,
+        "loadgen_ws_client": p.ws_client if p.transport is Transport.WEBSOCKET else "aiohttp",
         # The publisher's share (this process, while publishing).
         "publisher_cpu_s": (ru_pub.ru_utime - ru0.ru_utime) + (ru_pub.ru_stime - ru0.ru_stime),
         "loadgen_processes": n_proc,

@@ -23,7 +23,7 @@ from .wire import (
     channel_params,
     cursor_of,
     degraded_of,
-    degraded_refusal,
+    load_refusal,
     poll_verdict,
     response_port,
     sse_events,
@@ -96,11 +96,8 @@ async def load_subscriber(
         timeout=aiohttp.ClientTimeout(),
     ) as r:
         if r.status != 200:
-            body = await r.text()
-            degraded = degraded_refusal(r.status, body, r.headers.get("Retry-After"))
-            if degraded is not None:
-                raise Degraded(degraded.poll_s, since, degraded.transport)
-            raise Refused(r.status, body, r.headers.get("Retry-After"))
+            refused = Refused(r.status, await r.text(), r.headers.get("Retry-After"))
+            raise load_refusal(refused, since)
         port = response_port(r)
         ready()
         last = since

@@ -13,15 +13,16 @@ import aiohttp
 
 from rtsim.core.transport import Transport
 
+from .loadframes import LoadFrames
 from .wire import (
     HEARTBEAT_FRAME,
     ClientTransport,
     Connection,
-    Degraded,
     Dropped,
     LoadTarget,
     degraded_of,
     handshake_refused,
+    load_refusal,
     local_port,
     presence_frame,
     subscribe_frame,
@@ -105,44 +106,29 @@ async def load_subscriber(
     gap: Callable[[Mapping[str, Any]], None] | None = None,
     since: str | None = None,
 ) -> None:
-    """The load generator's WebSocket subscriber (see :class:`~.wire.LoadSubscriber`)."""
+    """The load generator's WebSocket subscriber on aiohttp (see
+    :class:`~.wire.LoadSubscriber`; :mod:`.ws_picows` is the leaner one)."""
     url = ws_url(target.url, target.ws_path, target.token)
     try:
         ws = await session.ws_connect(url, max_msg_size=0, autoping=True)
     except aiohttp.WSServerHandshakeError as exc:
-        refused = handshake_refused(exc)
-        degraded = refused.degraded()
-        if degraded is not None:
-            raise Degraded(degraded.poll_s, since, degraded.transport) from None
-        raise refused from None
-    last = since
+        raise load_refusal(handshake_refused(exc), since) from None
+    frames = LoadFrames(got, gap, since)
     reason = ""
     try:
         async with ws:
-            port = local_port(ws.get_extra_info("sockname"))
+            frames.port = local_port(ws.get_extra_info("sockname"))
             await ws.send_str(subscribe_frame(channel, since))
             ready()
             async for msg in ws:
                 read_at = time.monotonic()
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
-                obj = json.loads(msg.data)
-                kind = obj.get("type")
-                if kind == "message":
-                    last = obj.get("id", last)
-                    got(obj.get("data"), read_at, port)
-                elif kind == "gap":
-                    last = obj.get("position", last)
-                    if gap is not None:
-                        gap(obj)
-                elif kind == "subscribed" and last is None:
-                    last = obj.get("since")
-                elif kind == "degrade":
-                    raise degraded_of(obj, last)
+                frames.text(msg.data, read_at)
             reason = f"close {ws.close_code}"
     except (aiohttp.ClientError, ConnectionError, OSError) as exc:
-        raise Dropped(last, f"{type(exc).__name__}: {exc}") from None
-    raise Dropped(last, reason)  # the server closed it (e.g. 1013): resume from here
+        raise Dropped(frames.last, f"{type(exc).__name__}: {exc}") from None
+    raise Dropped(frames.last, reason)  # the server closed it (e.g. 1013): resume from here
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -39,10 +39,10 @@ __all__ = [
     "channel_params",
     "cursor_of",
     "degraded_of",
-    "degraded_refusal",
     "handshake_refused",
     "http_publish",
     "level_of",
+    "load_refusal",
     "local_port",
     "poll_verdict",
     "presence_frame",
@@ -378,11 +378,14 @@ class LoadSubscriber(Protocol):
     ) -> Awaitable[None]: ...
 
 
-def degraded_refusal(
-    status: int, body: str, retry_after: str | None, degraded_to: str | None = None
-) -> Degraded | None:
-    """:meth:`Refused.degraded` of an HTTP answer (None unless the server is degraded)."""
-    return Refused(status, body, retry_after, degraded_to).degraded()
+def load_refusal(refused: Refused, since: str | None) -> Refused | Degraded:
+    """What a load subscriber raises for a refused connection attempt: :class:`Degraded`
+    resuming after ``since`` when the server is degraded (:meth:`Refused.degraded`), else
+    ``refused`` itself (the load generator retries a 429/503 after its ``Retry-After``)."""
+    degraded = refused.degraded()
+    if degraded is None:
+        return refused
+    return Degraded(degraded.poll_s, since, degraded.transport)
 
 
 def handshake_refused(exc: aiohttp.WSServerHandshakeError) -> Refused:

@@ -36,9 +36,17 @@ def server() -> Iterator[tuple[str, int]]:
         proc.stdout.close()
 
 
-@pytest.mark.parametrize("transport", ["websocket", "sse", "long-polling"])
+@pytest.mark.parametrize(
+    ("transport", "ws_client"),
+    [
+        ("websocket", "picows"),
+        ("websocket", "aiohttp"),
+        ("sse", "aiohttp"),
+        ("long-polling", "aiohttp"),
+    ],
+)
 def test_zero_loss_and_no_duplicates_at_moderate_load(
-    server: tuple[str, int], transport: str
+    server: tuple[str, int], transport: str, ws_client: str
 ) -> None:
     url, pid = server
     p = LoadParams(
@@ -51,6 +59,7 @@ def test_zero_loss_and_no_duplicates_at_moderate_load(
         processes=2,
         server_pid=pid,
         settle_s=1.5,
+        ws_client=ws_client,
     )
     s = run_load(p, progress=False).summary
     assert s.extra["errors"] == 0, s.extra["error_samples"]
@@ -60,6 +69,9 @@ def test_zero_loss_and_no_duplicates_at_moderate_load(
     assert 0 < s.p50_ms <= s.p95_ms <= s.p99_ms <= s.max_ms
     assert s.extra["server_rss_bytes"] > 10_000_000
     assert s.extra["server_cpu_s"] >= 0 and s.extra["loadgen_cpu_s"] > 0
+    assert s.extra["loadgen_ws_client"] == ws_client
+    per_delivery = s.extra["loadgen_cpu_s"] / s.deliveries * 1e6
+    assert s.extra["loadgen_cpu_us_per_delivery"] == pytest.approx(per_delivery)
 
 
 def test_lost_count_is_exact_when_subscribers_vanish(server: tuple[str, int]) -> None:
@@ -99,7 +111,15 @@ def test_capacity_search_stops_at_the_sla(server: tuple[str, int]) -> None:
     assert len(tight) == 1 and not tight["within_sla"].iloc[0]
 
 
-def test_cli_json(server: tuple[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("how", "ws_client"),
+    [
+        (["--transport", "sse"], "aiohttp"),
+        (["--transport", "websocket", "--ws-client", "aiohttp"], "aiohttp"),
+        (["--transport", "websocket"], "picows"),
+    ],
+)
+def test_cli_json(server: tuple[str, int], how: list[str], ws_client: str) -> None:
     url, pid = server
     out = subprocess.run(
         [
@@ -109,8 +129,7 @@ def test_cli_json(server: tuple[str, int]) -> None:
             "load",
             "--url",
             url,
-            "--transport",
-            "sse",
+            *how,
             "--subscribers",
             "10",
             "--rate",
@@ -139,9 +158,12 @@ def test_cli_json(server: tuple[str, int]) -> None:
         "max_ms",
         "deliveries_per_s",
         "server_rss_bytes",
+        "server_cpu_us_per_delivery",
+        "loadgen_cpu_us_per_delivery",
     ):
         assert key in d
     assert d["lost"] == 0 and d["delivered"] == d["expected"] == 200
+    assert d["loadgen_ws_client"] == ws_client and d["loadgen_cpu_us_per_delivery"] > 0
 
 
 @pytest.mark.parametrize(
@@ -152,6 +174,7 @@ def test_cli_json(server: tuple[str, int]) -> None:
         ({"subscribers": 0}, "subscribers must be >= 1"),
         ({"rate": -1}, "rate must be > 0"),
         ({"channels": 5, "subscribers": 2}, "channels must be between"),
+        ({"ws_client": "websockets"}, "ws_client must be picows or aiohttp"),
     ],
 )
 def test_bad_parameters(kw: dict[str, object], message: str) -> None:

@@ -63,14 +63,17 @@ def _params(srv: BackgroundServer, transport: str = "websocket", **kw: Any) -> L
     return LoadParams(**{**base, **kw})
 
 
-@pytest.mark.parametrize("transport", ["websocket", "sse"])
+@pytest.mark.parametrize(
+    ("transport", "ws_client"),
+    [("websocket", "picows"), ("websocket", "aiohttp"), ("sse", "aiohttp")],
+)
 @pytest.mark.parametrize("how", ["slow consumer", "reset"])
 def test_dropped_subscribers_resume_and_nothing_is_lost_or_repeated(
-    transport: str, how: str
+    transport: str, ws_client: str, how: str
 ) -> None:
     srv = serve_in_background()
     try:
-        t, out = _start(_params(srv, transport))
+        t, out = _start(_params(srv, transport, ws_client=ws_client))
 
         async def drop() -> None:
             for subs in srv.server.hub.subs.values():
