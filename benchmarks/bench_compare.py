@@ -12,6 +12,8 @@ sweep of the mean-cost model, which notebook 07 and the claims read until they m
     .venv/bin/python benchmarks/bench_compare.py            # the full held-out sweep
     .venv/bin/python benchmarks/bench_compare.py --transports websocket --loads 0.2,0.5 \
         --subscribers 50 --repeats 3 --duration 2           # a smaller one
+    .venv/bin/python benchmarks/bench_compare.py --resimulate \
+        benchmarks/results/compare_stages.json --out /tmp/resim  # the model again, no runs
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import math
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _machine import machine  # noqa: E402
@@ -31,6 +35,7 @@ from rtsim.lab.stage_compare import (  # noqa: E402
     attribution,
     calibrate_stage_model,
     compare_stage_model,
+    resimulate,
     stage_error_table,
     stage_server,
 )
@@ -71,7 +76,17 @@ def main() -> None:
         action="store_true",
         help="re-simulate the committed sweep with each model mechanism off (no live runs)",
     )
+    ap.add_argument(
+        "--resimulate",
+        default="",
+        metavar="JSON",
+        help="re-simulate every point of a saved sweep with its saved calibration and the"
+        " current model (no live runs); writes --out .json/.md and prints before/after",
+    )
     a = ap.parse_args()
+    if a.resimulate:
+        write_resimulation(Path(a.resimulate), Path(a.out), a.duration)
+        return
     if a.rewrite_md:
         write_md(json.loads(RESULTS_JSON.read_text()))
         return
@@ -115,6 +130,43 @@ def main() -> None:
     out = Path(a.out)
     out.with_suffix(".json").write_text(strictjson.dumps(data))
     write_md(data, out.with_suffix(".md"))
+
+
+def scores(data: dict, max_load: float = 0.8) -> pd.DataFrame:
+    """Per transport and subscriber count up to ``max_load``: p50/p99 points passing and
+    the mean |error| of p50 and p99."""
+    df = pd.DataFrame(data["rows"])
+    df = df[(df["load"] <= max_load + 1e-9) & df["metric"].isin(["p50_ms", "p99_ms"])]
+    df = df.assign(abs_err=df["rel_error"].abs())
+    g = df.groupby(["transport", "subscribers"])
+    out = pd.DataFrame({"points": g.size(), "passing": g["passes"].sum()})
+    for m in ("p50_ms", "p99_ms"):
+        out[f"mean_abs_{m[:3]}_error"] = (
+            df[df.metric == m].groupby(["transport", "subscribers"])["abs_err"].mean()
+        )
+    total = {
+        "points": int(out["points"].sum()),
+        "passing": int(out["passing"].sum()),
+        "mean_abs_p50_error": float(df[df.metric == "p50_ms"]["abs_err"].mean()),
+        "mean_abs_p99_error": float(df[df.metric == "p99_ms"]["abs_err"].mean()),
+    }
+    out.loc[("all", 0), list(total)] = list(total.values())
+    return out
+
+
+def write_resimulation(saved: Path, out: Path, duration_s: float) -> None:
+    """The saved sweep re-simulated (``resimulate``): OUT.json/.md and before/after scores."""
+    before = json.loads(saved.read_text())
+    after = resimulate(before, duration_s=duration_s)
+    cmd = "`.venv/bin/python benchmarks/bench_compare.py " + " ".join(sys.argv[1:]) + "`"
+    after["note"] = (
+        f"Re-simulated from {saved.name} (its calibration and measurements; the model of"
+        f" this commit) by {cmd}. " + before.get("note", "")
+    )
+    out.with_suffix(".json").write_text(strictjson.dumps(after))
+    write_md(after, out.with_suffix(".md"))
+    both = pd.concat({"before": scores(before), "after": scores(after)}, axis=1)
+    print(both.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
 def write_attribution(data: dict) -> None:

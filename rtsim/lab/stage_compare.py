@@ -49,6 +49,7 @@ __all__ = [
     "measure_costs",
     "passes",
     "plot_stage_sweep",
+    "resimulate",
     "stage_capacity",
     "stage_error_table",
     "stage_server",
@@ -352,6 +353,31 @@ def passes(metric: str, simulated: float, low: float, high: float, measured: flo
     return abs(simulated - measured) / measured <= tol or inside
 
 
+def _simulated(
+    scal: StageCalibration,
+    t: Transport | str,
+    subscribers: int,
+    rate: float,
+    duration_s: float,
+    seed: int,
+    **switches: Any,
+) -> tuple[pd.DataFrame, Any]:
+    """The stage model's frame for one point and the summary of its end-to-end latencies."""
+    from ..core.results import Summary
+    from ..sim.stages import simulate_stages
+
+    sim = simulate_stages(scal, t, subscribers, rate, duration_s, seed, **switches)
+    summary = Summary.from_latencies(
+        sim["end_to_end"].to_numpy(),
+        duration_s=duration_s,
+        wire_bytes=math.nan,
+        requests=0,
+        connections=subscribers,
+        server_memory_bytes=math.nan,
+    )
+    return sim, summary
+
+
 def compare_stage_model(
     url: str,
     pid: int,
@@ -374,9 +400,7 @@ def compare_stage_model(
     simulated and measured (pooled over the repeats). Raises ``ValueError`` for a load
     outside (0, 1.5) or ``repeats`` < 1.
     """
-    from ..core.results import Summary
     from ..core.stages import stage_summary
-    from ..sim.stages import simulate_stages
 
     t = parse_transport(transport)
     if repeats < 1:
@@ -388,15 +412,7 @@ def compare_stage_model(
         if not 0 < f < 1.5:
             raise ValueError(f"loads must be in (0, 1.5), got {f}")
         rate = round(max(0.5, f * cap / subscribers), 2)
-        sim = simulate_stages(scal, t, subscribers, rate, duration_s, seed=seed)
-        s_sum = Summary.from_latencies(
-            sim["end_to_end"].to_numpy(),
-            duration_s=duration_s,
-            wire_bytes=math.nan,
-            requests=0,
-            connections=subscribers,
-            server_memory_bytes=math.nan,
-        )
+        sim, s_sum = _simulated(scal, t, subscribers, rate, duration_s, seed)
         load = _loadavg()
         measured: dict[str, list[float]] = {m: [] for m in _METRICS}
         frames = []
@@ -450,50 +466,79 @@ MECHANISMS: dict[str, str] = {
 }
 
 
+def resimulate(
+    data: dict[str, Any],
+    loads: Sequence[float] | None = None,
+    seed: int = 0,
+    duration_s: float = 3.0,
+    **switches: Any,
+) -> dict[str, Any]:
+    """A committed sweep (``benchmarks/results/compare_stages.json``) with its simulated
+    side recomputed from the calibration it saved (``calibration.model``); no live runs.
+
+    Every point (or those at ``loads``) is simulated again at its rate for ``duration_s``
+    (the sweep's ``--duration``, default 3 s) with ``seed`` and ``switches`` (mechanisms
+    of :data:`MECHANISMS` to turn off, e.g. ``ack=False``); the measured side is kept.
+    Returns a dict of the same shape: ``rows`` (``simulated``, ``rel_error`` and
+    ``passes`` recomputed) and ``stages`` (``simulated`` recomputed). With the model
+    unchanged and ``seed=0`` it reproduces the committed simulated values.
+    """
+    from ..core.stages import stage_summary
+
+    scal = StageCalibration.from_dict(data["calibration"]["model"])
+    wanted = None if loads is None else {round(x, 6) for x in loads}
+    rows: list[dict[str, Any]] = []
+    stages: dict[str, Any] = {}
+    sims: dict[tuple[str, int, float], Any] = {}
+    for r in data["rows"]:
+        key = (r["transport"], int(r["subscribers"]), float(r["load"]))
+        if wanted is not None and round(key[2], 6) not in wanted:
+            continue
+        if key not in sims:
+            sim, sims[key] = _simulated(
+                scal, key[0], key[1], float(r["rate"]), duration_s, seed, **switches
+            )
+            name = f"{key[0]}/{key[1]}/{key[2]:g}"
+            old = data.get("stages", {}).get(name, {})
+            stages[name] = {**old, "simulated": stage_summary(sim)}
+        sv = float(getattr(sims[key], r["metric"]))
+        mean = r["measured"]
+        rows.append(
+            {
+                **r,
+                "simulated": sv,
+                "rel_error": (sv - mean) / mean if mean else math.nan,
+                "passes": passes(
+                    r["metric"], sv, r["measured_ci_low"], r["measured_ci_high"], mean
+                ),
+            }
+        )
+    return {**data, "rows": rows, "stages": stages}
+
+
 def attribution(
     data: dict[str, Any], loads: Sequence[float] = (0.2, 0.5, 0.8), seed: int = 0
 ) -> pd.DataFrame:
     """What each mechanism of the model contributes: the committed sweep's points at
-    ``loads`` re-simulated with the model as calibrated and with each mechanism of
-    :data:`MECHANISMS` turned off in turn; per variant the mean |error| of p50 and p99
-    against the measured means and the points passing (:func:`passes`). One row per
-    variant (``"full model"`` first). Takes a few minutes (simulation only)."""
-    from ..core.results import percentile
-    from ..sim.stages import StageCalibration, simulate_stages
-
-    scal = StageCalibration.from_dict(data["calibration"]["model"])
-    df = pd.DataFrame(data["rows"])
-    df = df[df["load"].round(6).isin([round(x, 6) for x in loads])]
-    points = df.drop_duplicates(["transport", "subscribers", "load"])
+    ``loads`` re-simulated (:func:`resimulate`) with the model as calibrated and with each
+    mechanism of :data:`MECHANISMS` turned off in turn; per variant the mean |error| of p50
+    and p99 against the measured means and the points passing (:func:`passes`). One row
+    per variant (``"full model"`` first). Takes a few minutes (simulation only)."""
     variants: list[tuple[str, dict[str, Any]]] = [("full model", {})]
     variants += [(f"without {k}", {k: False}) for k in MECHANISMS]
     out = []
     for name, off in variants:
-        errs: dict[str, list[float]] = {"p50_ms": [], "p99_ms": []}
-        ok = 0
-        for _, pt in points.iterrows():
-            sim = simulate_stages(
-                scal, pt["transport"], int(pt["subscribers"]), float(pt["rate"]), 3.0, seed, **off
-            )
-            e2e = sim["end_to_end"].to_numpy()
-            for metric, q in (("p50_ms", 50), ("p99_ms", 99)):
-                r = df[
-                    (df.transport == pt["transport"])
-                    & (df.subscribers == pt["subscribers"])
-                    & (df.load == pt["load"])
-                    & (df.metric == metric)
-                ].iloc[0]
-                v = percentile(e2e, q)
-                errs[metric].append(abs(v - r["measured"]) / r["measured"])
-                ok += passes(metric, v, r["measured_ci_low"], r["measured_ci_high"], r["measured"])
+        df = pd.DataFrame(resimulate(data, loads, seed, **off)["rows"])
+        df = df[df.metric.isin(["p50_ms", "p99_ms"])]
+        err = df.groupby("metric")["rel_error"].apply(lambda e: float(e.abs().mean()))
         out.append(
             {
                 "variant": name,
                 "what is off": MECHANISMS.get(name.removeprefix("without "), "—"),
-                "mean_abs_p50_error": float(np.mean(errs["p50_ms"])),
-                "mean_abs_p99_error": float(np.mean(errs["p99_ms"])),
-                "points_passing": ok,
-                "points": 2 * len(points),
+                "mean_abs_p50_error": err["p50_ms"],
+                "mean_abs_p99_error": err["p99_ms"],
+                "points_passing": int(df["passes"].sum()),
+                "points": len(df),
             }
         )
     return pd.DataFrame(out)

@@ -220,3 +220,51 @@ def test_bad_sizes() -> None:
     c = calibrate_stages(_frame(rng, 3, 3), 0.01, 9, 10, 2, 1)
     with pytest.raises(ValueError):
         simulate_stages(c, "websocket", 0, 10, 1)
+
+
+def _flat(x: float) -> list[float]:
+    return [x] * 101  # 0..100th percentiles of a constant
+
+
+# A machine without noise: every stage one value, no wake-up, no warmth, no ack.
+# Long polling: the server spends 0.1 ms per delivery and 10 ms per request (6 ms of it
+# answering, 4 ms receiving and parking the next request: ANSWER_SHARE = 0.6).
+FLAT = StageCalibration(
+    timer_residual_ms=_flat(0.0),
+    transit_ms=_flat(0.5),
+    server_to_fanout_ms=_flat(0.1),
+    fanout_shape=_flat(1.0),
+    loopback_ms=_flat(0.2),
+    client_handle_ms=_flat(0.0),
+    costs={
+        "websocket": TransportCosts(server_us=100.0, client_us=0.0),
+        "long-polling": TransportCosts(100.0, 0.0, request_us=10_000.0),
+    },
+    publish_us=0.0,
+    cores=8,
+    client_processes=1,
+    loopback_min_ms=0.2,
+)
+_EXACT = {"epoll_ms": False, "idle_gap": False, "wake_cpu": False}
+
+
+def test_a_publish_arriving_in_a_re_poll_storm_waits_for_the_work_before_it() -> None:
+    """By hand (ms): message 0 reaches the idle server at 0.5 (transit), its fan-out runs
+    0.5-0.6 and answers the two parked polls, 0.6-6.7 and 6.7-12.8 (0.1 + 6 each). The
+    first client reads at 6.9 (loopback 0.2) and its next poll is at the server at 7.4,
+    the second's at 13.5. Message 1, sent at 10, finds the server busy: it is on the wire
+    0.2 ms (loopback), then waits, first in line after the answer (until 12.8) and the
+    first re-poll that arrived before it (12.8-16.8), so it is received at 16.8 — 6.8 ms
+    after its send — ahead of the second re-poll, which arrived after it. Sent at 30 (the
+    storm over at 20.8), it takes the idle server's 0.5 ms."""
+    storm = simulate_stages(FLAT, "long-polling", 2, 100.0, 0.02, **_EXACT)
+    first = storm.groupby("trace").first()
+    np.testing.assert_allclose(first["publish_transit"], [0.5, 6.8], atol=1e-9)
+    np.testing.assert_allclose(first["server_to_fanout"], [0.1, 0.1], atol=1e-9)
+    # Message 1: subscriber 0 (parked again at 16.8) answered 16.9-23.0, read at 23.2.
+    np.testing.assert_allclose(storm["end_to_end"].iloc[2], 23.2 - 10.0, atol=1e-9)
+    calm = simulate_stages(FLAT, "long-polling", 2, 100.0 / 3, 0.06, **_EXACT)
+    np.testing.assert_allclose(calm.groupby("trace").first()["publish_transit"], 0.5)
+    pd.testing.assert_frame_equal(
+        storm, simulate_stages(FLAT, "long-polling", 2, 100.0, 0.02, **_EXACT)
+    )
