@@ -86,7 +86,9 @@ def start(kind: str, baseline: Path | None = None) -> tuple[subprocess.Popen[byt
     py = sys.executable
     serve = ["serve", "--port", str(port), "--max-connections", "50000"]
     serve += ["--max-connections-per-ip", "50000"]  # every subscriber is on 127.0.0.1
-    env = dict(os.environ)
+    # ``-m``/``-c`` put the working directory first on sys.path: each rtsim server runs in
+    # the root of the tree it comes from (this one, or the baseline checkout).
+    env, cwd = dict(os.environ), HERE.parent
     if kind in ("rtsim", "rtsim+uvloop"):  # this tree's rtsim, whatever PYTHONPATH says
         env["PYTHONPATH"] = str(HERE.parent)
     if kind == "rtsim":
@@ -94,7 +96,7 @@ def start(kind: str, baseline: Path | None = None) -> tuple[subprocess.Popen[byt
     elif kind == BASELINE:
         if baseline is None:
             raise ValueError("the baseline server needs --baseline PATH")
-        env["PYTHONPATH"] = str(baseline)
+        env["PYTHONPATH"], cwd = str(baseline), baseline
         cmd = [py, "-m", "rtsim.cli", *serve]
     elif kind == "rtsim+uvloop":
         cmd = [py, "-c", UVLOOP_SERVE, *serve]
@@ -106,7 +108,9 @@ def start(kind: str, baseline: Path | None = None) -> tuple[subprocess.Popen[byt
         cmd = ["node", str(HERE / "peers" / "node_ws_broadcast.mjs"), str(port)]
     else:
         raise ValueError(kind)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
