@@ -157,7 +157,8 @@ def median_row(runs: list[dict[str, object]]) -> dict[str, object]:
     row: dict[str, object] = dict(runs[0])
     for k, v in runs[0].items():
         if isinstance(v, int | float) and not isinstance(v, bool):
-            row[k] = statistics.median(float(r[k]) for r in runs)  # type: ignore[arg-type]
+            m = statistics.median(float(r[k]) for r in runs)  # type: ignore[arg-type]
+            row[k] = int(m) if isinstance(v, int) and m.is_integer() else m  # counts stay ints
     row["runs"] = len(runs)
     if len(runs) > 1:
         row["each"] = runs
