@@ -27,10 +27,21 @@ from rtsim.core.transport import Transport, format_sse_event, ws_frame
 
 from ..backplanes.base import Backplane
 from ..protocol import gap_object, message_frame
+from .fastlane import hand_on, raw_socket
 from .metrics import Metrics
 from .stages import StageRecorder, monotonic, peer_port, trace_of
 
-__all__ = ["Broadcast", "Control", "Hub", "Replay", "Subscriber"]
+__all__ = [
+    "QUEUED",
+    "SENT",
+    "SSE_WRITTEN",
+    "WRITTEN",
+    "Broadcast",
+    "Control",
+    "Hub",
+    "Replay",
+    "Subscriber",
+]
 
 _EMPTY_KEY: tuple[int, ...] = ()
 
@@ -153,6 +164,11 @@ Item = Broadcast | Replay | Control
 #: an append to it is dropped, so appenders go through :meth:`Subscriber.own_queue`).
 NO_QUEUE: deque[Item] = deque(maxlen=0)
 
+#: What :meth:`Subscriber.offer` did with a message: queued it (or it was not for this
+#: connection), handed it to a WebSocket's transport, sent it on a WebSocket's socket (the
+#: fast lane), or handed it to an SSE stream's transport.
+QUEUED, WRITTEN, SENT, SSE_WRITTEN = 0, 1, 2, 3
+
 
 class Subscriber:
     """One streaming connection's subscriptions and its bounded send queue.
@@ -183,6 +199,7 @@ class Subscriber:
         "pending",
         "port",
         "queue",
+        "sock",
         "transport",
     )
 
@@ -209,7 +226,27 @@ class Subscriber:
         self.direct: Any = None  # asyncio.WriteTransport or uvloop's equivalent
         self.direct_sse = False  # a single-channel, chunked SSE stream (else a WebSocket)
         self.direct_limit = 64 * 1024
+        # The fast lane (:mod:`.fastlane`): the socket under ``direct`` while the hub may
+        # send() to it itself — a WebSocket on asyncio's plain-TCP transport only.
+        self.sock: Any = None
         self.port = -2  # the client's TCP port, looked up at the first traced message
+
+    def use_direct(self, transport: Any, sse: bool = False) -> None:
+        """Let the hub write broadcasts' wire bytes straight to ``transport`` while idle.
+
+        ``transport`` needs ``write``, ``get_write_buffer_size`` and ``is_closing`` (duck-typed:
+        uvloop's transports do not subclass ``asyncio.WriteTransport``); ``sse``: a
+        single-channel chunked SSE stream (written :attr:`Broadcast.sse_wire`), else a
+        WebSocket (:attr:`Broadcast.ws_wire`). A WebSocket on asyncio's plain-TCP transport
+        also gets the fast lane (:func:`.fastlane.raw_socket`).
+        """
+        self.direct = transport
+        self.direct_sse = sse
+        self.sock = None if sse else raw_socket(transport)
+
+    def raw_socket(self) -> Any:
+        """The socket the fast lane sends on, or None (no fast lane for this connection)."""
+        return self.sock
 
     def own_queue(self) -> deque[Item]:
         """The queue to append to (its own deque, made now if it had none)."""
@@ -225,35 +262,58 @@ class Subscriber:
         if self.on_wake is not None:
             self.on_wake()
 
-    def offer(self, b: Broadcast) -> bool:
-        """Send or queue a live message (the hot path). True if it was written directly."""
+    def offer(self, b: Broadcast) -> int:
+        """Send or queue a live message (the hot path).
+
+        Returns :data:`QUEUED` (queued, or not for this connection), :data:`WRITTEN`
+        (handed to its transport), :data:`SENT` (sent on its socket by the fast lane) or
+        :data:`SSE_WRITTEN` (handed to an SSE stream's transport).
+        """
         if self.closed:
-            return False
+            return QUEUED
+        ch = b.channel
         if self.pending:
-            held = self.pending.get(b.channel)
+            held = self.pending.get(ch)
             if held is not None:
                 held.append(b)
-                return False
-        if b.key <= self.last.get(b.channel, _EMPTY_KEY):
-            return False  # already queued (replay overlap)
+                return QUEUED
+        last = self.last
+        if b.key <= last.get(ch, _EMPTY_KEY):
+            return QUEUED  # already queued (replay overlap)
         q = self.queue
         t = self.direct
-        if t is not None and not q and t.get_write_buffer_size() < self.direct_limit:
-            if t.is_closing():
-                self.direct = None
-            else:
-                self.last[b.channel] = b.key
-                t.write(b.sse_wire if self.direct_sse else b.ws_wire)
-                return True
+        if t is not None and not q:
+            sock = self.sock
+            if sock is not None and not t._buffer and not t._closing:
+                last[ch] = b.key  # the fast lane: see .fastlane (nothing queued or buffered)
+                data = b._ws_wire or b.ws_wire
+                try:
+                    sent = sock.send(data)
+                except Exception:  # EAGAIN, or an error the transport meets again
+                    sent = 0
+                if sent == len(data):
+                    return SENT
+                hand_on(t, data, sent)
+                return WRITTEN
+            if t.get_write_buffer_size() < self.direct_limit:
+                if t.is_closing():
+                    self.direct = self.sock = None
+                else:
+                    last[ch] = b.key
+                    if self.direct_sse:
+                        t.write(b.sse_wire)
+                        return SSE_WRITTEN
+                    t.write(b.ws_wire)
+                    return WRITTEN
         if len(q) - self.credit >= self.max_queue:
             self.close("slow consumer")
             if self.on_overflow is not None:
                 self.on_overflow(self)
-            return False
-        self.last[b.channel] = b.key
+            return QUEUED
+        last[ch] = b.key
         self.own_queue().append(b)
         self.notify()
-        return False
+        return QUEUED
 
     def send(self, item: Control) -> None:
         """Queue a control frame (never dropped; these are few and small)."""
@@ -272,7 +332,7 @@ class Subscriber:
         return item
 
     def close(self, reason: str) -> None:
-        self.direct = None
+        self.direct = self.sock = None
         if not self.closed:
             self.closed = True
             self.close_reason = reason
@@ -320,6 +380,8 @@ class Hub:
         ws, sse = Transport.WEBSOCKET, Transport.SSE
         self._direct_ws = (metrics.deliveries_by.get(ws), metrics.latency_by.get(ws))
         self._direct_sse = (metrics.deliveries_by.get(sse), metrics.latency_by.get(sse))
+        #: Deliveries sent by the fast lane (:mod:`.fastlane`) since the hub was made.
+        self.fast_sends = 0
 
     # --- the hot path ------------------------------------------------------------------
     def on_message(self, env: Envelope) -> None:
@@ -336,33 +398,31 @@ class Hub:
             n = self._fan_out_traced(b, trace, subs or {})
         elif subs:
             n = len(subs)
-            direct_ws = direct_sse = 0
+            done = [0, 0, 0, 0]  # by what offer() did: QUEUED, WRITTEN, SENT, SSE_WRITTEN
             for s in subs:  # a failing one only drops itself (on_fail spawns its close)
                 try:
-                    direct = s.offer(b)
+                    done[s.offer(b)] += 1
                 except Exception:  # one connection's failure must not stop the fan-out
                     self.send_failed(s)
-                    continue
-                if direct:
-                    if s.direct_sse:
-                        direct_sse += 1
-                    else:
-                        direct_ws += 1
-            # Direct writes are counted here, once per broadcast: the latency observed is
-            # that of the last direct write of this fan-out (publish → written).
-            for (deliveries, latency), count in (
-                (self._direct_ws, direct_ws),
-                (self._direct_sse, direct_sse),
-            ):
-                if count and deliveries is not None and latency is not None:
-                    deliveries.inc(count)
-                    latency.observe(self._clock() - env.ts)
+            self._count_direct(done, env.ts)
         self.metrics.fanout.observe(n)
         waiters = self.waiters.pop(env.channel, None)
         if waiters:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+    def _count_direct(self, done: list[int], ts: float) -> None:
+        """Count one fan-out's direct writes (``done``: offer() results tallied), once per
+        broadcast: the latency observed is that of its last direct write (publish → written)."""
+        self.fast_sends += done[SENT]
+        for (deliveries, latency), count in (
+            (self._direct_ws, done[WRITTEN] + done[SENT]),
+            (self._direct_sse, done[SSE_WRITTEN]),
+        ):
+            if count and deliveries is not None and latency is not None:
+                deliveries.inc(count)
+                latency.observe(self._clock() - ts)
 
     def send_failed(self, sub: Subscriber) -> None:
         """Drop ``sub`` after a send to it raised, counted in ``rtsim_send_failures_total``."""
@@ -376,29 +436,24 @@ class Hub:
         time is recorded by its connection's writer)."""
         start = monotonic()
         rec = self.stages.fanout(trace, b.env, start, start, len(subs))
-        direct = {Transport.WEBSOCKET: 0, Transport.SSE: 0}
+        writes, clock = rec.writes, monotonic
+        done = [0, 0, 0, 0]
         for s in subs:
             if s.port == -2:
                 s.port = peer_port(s.direct) if s.direct is not None else -1
-            t = monotonic()
+            t = clock()
             try:
-                direct_write = s.offer(b)
+                how = s.offer(b)
             except Exception:  # as in on_message: a failing one only drops itself
                 self.send_failed(s)
                 continue
-            if direct_write:
-                rec.writes[s.port] = t  # handed to the socket (a direct write)
-                direct[Transport.SSE if s.direct_sse else Transport.WEBSOCKET] += 1
+            done[how] += 1
+            if how:
+                writes[s.port] = t  # handed to the socket (a direct write)
             elif s.queue and s.queue[-1] is b:
                 rec.queued += 1
         rec.fanout_end = monotonic()
-        for (deliveries, latency), count in (
-            (self._direct_ws, direct[Transport.WEBSOCKET]),
-            (self._direct_sse, direct[Transport.SSE]),
-        ):
-            if count and deliveries is not None and latency is not None:
-                deliveries.inc(count)
-                latency.observe(self._clock() - b.env.ts)
+        self._count_direct(done, b.env.ts)
         return len(subs)
 
     def written(self, sub: Subscriber, b: Broadcast) -> None:

@@ -115,10 +115,16 @@ class OverloadMonitor:
                 self._apply(change.overloaded)
 
     def queue_fill(self) -> float:
-        """The fullest streaming send queue as a fraction of its bound (0..1)."""
+        """The fullest streaming send queue as a fraction of its bound (0..1).
+
+        Subscribers with nothing queued (most of them, with the fan-out's direct writes) are
+        skipped at once; one subscribed to several channels is simply looked at again.
+        """
         fill = 0.0
-        for sub in self._streaming():
-            fill = max(fill, (len(sub.queue) - sub.credit) / sub.max_queue)
+        for subs in self.hub.subs.values():
+            for s in subs:
+                if s.queue and s.transport in _STREAMING and not s.closed:
+                    fill = max(fill, (len(s.queue) - s.credit) / s.max_queue)
         return min(fill, 1.0)
 
     def _streaming(self) -> Iterable[Subscriber]:

@@ -110,8 +110,7 @@ class SseHandler:
             ):
                 # One channel: every connection gets the same event bytes, so broadcasts
                 # may be written straight to the socket as chunks while nothing is queued.
-                sub.direct_sse = True
-                sub.direct = transport
+                sub.use_direct(transport, sse=True)
             await self._writer(sub, resp, cursor)
         except (ConnectionError, asyncio.CancelledError):
             pass

@@ -189,8 +189,8 @@ async def _flood_and_check(srv, http, slow: socket.socket, transport: str) -> No
     slow.close()
 
 
-async def test_slow_websocket_consumer_is_dropped(serve: Serve, http) -> None:
-    srv = serve(send_queue=8, close_grace_s=0.2)
+async def _slow_websocket(srv) -> socket.socket:
+    """A raw WebSocket client subscribed to channel ``s`` that never reads."""
     slow = _raw_connect(
         srv,
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -199,6 +199,12 @@ async def test_slow_websocket_consumer_is_dropped(serve: Serve, http) -> None:
     )
     while srv.server.hub.subscriber_count("s") < 1:
         await asyncio.sleep(0.01)
+    return slow
+
+
+async def test_slow_websocket_consumer_is_dropped(serve: Serve, http) -> None:
+    srv = serve(send_queue=8, close_grace_s=0.2)
+    slow = await _slow_websocket(srv)
     await _flood_and_check(srv, http, slow, "websocket")
 
 

@@ -33,12 +33,14 @@ async def test_writer_task_only_while_queued(srv, http) -> None:
             assert [m["data"] for m in await ws_collect(ws, 5)] == [0, 1, 2, 3, 4]
         assert _writers(srv, "room") == [False, False, False]
 
-        # A busy socket (here: one whose direct-write limit is 0) gets its message queued
-        # and a writer task for it; the others still take direct writes.
+        # A busy socket (here: one whose direct-write limit is 0, without the fast lane)
+        # gets its message queued and a writer task for it; the others still take direct
+        # writes.
         async def busy_broadcast() -> list[bool]:
             hub = srv.server.hub
             first = next(iter(hub.subs["room"]))
             first.direct_limit = 0
+            first.sock = None
             hub.on_message(Envelope(channel="room", id="100", data="queued", ts=0.0))
             return _writers(srv, "room")
 
