@@ -166,7 +166,12 @@ def median_row(runs: list[dict[str, object]]) -> dict[str, object]:
 
 
 def fanout(
-    kind: str, subscribers: int, rate: float, duration: float, baseline: Path | None = None
+    kind: str,
+    subscribers: int,
+    rate: float,
+    duration: float,
+    baseline: Path | None = None,
+    traced: int = 10,
 ) -> dict[str, object]:
     proc, url = start(kind, baseline)
     try:
@@ -179,6 +184,7 @@ def fanout(
             server_pid=proc.pid,
             processes=2,
             settle_s=2.0,
+            traced=traced,
         )
         s = run_load(p, progress=False).summary
         return {
@@ -248,7 +254,16 @@ def main() -> None:
         default=1,
         help="fan-out: run the floor, rtsim and the baseline N times, alternating; medians",
     )
+    ap.add_argument(
+        "--traced",
+        type=int,
+        default=10,
+        help="fan-out: messages that carry stage timestamps (a sample, as in production"
+        " tracing; every message traced costs rtsim about 1 µs per delivery more)",
+    )
     a = ap.parse_args()
+    if a.traced < 0:
+        ap.error(f"--traced must be >= 0, got {a.traced}")
     if a.pairs < 1:
         ap.error(f"--pairs must be >= 1, got {a.pairs}")
     if a.baseline is not None and not (a.baseline / "rtsim" / "cli.py").exists():
@@ -271,7 +286,7 @@ def main() -> None:
                 floors.append(f)
                 print(json.dumps(f), flush=True)
             for kind in paired:
-                row = fanout(kind, subs, rate, dur, a.baseline)
+                row = fanout(kind, subs, rate, dur, a.baseline, a.traced)
                 if kind == BASELINE:
                     row["commit"] = git_commit(a.baseline)
                 runs[kind].append(row)
@@ -279,7 +294,7 @@ def main() -> None:
         floor = median_row(floors) if floors else None
         fan += [median_row(runs[k]) for k in paired]
         for kind in peers:
-            row = fanout(kind, subs, rate, dur)
+            row = fanout(kind, subs, rate, dur, traced=a.traced)
             fan.append(row)
             print(json.dumps(row), flush=True)
     floor_us = floor["cpu_us_per_delivery"] if floor else None
@@ -337,7 +352,10 @@ def main() -> None:
         "deliveries); the load generator's own CPU seconds are shown beside it. "
         f"× floor is that figure over the {FLOOR_LABEL} (one `send()` of a pre-framed "
         "120-byte frame per connection, same number of loopback connections and broadcasts, "
-        "the receiving ends read by another process as data arrives)."
+        "the receiving ends read by another process as data arrives). "
+        f"{min(a.traced, round(rate * dur))} of the {round(rate * dur)} broadcasts carry stage"
+        " timestamps (`--traced`: rtsim records each write's time for them; the peers ignore"
+        " the key)."
         + (
             f" The floor, rtsim and the baseline ran {a.pairs} times, alternating; their rows "
             "are medians (each run is in fanout.json)."
