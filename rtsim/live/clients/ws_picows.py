@@ -65,7 +65,7 @@ class _Listener(WSListener):
         kind = frame.msg_type
         try:
             if kind == WSMsgType.TEXT and frame.fin:
-                self.frames.text(frame.get_payload_as_memoryview(), time.monotonic())
+                self.frames.text(frame.get_payload_as_bytes(), time.monotonic())
             elif kind == WSMsgType.TEXT or kind == WSMsgType.CONTINUATION:
                 self._fragment(frame)
             elif kind == WSMsgType.CLOSE:
