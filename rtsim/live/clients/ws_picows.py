@@ -1,4 +1,4 @@
-"""The load generator's lean WebSocket subscriber, on picows (the default; ``--ws-client``).
+"""The load generator's WebSocket subscriber on picows (``--ws-client picows``).
 
 It speaks what the aiohttp subscriber (:func:`.websocket.load_subscriber`) speaks — the
 frames are read by the same :class:`~.loadframes.LoadFrames` — but picows parses frames in

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from rtsim.live.background import BackgroundServer
 from rtsim.live.clients import sse_raw, ws_picows, ws_raw
 from rtsim.live.clients.loadevents import LoadEvents, sse_chunk
 from rtsim.live.clients.loadframes import LoadFrames
+from rtsim.live.clients.traced import pack_traced, unpack_traced
 from rtsim.live.clients.wire import Degraded, Dropped, LoadSubscriber, LoadTarget, Refused
 from rtsim.live.clients.wsframes import PING, WsReader, ws_accept, ws_message
 from rtsim.live.server.hub import Broadcast
@@ -275,3 +277,25 @@ def test_websocket_close_degrade_and_accept() -> None:
         WsReader(LoadFrames(got)).feed(b"\x81\x82abcdxy", 1.0)
     # RFC 6455 §1.3's example key and answer.
     assert ws_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["r:0", "r:1", "r:2"]),
+            st.integers(-1, 65535),
+            st.floats(allow_nan=False),
+            st.floats(),  # "sent" is NaN when the publisher gave none
+            st.floats(allow_nan=False),
+            st.floats(allow_nan=False),
+        ),
+        max_size=20,
+    )
+)
+def test_traced_deliveries_pack_and_unpack_exactly(traced: list[Any]) -> None:
+    back = unpack_traced(pack_traced(traced))
+    assert len(back) == len(traced)
+    for got, want in zip(back, traced, strict=True):
+        assert got[:2] == want[:2]
+        assert [math.isnan(x) or x for x in got[2:]] == [math.isnan(x) or x for x in want[2:]]
+        assert [type(x) for x in got] == [str, int, float, float, float, float]
