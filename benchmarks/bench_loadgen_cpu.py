@@ -3,8 +3,11 @@
 One ``rtsim serve`` (memory backplane), fresh subscribers per row, in one run:
 
 * ``websocket/aiohttp`` — ``rtsim load`` with ``--ws-client aiohttp``
-* ``websocket/picows``  — ``rtsim load`` with ``--ws-client picows`` (the default)
-* ``sse``               — ``rtsim load --transport sse`` (aiohttp)
+* ``websocket/picows``  — ``rtsim load`` with ``--ws-client picows``
+* ``websocket/raw``     — ``rtsim load`` (``--ws-client raw``, the default: a bare asyncio
+  Protocol, one memoized lookup per broadcast read)
+* ``sse/aiohttp``       — ``rtsim load --transport sse --sse-client aiohttp``
+* ``sse/raw``           — ``rtsim load --transport sse`` (``--sse-client raw``, the default)
 * ``floor``             — not a client: bare asyncio Protocols (on uvloop, as the load
   workers) that do the WebSocket handshake and the subscribe frame by hand and then only
   count the message frames in the bytes they are given. Its CPU per delivery is what
@@ -163,9 +166,10 @@ def floor(url: str, subscribers: int, rate: float, duration: float) -> dict[str,
 
 
 def client_row(
-    url: str, pid: int, transport: str, ws_client: str, n: int, rate: float, duration: float
+    url: str, pid: int, transport: str, client: str, n: int, rate: float, duration: float
 ) -> dict[str, Any]:
-    p = LoadParams(
+    kind = "ws_client" if transport == "websocket" else "sse_client"
+    p = LoadParams(  # type: ignore[arg-type]
         url=url,
         transport=transport,
         subscribers=n,
@@ -173,7 +177,7 @@ def client_row(
         duration_s=duration,
         processes=2,
         server_pid=pid,
-        ws_client=ws_client,
+        **{kind: client},
     )
     s = run_load(p, progress=False).summary
     x = s.extra
@@ -209,12 +213,14 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     serve = ["--max-connections", "50000", "--max-connections-per-ip", "50000"]
     with serve_process(serve) as (url, pid):
-        for transport, ws_client in [
+        for transport, client in [
             ("websocket", "aiohttp"),
             ("websocket", "picows"),
+            ("websocket", "raw"),
             ("sse", "aiohttp"),
+            ("sse", "raw"),
         ]:
-            rows.append(client_row(url, pid, transport, ws_client, n, rate, dur))
+            rows.append(client_row(url, pid, transport, client, n, rate, dur))
             print(json.dumps(rows[-1]), flush=True)
         rows.append(floor(url, n, rate, dur))
         print(json.dumps(rows[-1]), flush=True)
@@ -242,7 +248,10 @@ def main() -> None:
         f"One `rtsim serve` (memory backplane); per row {n:,} fresh subscribers on one "
         f"channel, {rate:g} broadcasts/s for {dur:g} s, two load worker processes. "
         "Load-gen CPU counts the subscribers' worker processes and the publisher; "
-        "the floor row counts bare asyncio Protocols that only count message frames.",
+        "the floor row counts bare asyncio Protocols that only count message frames. "
+        f"Of {round(rate * dur)} messages one in {max(1, round(rate * dur) // 200)} is traced "
+        "(`LoadParams.traced` = 200): its deliveries also record stage timestamps, on the "
+        "server and here.",
         "",
         "| client | server CPU µs/delivery | load-gen CPU µs/delivery | subscribers only "
         "| load-gen ÷ server | deliveries | lost | dup | p50 ms | p99 ms |",

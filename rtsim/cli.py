@@ -172,8 +172,14 @@ def _add_load(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--server-pid", type=_positive_int, default=None)
     p.add_argument(
         "--ws-client",
-        default="picows",
-        help="library of the WebSocket subscribers: picows (default, the leaner) or aiohttp",
+        default="raw",
+        help="library of the WebSocket subscribers: raw (default, a bare asyncio Protocol), "
+        "picows or aiohttp",
+    )
+    p.add_argument(
+        "--sse-client",
+        default="raw",
+        help="library of the SSE subscribers: raw (default, a bare asyncio Protocol) or aiohttp",
     )
     p.add_argument(
         "--capacity",
@@ -202,6 +208,7 @@ def _run_load(a: argparse.Namespace) -> int:
         processes=a.processes,
         server_pid=a.server_pid,
         ws_client=a.ws_client,
+        sse_client=a.sse_client,
     )
     if a.capacity:
         rates = []

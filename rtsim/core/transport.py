@@ -166,6 +166,21 @@ class SseDecoder:
         self._skip_lf = False
         self._bom_checked = False
 
+    @property
+    def idle(self) -> bool:
+        """True between events: no partial line or field is held and the stream's start
+        (a byte order mark) is behind it, so an event that arrives whole can be read by
+        someone else (a fast path) with :attr:`last_event_id` then set by hand, and the
+        decoder would have read it the same way."""
+        return (
+            self._bom_checked
+            and not self._buf
+            and not self._data
+            and not self._event
+            and self._id is None
+            and not self._skip_lf
+        )
+
     def feed(self, chunk: bytes) -> list[SseEvent]:
         buf = self._buf + chunk
         if not self._bom_checked and len(buf) >= 3:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from rtsim.core.transport import Transport, parse_transport
 
-from .transports import CLIENT_TRANSPORTS, LOAD_WS_CLIENTS
+from .transports import CLIENT_TRANSPORTS, LOAD_SSE_CLIENTS, LOAD_WS_CLIENTS
 
 __all__ = ["LoadParams"]
 
@@ -53,7 +53,8 @@ class LoadParams:
     traced: int = 200  # messages (spread evenly) that carry a trace key: stage timestamps
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     publish_url: str | None = None
-    ws_client: str = "picows"
+    ws_client: str = "raw"
+    sse_client: str = "raw"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transport", parse_transport(self.transport))
@@ -70,6 +71,10 @@ class LoadParams:
             (
                 self.ws_client in LOAD_WS_CLIENTS,
                 f"ws_client must be {_choices(list(LOAD_WS_CLIENTS))}, got {self.ws_client!r}",
+            ),
+            (
+                self.sse_client in LOAD_SSE_CLIENTS,
+                f"sse_client must be {_choices(list(LOAD_SSE_CLIENTS))}, got {self.sse_client!r}",
             ),
             (self.subscribers >= 1, f"subscribers must be >= 1, got {self.subscribers}"),
             (
@@ -109,6 +114,14 @@ class LoadParams:
         if self.traced == 0:
             return 0
         return max(1, self.messages // self.traced)
+
+    @property
+    def load_client(self) -> str:
+        """The library the subscribers of this run use: ``ws_client`` for WebSocket,
+        ``sse_client`` for SSE, else aiohttp."""
+        if self.transport is Transport.WEBSOCKET:
+            return self.ws_client
+        return self.sse_client if self.transport is Transport.SSE else "aiohttp"
 
     def channel_name(self, k: int) -> str:
         return f"load-{self.run_id}-{k % self.channels}"

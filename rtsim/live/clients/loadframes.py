@@ -9,12 +9,17 @@ The frames are those of ``docs/protocol.md``: ``message`` (its ``data`` goes to 
 its ``id`` becomes the resume position), ``gap`` (to ``gap``; its ``position`` becomes the
 resume position), ``subscribed`` (its ``since`` is the resume position until a message
 arrives) and ``degrade`` (raised as :class:`~.wire.Degraded` carrying the position). Other
-frames (``ack``, ``presence``, ``error``) are not a load subscriber's business. Frames are
-decoded with orjson: this is the load generator's hot path, one call per delivery.
+frames (``ack``, ``presence``, ``error``) are not a load subscriber's business.
+
+This is the load generator's hot path, one call per delivery. A broadcast reaches every
+subscriber of its channel as the same bytes, so frames are decoded (orjson) through a
+bounded per-process memo (:func:`decoded`): a worker process decodes each broadcast once,
+not once per subscriber, and the decoded objects it hands out are shared, to be read only.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,20 +27,36 @@ import orjson
 
 from .wire import degraded_of
 
-__all__ = ["LoadFrames"]
+__all__ = ["MEMO_FRAMES", "LoadFrames", "LoadReader", "decoded"]
+
+#: Distinct frames the decoding memo holds (least recently used dropped first): a worker's
+#: subscribers read a broadcast within milliseconds of each other, so a few suffice even
+#: with thousands of channels; 4,096 frames of ~200 bytes are about 2 MB.
+MEMO_FRAMES = 4096
 
 
-class LoadFrames:
-    """One load subscriber's reading of its connection's frames (sans-I/O: no socket, no
-    clock — the caller passes the time its bytes were read).
+@functools.lru_cache(maxsize=MEMO_FRAMES)
+def decoded(payload: bytes | str) -> Any:
+    """``orjson.loads(payload)``, memoized: equal payloads give the *same* object, so the
+    caller must not change it. Raises ``orjson.JSONDecodeError`` (a ``ValueError``) for
+    a payload that is not JSON (not memoized)."""
+    return orjson.loads(payload)
 
-    ``got(data, read_at, port)`` is called per ``message`` frame, ``gap(obj)`` (if given)
-    per ``gap`` frame; ``since`` is the position the subscription resumes after (None: from
-    now on) and ``port`` the connection's local TCP port (-1 if unknown) passed on to
-    ``got``. :attr:`last` is the position to resume after at any moment.
+
+class LoadReader:
+    """What one load subscriber's reader of its connection (frames: :class:`LoadFrames`,
+    SSE events: :class:`~.loadevents.LoadEvents`) reports to and remembers (sans-I/O: no
+    socket, no clock — the caller passes the time its bytes were read).
+
+    ``got(data, read_at, port)`` is called per message, ``gap(obj)`` (if given) per
+    ``gap``; ``since`` is the position the subscription resumes after (None: from now on)
+    and ``port`` the connection's local TCP port (-1 if unknown) passed on to ``got``.
+    :attr:`last` is the position to resume after at any moment; a reader that has found a
+    message by other means (:func:`~.wsframes.ws_message`) sets it and calls :attr:`got`
+    itself.
     """
 
-    __slots__ = ("_gap", "_got", "last", "port")
+    __slots__ = ("_gap", "got", "last", "port")
 
     def __init__(
         self,
@@ -44,22 +65,31 @@ class LoadFrames:
         since: str | None = None,
         port: int = -1,
     ) -> None:
-        self._got = got
+        self.got = got
         self._gap = gap
         self.last = since
         self.port = port
 
-    def text(self, payload: bytes | bytearray | memoryview | str, read_at: float) -> None:
+
+class LoadFrames(LoadReader):
+    """One load subscriber's reading of its connection's WebSocket text frames (see
+    :class:`LoadReader` for what it reports)."""
+
+    __slots__ = ()
+
+    def text(self, payload: bytes | str, read_at: float) -> None:
         """Handle one text frame's payload (UTF-8 JSON) read at ``read_at`` (monotonic s).
+        The ``data`` passed to ``got`` and the object passed to ``gap`` are shared with the
+        other subscribers that read the same frame (see :func:`decoded`): read only.
 
         Raises :class:`~.wire.Degraded` (resuming after :attr:`last`) for a ``degrade``
         frame and ``orjson.JSONDecodeError`` (a ``ValueError``) for a payload that is not
         JSON."""
-        obj = orjson.loads(payload)
+        obj = decoded(payload)
         kind = obj.get("type")
         if kind == "message":
             self.last = obj.get("id", self.last)
-            self._got(obj.get("data"), read_at, self.port)
+            self.got(obj.get("data"), read_at, self.port)
         elif kind == "gap":
             self.last = obj.get("position", self.last)
             if self._gap is not None:

@@ -14,9 +14,10 @@ HdrHistogram; every subscriber counts the messages of its channel it received, s
 ``lost`` and ``duplicates`` are exact (delivery is in order per channel, so a repeated or
 older sequence number is a duplicate).
 
-The generator keeps its own cost low, so the server is what a run measures: WebSocket
-subscribers run on picows by default (``ws_client``; aiohttp is the other choice), frames
-are decoded with orjson, each latency is appended to a list and recorded into the
+The generator keeps its own cost low, so the server is what a run measures: subscribers
+run on bare asyncio Protocols by default (``ws_client``, ``sse_client``; picows and aiohttp
+are the others), a broadcast is decoded once per worker process (every subscriber of a
+channel reads the same bytes), each latency is appended to a list and recorded into the
 histogram in bulk (:class:`~rtsim.core.results.LatencyStream`) every second, and each worker
 freezes its heap (``gc.freeze``) once its subscribers are connected. Its CPU time per
 delivery is reported beside the server's in every result
@@ -46,7 +47,6 @@ endpoint (a peer server) the stages are empty (``n`` 0).
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import json
 import math
@@ -83,6 +83,7 @@ from ..errors import require_server
 from ..process import process_cpu_s, process_rss_bytes
 from .load_params import LoadParams
 from .loadpub import publish_load
+from .traced import pack_traced, unpack_traced
 from .transports import load_subscriber
 from .wire import (
     Degraded,
@@ -149,30 +150,36 @@ class _Worker:
         self.gap_samples: list[dict[str, Any]] = []
         self.poll_s = DEFAULT_DEGRADE_POLL_S  # the longest polling interval a server gave
 
-    def _got(self, k: int, data: Any, read_at: float, port: int) -> None:
-        now = time.monotonic()
-        try:
-            seq, t = int(data["seq"]), float(data["t"])
-        except (TypeError, KeyError, ValueError):
-            return
-        s = self.subs[k]
-        if seq > s.last:
-            s.last = seq
-            s.unique += 1
-            self.latencies.append(now - t)
-            trace = data.get("trace")
-            if trace is not None:
-                sent = data.get("sent")
-                sent_f = float(sent) if isinstance(sent, int | float) else math.nan
-                self.traced.append((str(trace), port, t, sent_f, read_at, now))
-        else:
-            s.dups += 1
+    def _receiver(self, k: int) -> Callable[[Any, float, int], None]:
+        """Subscriber ``k``'s ``got(data, read_at, port)``: the hot path, one call per
+        delivery, with what it touches bound once (no per-call lookups)."""
+        s, latencies, traced, monotonic = self.subs[k], self.latencies, self.traced, time.monotonic
+
+        def got(data: Any, read_at: float, port: int) -> None:
+            now = monotonic()
+            try:
+                seq, t = int(data["seq"]), float(data["t"])
+            except (TypeError, KeyError, ValueError):
+                return
+            if seq > s.last:
+                s.last = seq
+                s.unique += 1
+                latencies.append(now - t)
+                trace = data.get("trace")
+                if trace is not None:
+                    sent = data.get("sent")
+                    sent_f = float(sent) if isinstance(sent, int | float) else math.nan
+                    traced.append((str(trace), port, t, sent_f, read_at, now))
+            else:
+                s.dups += 1
+
+        return got
 
     def _record(self) -> None:
         """Record the latencies gathered since the last call into the histogram, in bulk."""
-        latencies, self.latencies = self.latencies, []
-        if latencies:
-            self.stream.record(np.asarray(latencies) * 1000.0)
+        if self.latencies:
+            self.stream.record(np.asarray(self.latencies) * 1000.0)
+            self.latencies.clear()  # in place: the receivers hold this list
 
     async def _record_every(self, every_s: float) -> None:
         while True:
@@ -194,7 +201,7 @@ class _Worker:
         """Poll ``GET /poll?timeout=0`` from ``degraded.cursor`` every ``poll_s`` seconds
         until an answer says ``"degraded": false`` and allows the run's transport (its
         ``"transport"`` rung, if any, is no lower); returns the last id (to resume from)."""
-        s = self.subs[k]
+        s, got = self.subs[k], self._receiver(k)
         cursor = _plain_id(degraded.cursor, s.channel)
         poll_s = degraded.poll_s or DEFAULT_DEGRADE_POLL_S
         while True:
@@ -211,7 +218,7 @@ class _Worker:
             body = orjson.loads(raw)
             ready()
             for m in body.get("messages", []):
-                self._got(k, m.get("data"), read_at, port)
+                got(m.get("data"), read_at, port)
             cursor = _plain_id(body.get("cursor"), s.channel) or cursor
             allowed = level_of(body) or Transport.WEBSOCKET
             if body.get("degraded") is False and rank(allowed) <= rank(self.p.transport):
@@ -245,8 +252,8 @@ class _Worker:
             self.all_ready.set()
 
     async def one(self, session: aiohttp.ClientSession, k: int) -> None:
-        subscribe = load_subscriber(self.p.transport, self.p.ws_client)
-        got = functools.partial(self._got, k)
+        subscribe = load_subscriber(self.p.transport, self.p.ws_client, self.p.sse_client)
+        got = self._receiver(k)
         target = LoadTarget(self.p.url, self.p.token, self.p.ws_path)
         s = self.subs[k]
         ready_once = False
@@ -348,7 +355,7 @@ class _Worker:
                     "refusals": sum(s.refusals for s in self.subs.values()),
                     "gap_samples": self.gap_samples,
                     "cpu_s": cpu,
-                    "traced": self.traced,
+                    "traced": pack_traced(self.traced),
                 },
             )
         )
@@ -508,7 +515,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
             delivered += unique
             dups += d
             degraded += int(was_degraded)
-    traced = [tuple(t) for r in results for t in r["traced"]]
+    traced = [t for r in results for t in unpack_traced(r["traced"])]
     stages = stage_frame(traced, _server_stages(p)) if traced else stage_frame([], {})
     subscribers_cpu = sum(r["cpu_s"] for r in results)
     gen_cpu = subscribers_cpu + (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -539,7 +546,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         # server's when the generator is not what limits the run.
         "loadgen_cpu_us_per_delivery": gen_cpu / delivered * 1e6 if delivered else None,
         "loadgen_subscribers_cpu_s": subscribers_cpu,
-        "loadgen_ws_client": p.ws_client if p.transport is Transport.WEBSOCKET else "aiohttp",
+        "loadgen_ws_client": p.load_client,  # the subscribers' library (any transport)
         # The publisher's share (this process, while publishing).
         "publisher_cpu_s": (ru_pub.ru_utime - ru0.ru_utime) + (ru_pub.ru_stime - ru0.ru_stime),
         "loadgen_processes": n_proc,

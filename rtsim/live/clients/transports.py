@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from rtsim.core.transport import Transport
 
-from . import longpoll, sse, websocket, ws_picows
+from . import longpoll, sse, sse_raw, websocket, ws_picows, ws_raw
 from .wire import ClientTransport, LoadSubscriber
 
-__all__ = ["CLIENT_TRANSPORTS", "LOAD_WS_CLIENTS", "client_transport", "load_subscriber"]
+__all__ = [
+    "CLIENT_TRANSPORTS",
+    "LOAD_SSE_CLIENTS",
+    "LOAD_WS_CLIENTS",
+    "client_transport",
+    "load_subscriber",
+]
 
 #: Transport -> its client side, best first (the LiveClient's default fallback order).
 CLIENT_TRANSPORTS: dict[Transport, ClientTransport] = {
@@ -20,23 +26,40 @@ CLIENT_TRANSPORTS: dict[Transport, ClientTransport] = {
 }
 
 #: The load generator's WebSocket subscribers by client library (``LoadParams.ws_client``,
-#: ``rtsim load --ws-client``): picows (the default, the leaner) or aiohttp.
+#: ``rtsim load --ws-client``): a bare asyncio Protocol (the default, the leanest: see
+#: ``benchmarks/results/loadgen_cpu.md``), picows or aiohttp.
 LOAD_WS_CLIENTS: dict[str, LoadSubscriber] = {
+    "raw": ws_raw.load_subscriber,
     "picows": ws_picows.load_subscriber,
     "aiohttp": websocket.load_subscriber,
 }
 
+#: The load generator's SSE subscribers (``LoadParams.sse_client``, ``rtsim load
+#: --sse-client``): a bare asyncio Protocol (the default, the leaner) or aiohttp.
+LOAD_SSE_CLIENTS: dict[str, LoadSubscriber] = {
+    "raw": sse_raw.load_subscriber,
+    "aiohttp": sse.load_subscriber,
+}
 
-def load_subscriber(transport: Transport, ws_client: str = "picows") -> LoadSubscriber:
+
+def load_subscriber(
+    transport: Transport, ws_client: str = "raw", sse_client: str = "raw"
+) -> LoadSubscriber:
     """The load generator's subscriber for ``transport``: for WebSocket the one of
-    ``ws_client`` (a key of :data:`LOAD_WS_CLIENTS`), else the transport's own. Raises
-    ``ValueError`` for a transport or WebSocket client there is none of."""
-    if transport is Transport.WEBSOCKET:
-        try:
-            return LOAD_WS_CLIENTS[ws_client]
-        except KeyError:
-            names = " or ".join(LOAD_WS_CLIENTS)
-            raise ValueError(f"ws_client must be {names}, got {ws_client!r}") from None
+    ``ws_client`` (a key of :data:`LOAD_WS_CLIENTS`), for SSE the one of ``sse_client``
+    (a key of :data:`LOAD_SSE_CLIENTS`), else the transport's own. Raises ``ValueError``
+    for a transport or client there is none of."""
+    for kind, name, table in (
+        (Transport.WEBSOCKET, "ws_client", LOAD_WS_CLIENTS),
+        (Transport.SSE, "sse_client", LOAD_SSE_CLIENTS),
+    ):
+        if transport is kind:
+            chosen = ws_client if kind is Transport.WEBSOCKET else sse_client
+            try:
+                return table[chosen]
+            except KeyError:
+                names = " or ".join(table)
+                raise ValueError(f"{name} must be {names}, got {chosen!r}") from None
     return client_transport(transport).load
 
 

@@ -1,4 +1,4 @@
-"""The load generator's lean WebSocket subscriber, on picows (the default; ``--ws-client``).
+"""The load generator's WebSocket subscriber on picows (``--ws-client picows``).
 
 It speaks what the aiohttp subscriber (:func:`.websocket.load_subscriber`) speaks — the
 frames are read by the same :class:`~.loadframes.LoadFrames` — but picows parses frames in
@@ -65,7 +65,7 @@ class _Listener(WSListener):
         kind = frame.msg_type
         try:
             if kind == WSMsgType.TEXT and frame.fin:
-                self.frames.text(frame.get_payload_as_memoryview(), time.monotonic())
+                self.frames.text(frame.get_payload_as_bytes(), time.monotonic())
             elif kind == WSMsgType.TEXT or kind == WSMsgType.CONTINUATION:
                 self._fragment(frame)
             elif kind == WSMsgType.CLOSE:

@@ -39,8 +39,10 @@ def server() -> Iterator[tuple[str, int]]:
 @pytest.mark.parametrize(
     ("transport", "ws_client"),
     [
+        ("websocket", "raw"),
         ("websocket", "picows"),
         ("websocket", "aiohttp"),
+        ("sse", "raw"),
         ("sse", "aiohttp"),
         ("long-polling", "aiohttp"),
     ],
@@ -48,6 +50,8 @@ def server() -> Iterator[tuple[str, int]]:
 def test_zero_loss_and_no_duplicates_at_moderate_load(
     server: tuple[str, int], transport: str, ws_client: str
 ) -> None:
+    kind = "sse_client" if transport == "sse" else "ws_client"
+    clients = {kind: ws_client} if transport != "long-polling" else {}
     url, pid = server
     p = LoadParams(
         url=url,
@@ -59,7 +63,7 @@ def test_zero_loss_and_no_duplicates_at_moderate_load(
         processes=2,
         server_pid=pid,
         settle_s=1.5,
-        ws_client=ws_client,
+        **clients,  # type: ignore[arg-type]
     )
     s = run_load(p, progress=False).summary
     assert s.extra["errors"] == 0, s.extra["error_samples"]
@@ -114,9 +118,11 @@ def test_capacity_search_stops_at_the_sla(server: tuple[str, int]) -> None:
 @pytest.mark.parametrize(
     ("how", "ws_client"),
     [
-        (["--transport", "sse"], "aiohttp"),
+        (["--transport", "sse"], "raw"),
+        (["--transport", "sse", "--sse-client", "aiohttp"], "aiohttp"),
         (["--transport", "websocket", "--ws-client", "aiohttp"], "aiohttp"),
-        (["--transport", "websocket"], "picows"),
+        (["--transport", "websocket", "--ws-client", "picows"], "picows"),
+        (["--transport", "websocket"], "raw"),
     ],
 )
 def test_cli_json(server: tuple[str, int], how: list[str], ws_client: str) -> None:
@@ -174,7 +180,8 @@ def test_cli_json(server: tuple[str, int], how: list[str], ws_client: str) -> No
         ({"subscribers": 0}, "subscribers must be >= 1"),
         ({"rate": -1}, "rate must be > 0"),
         ({"channels": 5, "subscribers": 2}, "channels must be between"),
-        ({"ws_client": "websockets"}, "ws_client must be picows or aiohttp"),
+        ({"ws_client": "websockets"}, "ws_client must be raw, picows or aiohttp"),
+        ({"sse_client": "httpx"}, "sse_client must be raw or aiohttp, got 'httpx'"),
     ],
 )
 def test_bad_parameters(kw: dict[str, object], message: str) -> None:

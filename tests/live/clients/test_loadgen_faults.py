@@ -64,16 +64,23 @@ def _params(srv: BackgroundServer, transport: str = "websocket", **kw: Any) -> L
 
 
 @pytest.mark.parametrize(
-    ("transport", "ws_client"),
-    [("websocket", "picows"), ("websocket", "aiohttp"), ("sse", "aiohttp")],
+    ("transport", "client"),
+    [
+        ("websocket", "raw"),
+        ("websocket", "picows"),
+        ("websocket", "aiohttp"),
+        ("sse", "raw"),
+        ("sse", "aiohttp"),
+    ],
 )
 @pytest.mark.parametrize("how", ["slow consumer", "reset"])
 def test_dropped_subscribers_resume_and_nothing_is_lost_or_repeated(
-    transport: str, ws_client: str, how: str
+    transport: str, client: str, how: str
 ) -> None:
     srv = serve_in_background()
+    kind = "sse_client" if transport == "sse" else "ws_client"
     try:
-        t, out = _start(_params(srv, transport, ws_client=ws_client))
+        t, out = _start(_params(srv, transport, **{kind: client}))
 
         async def drop() -> None:
             for subs in srv.server.hub.subs.values():
