@@ -4,8 +4,10 @@ Starts `rtsim serve` as its own process, calibrates the stage model (rtsim.sim.s
 ONE configuration (WebSocket, 200 subscribers, 50% load; every message traced), then for
 each transport × subscriber count × load runs the model and `--repeats` live load tests,
 and reports the measured mean with its 95% CI beside the simulated value, the relative
-error, whether the point passes (|error| ≤ 10% p50 / 20% p99, or simulated inside the CI)
-and the 1-minute load average before the point (other work on the machine).
+error, whether the point passes (|error| ≤ 10% p50 / 20% p99, or simulated inside the CI),
+the 1-minute load average before the point and the cores other work took during its runs
+(/proc/stat less the runs' own CPU: a CPU-bound point, such as long polling at 2,000
+subscribers, runs slower by as much).
 Writes benchmarks/results/compare_stages.md and .json (compare.json keeps the round-1
 sweep of the mean-cost model, which notebook 07 and the claims read until they move over).
 
@@ -229,8 +231,8 @@ def write_md(data: dict, path: Path = RESULTS_MD) -> None:
         f" {data.get('repeats', 3)} runs with its 95% CI)",
         "",
         "| transport | subs | load | msgs/s | metric | simulated | measured | 95% CI "
-        "| rel. error | pass | load avg 1m |",
-        "|---|---:|---:|---:|---|---:|---:|---|---:|---|---:|",
+        "| rel. error | pass | load avg 1m | other work (cores) |",
+        "|---|---:|---:|---:|---|---:|---:|---|---:|---|---:|---:|",
     ]
 
     def f(v: float) -> str:
@@ -242,7 +244,8 @@ def write_md(data: dict, path: Path = RESULTS_MD) -> None:
             f"| {r['transport']} | {r['subscribers']} | {r['load']:.0%} | {r['rate']:g} "
             f"| {r['metric']} | {f(r['simulated'])} | {f(r['measured'])} "
             f"| {f(r['measured_ci_low'])}–{f(r['measured_ci_high'])} | {err} "
-            f"| {'yes' if r['passes'] else 'no'} | {r['loadavg_1m']:.2f} |"
+            f"| {'yes' if r['passes'] else 'no'} | {r['loadavg_1m']:.2f}"
+            f" | {f(r.get('other_cores', math.nan))} |"
         )
     lines += ["", "## Stages (p50 ms, simulated / measured)", ""]
     names = list(next(iter(stages.values()))["simulated"]) if stages else []

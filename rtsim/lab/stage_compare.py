@@ -396,7 +396,9 @@ def compare_stage_model(
     (:func:`stage_capacity`). Returns (rows, stages): rows with ``transport``,
     ``subscribers``, ``load``, ``rate``, ``metric``, ``simulated``, ``measured`` (mean of
     the repeats), ``measured_ci_low``/``high``, ``rel_error``, ``passes``, ``loadavg_1m``
-    (1-minute load average before the runs), ``lost``; stages: per load, per stage p50/p99
+    (1-minute load average before the runs), ``other_cores`` (cores other work took during
+    the runs, their mean: ``other_cpu_cores`` of :func:`~rtsim.live.clients.loadgen.
+    run_load`; NaN if unknown), ``lost``; stages: per load, per stage p50/p99
     simulated and measured (pooled over the repeats). Raises ``ValueError`` for a load
     outside (0, 1.5) or ``repeats`` < 1.
     """
@@ -417,8 +419,11 @@ def compare_stage_model(
         measured: dict[str, list[float]] = {m: [] for m in _METRICS}
         frames = []
         lost = 0
+        others = []
         for _ in range(repeats):
             r = _run(url, pid, t, subscribers, rate, duration_s, processes)
+            other = r.summary.extra.get("other_cpu_cores")
+            others.append(math.nan if other is None else float(other))
             for m in _METRICS:
                 measured[m].append(float(getattr(r.summary, m)))
             frames.append(r.deliveries)
@@ -440,6 +445,7 @@ def compare_stage_model(
                     "rel_error": (sv - mean) / mean if mean else math.nan,
                     "passes": passes(m, sv, low, high, mean),
                     "loadavg_1m": load,
+                    "other_cores": float(np.mean(others)),
                     "lost": lost,
                 }
             )
@@ -463,6 +469,7 @@ MECHANISMS: dict[str, str] = {
     "wake_cpu": "the CPU a wake-up itself costs, longer after longer idle gaps (measured)",
     "ack": "the server's ack of each publish restarting the publisher's sleep",
     "warmth": "CPU per delivery growing with the idle gap before a burst (measured law)",
+    "park_order": "long polling: parked polls answered in the order they were parked",
 }
 
 

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 
-__all__ = ["free_port", "process_cpu_s", "process_rss_bytes", "serve_process"]
+__all__ = ["free_port", "machine_busy_s", "process_cpu_s", "process_rss_bytes", "serve_process"]
 
 
 def free_port() -> int:
@@ -39,6 +39,20 @@ def process_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds all cores have been busy since boot (user, nice, system, irq, softirq,
+    steal of /proc/stat's ``cpu`` line); None where there is no /proc/stat.
+
+    The difference of two reads less the CPU of one's own processes is what other work
+    took meanwhile (on a shared machine, the cores a run did not have)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

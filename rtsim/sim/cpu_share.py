@@ -36,19 +36,26 @@ class Job:
 class SharedCores:
     """``processes`` FIFO servers on ``cores`` cores (processor sharing).
 
+    ``cores`` may be fractional: the part of the machine that other work leaves the
+    processes (e.g. 2 cores less the 1.4 that other sessions took: 0.6).
+
     Use :meth:`submit` to give a process a job (from outside or from a job's ``done``
     callback) and :meth:`run` to play everything to the end. ``busy_until[p]`` is when
     process ``p`` last finished work (for "was it idle?" questions of the caller).
     ``clock``: a process that only keeps time — its jobs take no CPU and it never counts as
     running (timers, such as a sleep that another event may cut short).
-    Raises ``ValueError`` for fewer than one process or core.
+    Raises ``ValueError`` for fewer than one process or no cores.
     """
 
     def __init__(
-        self, processes: int, cores: int, dedicated: int | None = None, clock: int | None = None
+        self,
+        processes: int,
+        cores: float,
+        dedicated: int | None = None,
+        clock: int | None = None,
     ) -> None:
-        if processes < 1 or cores < 1:
-            raise ValueError("processes and cores must be >= 1")
+        if processes < 1 or not cores > 0:
+            raise ValueError(f"processes must be >= 1 and cores > 0, got {processes}, {cores}")
         self.cores = float(cores)
         # A process that keeps a core to itself while busy (the scheduler's wake-up
         # affinity keeps a busy fan-out loop on its core and wakes the others elsewhere).

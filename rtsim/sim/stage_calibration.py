@@ -19,6 +19,7 @@ from ..core.stages import Wakeup, timer_residual
 from ..core.transport import Transport, parse_transport
 
 __all__ = [
+    "ANSWER_SHARE",
     "ROLES",
     "CpuRun",
     "StageCalibration",
@@ -32,6 +33,17 @@ __all__ = [
 ROLES: tuple[str, ...] = ("server", "client", "publisher")
 
 _QS = np.linspace(0, 100, 101)
+
+#: Share of a long-poll request's server CPU (``request_us``) spent answering it (the
+#: parked handler woken, its messages read, the response built and written, in the
+#: server's one event-loop round that answers every parked poll of a message) rather than
+#: receiving and parking the next request (read after that round). Measured:
+#: ``benchmarks/bench_longpoll_storm.py`` (2,000 subscribers, 0.5 msgs/s; the server's CPU
+#: from /proc/PID/schedstat between a message's receipt and its last answer, against its
+#: CPU for the whole storm): the answers take 0.42 of the storm's server CPU (45 messages
+#: in 9 runs, 0.36-0.53), i.e. with ``server_us`` (12.8 µs) counted on the answer side
+#: (0.42 × (12.8 + 133.1) - 12.8) / 133.1 = 0.36 of ``request_us``.
+ANSWER_SHARE = 0.36
 
 
 def _quantiles(v: np.ndarray) -> list[float]:
@@ -66,6 +78,7 @@ class TransportCosts:
     at_n: int = 200
     server_exponent: float = 0.0
     client_exponent: float = 0.0
+    answer_share: float = ANSWER_SHARE
 
     def at(self, subscribers: int) -> TransportCosts:
         """These costs for ``subscribers`` connections (the size law applied)."""
@@ -116,7 +129,8 @@ class StageCalibration:
     client_handle_ms: list[float]
     costs: dict[str, TransportCosts]
     publish_us: float
-    cores: int
+    #: Cores of the machine (fractional: the part other work leaves a run).
+    cores: float
     client_processes: int
     loopback_min_ms: float = 0.02
     #: Median wake-up of an idle loop by how long it slept (:func:`rtsim.live.wakeup.

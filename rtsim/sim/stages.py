@@ -20,8 +20,12 @@ stage                  model                                                    
 ``server_to_fanout``   CPU on the server (empirical)                                 [2]
 ``fanout_to_write``    fan-out in subscription order, one job of ``server_us`` per   [2][4]
                        subscriber, its variance per message (measured fan-out
-                       durations); long polling: a subscriber whose next request has
-                       not arrived gets the message in that request's answer
+                       durations); long polling: the parked polls answered in the
+                       order they were parked (the first ones worker by worker), each
+                       ``server_us`` + ``answer_share`` × ``request_us`` [5], the
+                       rest of ``request_us`` when the next poll arrives; a
+                       subscriber whose next poll has not arrived gets the message in
+                       that poll's answer
 ``write_to_read``      loopback + the client loop's wake-up when its process was     [2][4]
                        idle (empirical), then ``client_us`` of CPU on that process,
                        after the deliveries queued before it
@@ -37,6 +41,12 @@ publisher; see :func:`calibrate_stages`. [3] ``TransportParams.cpu_per_request_u
 delivery of the server and the clients (and per request for long polling): one short
 ``rtsim load`` run of that transport at the calibration's size
 (:func:`rtsim.lab.compare.calibrate`), the only thing measured per transport.
+[5] ``benchmarks/bench_longpoll_storm.py``: one traced long-polling run at 2,000
+subscribers with the server's and the workers' CPU sampled (/proc/PID/schedstat) and
+every poll's arrival logged: the server answers all parked polls of a message in one
+event-loop round (no re-poll is read before its last answer), in the order of its waiter
+list, which the first polls fill worker by worker (see :data:`~rtsim.sim.stage_calibration.
+ANSWER_SHARE`).
 """
 
 from __future__ import annotations
@@ -51,14 +61,22 @@ from ..core.stages import STAGES
 from ..core.transport import Transport, parse_transport
 from .cpu_share import SharedCores
 from .seeding import as_seed_sequence
-from .stage_calibration import _QS, StageCalibration, TransportCosts, _draw, calibrate_stages
+from .stage_calibration import (
+    _QS,
+    ANSWER_SHARE,
+    StageCalibration,
+    TransportCosts,
+    _draw,
+    calibrate_stages,
+)
 
-__all__ = ["StageCalibration", "TransportCosts", "calibrate_stages", "simulate_stages"]
-
-#: Share of a long-poll request's server CPU spent answering it (the handler resumed,
-#: the response built and written) rather than receiving and parking it — an assumption
-#: (aiohttp does the larger part of its per-request work on the response side).
-ANSWER_SHARE = 0.6
+__all__ = [
+    "ANSWER_SHARE",
+    "StageCalibration",
+    "TransportCosts",
+    "calibrate_stages",
+    "simulate_stages",
+]
 
 
 def simulate_stages(
@@ -79,6 +97,7 @@ def simulate_stages(
     wake_cpu: bool = True,
     ack: bool = True,
     warmth: bool = True,
+    park_order: bool = True,
     broker_hop_ms: list[float] | None = None,
     relay_us: float = 0.0,
 ) -> pd.DataFrame:
@@ -95,7 +114,9 @@ def simulate_stages(
     server's ack of each publish waking the publisher, whose sleep restarts there),
     ``warmth`` (work after a longer idle gap costs more CPU, by the calibration's
     :func:`~rtsim.sim.stage_calibration.fit_warmth` law; with it the wake-up CPU lumps are
-    not charged, the law covers them). Raises
+    not charged, the law covers them), ``park_order`` (long polling: parked polls answered
+    in the order they were parked, the first ones worker by worker, instead of in
+    subscriber order, which alternates between the workers). Raises
     ``ValueError`` for bad sizes.
 
     ``broker_hop_ms`` (the 0..100th percentiles of a measured broker hop, ms; see
@@ -129,6 +150,7 @@ def simulate_stages(
     c_srv = cost.server_us * 1e-6
     c_cli = cost.client_us * 1e-6
     c_req = (cost.request_us or 100.0) * 1e-6
+    share = cost.answer_share
     c_cli_req = cost.client_request_us * 1e-6
     c_pub = cal.publish_us * 1e-6
     lo_min = cal.loopback_min_ms * 1e-3
@@ -207,6 +229,13 @@ def simulate_stages(
     # --- long polling: parked requests answered, the rest at their next request ----------
     cursor = np.full(n, -1)  # last message index answered to each subscriber
     parked = np.ones(n, dtype=bool)  # every subscriber's first request is waiting
+    # The server answers parked polls in the order they were parked (its waiter list).
+    # The first polls come worker by worker (each worker connects its own subscribers);
+    # later ones in the order the re-polls reached the server.
+    parked_at = np.arange(n, dtype=float)
+    if park_order:
+        parked_at[np.lexsort((np.arange(n), proc))] = np.arange(n)
+    park_seq = [float(n)]
     upto = [-1]  # messages whose fan-out has begun
 
     def answer(k: int, at: float) -> None:
@@ -224,13 +253,13 @@ def simulate_stages(
                 submit(
                     SRV,
                     done_at + float(_draw(rng, cal.transit_ms, 1)[0]) * 1e-3,
-                    c_req * (1 - ANSWER_SHARE),
+                    c_req * (1 - share),
                     requested(k),
                 )
 
             submit(q, now + loop_delay(q, now), c_cli_req + c_cli * count, handled)
 
-        submit(SRV, at, c_srv * count + c_req * ANSWER_SHARE, written)
+        submit(SRV, at, c_srv * count + c_req * share, written)
 
     def requested(k: int) -> Any:
         def done(now: float) -> None:
@@ -238,6 +267,9 @@ def simulate_stages(
                 answer(k, now)
             else:
                 parked[k] = True
+                if park_order:
+                    parked_at[k] = park_seq[0]
+                    park_seq[0] += 1
 
         return done
 
@@ -250,7 +282,8 @@ def simulate_stages(
             # (the fan-out runs in the same callback as the publish, as in the server).
             at = float(arrived[i])
             if t is Transport.LONG_POLLING:
-                for kk in np.flatnonzero(parked):
+                waiting = np.flatnonzero(parked)
+                for kk in waiting[np.argsort(parked_at[waiting], kind="stable")]:
                     answer(int(kk), at)
                 if broker_hop_ms is None:
                     acked(i, now)  # parked requests are woken; their answers come later

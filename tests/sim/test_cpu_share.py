@@ -5,7 +5,7 @@ import pytest
 from rtsim.sim.cpu_share import SharedCores
 
 
-def _run(processes: int, cores: int, jobs: list[tuple[int, float, float]], **kw: int) -> dict:
+def _run(processes: int, cores: float, jobs: list[tuple[int, float, float]], **kw: int) -> dict:
     eng = SharedCores(processes, cores, **kw)
     done: dict[int, float] = {}
     for i, (p, ready, work) in enumerate(jobs):
@@ -39,3 +39,15 @@ def test_idle_and_bad_sizes() -> None:
     assert eng.idle(0, 0.0) and eng.free_core()
     with pytest.raises(ValueError):
         SharedCores(0, 1)
+    with pytest.raises(ValueError, match="cores > 0"):
+        SharedCores(2, 0.0)
+
+
+def test_a_fraction_of_the_machine() -> None:
+    """By hand: 0.6 of a core left by other work. Two busy processes run at 0.3 each: a
+    0.3 s job ends at 1.0; the other's 0.6 s job has 0.3 s left, now alone at 0.6: +0.5."""
+    done = _run(2, 0.6, [(0, 0.0, 0.3), (1, 0.0, 0.6)])
+    assert done[0] == pytest.approx(1.0) and done[1] == pytest.approx(1.5)
+    # 1.5 cores and a dedicated process: it keeps a whole core, the others share 0.5.
+    ded = _run(3, 1.5, [(0, 0.0, 1.0), (1, 0.0, 0.25), (2, 0.0, 0.25)], dedicated=0)
+    assert ded[0] == pytest.approx(1.0) and ded[1] == pytest.approx(1.0)

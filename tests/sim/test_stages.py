@@ -1,12 +1,15 @@
 """The stage model: calibrated from a stage frame, it reproduces the stages' structure and
 reacts to load, and each switch turns its mechanism off."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from rtsim.core.stages import STAGES, Wakeup, stage_summary
 from rtsim.sim.stages import (
+    ANSWER_SHARE,
     StageCalibration,
     TransportCosts,
     calibrate_stages,
@@ -176,7 +179,6 @@ def test_a_broker_hop_sits_between_receipt_and_fan_out(cal: StageCalibration) ->
 
 
 def test_the_ack_restarts_the_publishers_sleep(cal: StageCalibration) -> None:
-    from dataclasses import replace
 
     assert np.isfinite(cal.ack_return_ms)  # estimated from the calibration frame
     no_ack = replace(cal, ack_return_ms=float("nan"))
@@ -189,7 +191,6 @@ def test_the_ack_restarts_the_publishers_sleep(cal: StageCalibration) -> None:
 
 
 def test_warmth_law_from_runs_at_several_rates(cal: StageCalibration) -> None:
-    from dataclasses import replace
 
     from rtsim.sim.stage_calibration import CpuRun, fit_warmth
 
@@ -228,7 +229,7 @@ def _flat(x: float) -> list[float]:
 
 # A machine without noise: every stage one value, no wake-up, no warmth, no ack.
 # Long polling: the server spends 0.1 ms per delivery and 10 ms per request (6 ms of it
-# answering, 4 ms receiving and parking the next request: ANSWER_SHARE = 0.6).
+# answering, 4 ms receiving and parking the next request: answer_share = 0.6).
 FLAT = StageCalibration(
     timer_residual_ms=_flat(0.0),
     transit_ms=_flat(0.5),
@@ -238,7 +239,7 @@ FLAT = StageCalibration(
     client_handle_ms=_flat(0.0),
     costs={
         "websocket": TransportCosts(server_us=100.0, client_us=0.0),
-        "long-polling": TransportCosts(100.0, 0.0, request_us=10_000.0),
+        "long-polling": TransportCosts(100.0, 0.0, request_us=10_000.0, answer_share=0.6),
     },
     publish_us=0.0,
     cores=8,
@@ -268,3 +269,25 @@ def test_a_publish_arriving_in_a_re_poll_storm_waits_for_the_work_before_it() ->
     pd.testing.assert_frame_equal(
         storm, simulate_stages(FLAT, "long-polling", 2, 100.0, 0.02, **_EXACT)
     )
+
+
+def test_long_polling_answers_parked_polls_in_the_order_they_were_parked() -> None:
+    """By hand (ms): four subscribers on two workers (k % 2), one message. It reaches the
+    server at 0.5, its fan-out ends at 0.6; each answer costs 0.1 + 0.36 × 10 = 3.7 (the
+    measured answer share). The first polls were parked worker by worker (0, 2, then
+    1, 3), so the answers are written at 0.6 + 3.7 × (1, 2, 3, 4) in that order:
+    fanout_to_write 3.7 for subscriber 0, 7.4 for 2, 11.1 for 1, 14.8 for 3. In
+    subscriber order (``park_order=False``) 1 comes before 2."""
+    lp = TransportCosts(100.0, 0.0, request_us=10_000.0)
+    assert lp.answer_share == ANSWER_SHARE == 0.36
+    cal = replace(FLAT, client_processes=2, costs={**FLAT.costs, "long-polling": lp})
+    one = simulate_stages(cal, "long-polling", 4, 100.0, 0.01, **_EXACT)
+    assert one["trace"].nunique() == 1
+    np.testing.assert_allclose(one["fanout_to_write"], [3.7, 11.1, 7.4, 14.8], atol=1e-9)
+    flat = simulate_stages(cal, "long-polling", 4, 100.0, 0.01, park_order=False, **_EXACT)
+    np.testing.assert_allclose(flat["fanout_to_write"], [3.7, 7.4, 11.1, 14.8], atol=1e-9)
+    # The re-poll (6.4 ms each) is read after every answer: a share moved from answering
+    # to receiving shortens the answers, not the server's work per request.
+    six = replace(cal, costs={**FLAT.costs, "long-polling": replace(lp, answer_share=0.6)})
+    late = simulate_stages(six, "long-polling", 4, 100.0, 0.01, **_EXACT)
+    np.testing.assert_allclose(late["fanout_to_write"], [6.1, 18.3, 12.2, 24.4], atol=1e-9)

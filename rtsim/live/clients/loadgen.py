@@ -80,7 +80,7 @@ from rtsim.core.stages import stage_frame, stage_summary
 from rtsim.core.transport import Transport
 
 from ..errors import require_server
-from ..process import process_cpu_s, process_rss_bytes
+from ..process import machine_busy_s, process_cpu_s, process_rss_bytes
 from .load_params import LoadParams
 from .loadpub import publish_load
 from .traced import pack_traced, unpack_traced
@@ -478,6 +478,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
             setup_errors += errs
         time.sleep(0.3)  # let the last subscribe frames reach the server
         rss0, cpu0 = _server_stats(p)
+        busy0, wall0 = machine_busy_s(), time.monotonic()
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t_start = time.monotonic()
         gc.freeze()  # the caller's heap (a notebook's) out of the publisher's collections
@@ -496,6 +497,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
                 raise RuntimeError("a load worker did not report back")
             results.append(c.recv()[1])
         rss1, cpu1 = _server_stats(p)
+        busy1, wall1 = machine_busy_s(), time.monotonic()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         for proc in procs:
@@ -520,6 +522,9 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
     subscribers_cpu = sum(r["cpu_s"] for r in results)
     gen_cpu = subscribers_cpu + (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     server_cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
+    other_cores = None  # unknown without /proc/stat or the server's CPU
+    if busy0 is not None and busy1 is not None and server_cpu is not None:
+        other_cores = max(busy1 - busy0 - server_cpu - gen_cpu, 0.0) / (wall1 - wall0)
     extra = {
         "expected": expected,
         "delivered": delivered,
@@ -542,6 +547,8 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
         if server_cpu is not None and delivered
         else None,
         "loadgen_cpu_s": gen_cpu,
+        # Cores other work took meanwhile (/proc/stat less the run's own CPU): what it lacked.
+        "other_cpu_cores": other_cores,
         # The load generator's CPU (subscribers and publisher) per delivery, µs: below the
         # server's when the generator is not what limits the run.
         "loadgen_cpu_us_per_delivery": gen_cpu / delivered * 1e6 if delivered else None,

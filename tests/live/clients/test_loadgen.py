@@ -2,6 +2,7 @@
 when subscribers vanish on purpose, clear errors for bad parameters."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -73,6 +74,7 @@ def test_zero_loss_and_no_duplicates_at_moderate_load(
     assert 0 < s.p50_ms <= s.p95_ms <= s.p99_ms <= s.max_ms
     assert s.extra["server_rss_bytes"] > 10_000_000
     assert s.extra["server_cpu_s"] >= 0 and s.extra["loadgen_cpu_s"] > 0
+    assert 0 <= s.extra["other_cpu_cores"] <= os.cpu_count()
     assert s.extra["loadgen_ws_client"] == ws_client
     per_delivery = s.extra["loadgen_cpu_s"] / s.deliveries * 1e6
     assert s.extra["loadgen_cpu_us_per_delivery"] == pytest.approx(per_delivery)
