@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import math
 import multiprocessing as mp
 import os
@@ -80,9 +79,10 @@ from rtsim.core.stages import stage_frame, stage_summary
 from rtsim.core.transport import Transport
 
 from ..errors import require_server
-from ..process import machine_busy_s, process_cpu_s, process_rss_bytes
+from ..process import machine_busy_s
 from .load_params import LoadParams
 from .loadpub import publish_load
+from .serverprobe import server_stages, server_stats
 from .traced import pack_traced, unpack_traced
 from .transports import load_subscriber
 from .wire import (
@@ -377,60 +377,6 @@ def _worker_entry(p: LoadParams, ks: list[int], conn: Connection) -> None:
 
 
 # --- the run ------------------------------------------------------------------------------
-def _server_stats(p: LoadParams) -> tuple[float | None, float | None]:
-    """(RSS bytes, CPU seconds) of the server: /proc when its pid is known, else /metrics."""
-    if p.server_pid is not None:
-        try:
-            return float(process_rss_bytes(p.server_pid)), process_cpu_s(p.server_pid)
-        except (OSError, RuntimeError):
-            return None, None
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{p.url}/metrics", timeout=5) as r:
-            text = r.read().decode()
-    except OSError:
-        return None, None
-    rss: float | None = None
-    cpu: float | None = None
-    for line in text.splitlines():
-        if line.startswith("process_resident_memory_bytes "):
-            rss = float(line.split()[1])
-        elif line.startswith("process_cpu_seconds_total "):
-            cpu = float(line.split()[1])
-    return rss, cpu
-
-
-def _stage_records(p: LoadParams, url: str) -> dict[str, Any]:
-    """The stage records of this run on the server at ``url`` (``GET /debug/stages``);
-    {} if unavailable."""
-    import urllib.request
-
-    req = urllib.request.Request(f"{url}/debug/stages?prefix={p.run_id}:")
-    if p.token:
-        req.add_header("Authorization", f"Bearer {p.token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            records: dict[str, Any] = json.loads(r.read())["records"]
-    except (OSError, ValueError, KeyError):
-        return {}
-    return records
-
-
-def _server_stages(p: LoadParams) -> dict[str, Any]:
-    """The subscribers' server's stage records of this run; {} if unavailable.
-
-    When the publisher sends to another server (``p.publish_url``), ``received`` is that
-    server's, so ``server_to_fanout`` spans the backplane (publish on one instance →
-    fan-out on the other; both on CLOCK_MONOTONIC of this machine)."""
-    records = _stage_records(p, p.url)
-    if p.publisher_url != p.url:
-        received = _stage_records(p, p.publisher_url)
-        for trace, rec in records.items():
-            rec["received"] = received.get(trace, {}).get("received")
-    return records
-
-
 def _run_blocking(coro: Any) -> Any:
     """``asyncio.run(coro)``, also from a thread whose loop is running (e.g. a notebook)."""
     try:
@@ -477,7 +423,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
                 ) from None
             setup_errors += errs
         time.sleep(0.3)  # let the last subscribe frames reach the server
-        rss0, cpu0 = _server_stats(p)
+        rss0, cpu0 = server_stats(p)
         busy0, wall0 = machine_busy_s(), time.monotonic()
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t_start = time.monotonic()
@@ -496,7 +442,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
             if not c.poll(p.settle_s + 120):
                 raise RuntimeError("a load worker did not report back")
             results.append(c.recv()[1])
-        rss1, cpu1 = _server_stats(p)
+        rss1, cpu1 = server_stats(p)
         busy1, wall1 = machine_busy_s(), time.monotonic()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
     finally:
@@ -518,7 +464,7 @@ def run_load(p: LoadParams, progress: bool = True) -> RunResult:
             dups += d
             degraded += int(was_degraded)
     traced = [t for r in results for t in unpack_traced(r["traced"])]
-    stages = stage_frame(traced, _server_stages(p)) if traced else stage_frame([], {})
+    stages = stage_frame(traced, server_stages(p)) if traced else stage_frame([], {})
     subscribers_cpu = sum(r["cpu_s"] for r in results)
     gen_cpu = subscribers_cpu + (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     server_cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
