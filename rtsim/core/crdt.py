@@ -11,6 +11,13 @@ text in the wrong place once the document holds non-ASCII characters, so the rep
 converts explicitly (:func:`cp_to_byte`, :func:`byte_to_cp`); while the text is pure ASCII
 the two agree and the conversion is skipped.
 
+Speed: a local edit outside a caller's transaction drives pycrdt's native transaction
+directly (:meth:`CrdtReplica._edit`): the same Yrs calls and the same update bytes as
+``Text.insert`` / ``del text[a:b]``, without pycrdt's per-call Python transaction wrapper
+(about 2 µs an edit). What remains is Yrs: it finds a position by walking the text's item
+list from its start on every edit (Yjs keeps search markers), so an edit costs time in
+proportion to how far into the document it lands (``benchmarks/results/traces.md``).
+
 Two other things pycrdt does not hide: concurrent ``Map`` writes to one key are won by the
 higher client id (not by time), and numbers come back as floats.
 """
@@ -20,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pycrdt import Doc, Map, Text, merge_updates
+from pycrdt import Doc, Map, Text, Transaction, merge_updates
 
 __all__ = ["CrdtReplica", "byte_to_cp", "cp_to_byte"]
 
@@ -76,6 +83,9 @@ class CrdtReplica:
         self._updates: list[bytes] = []
         self._parked: list[bytes] = []
         self._sub = self.doc.observe(self._on_update)
+        # pycrdt's native objects, for the fast path of _edit (pycrdt>=0.14,<0.15)
+        self._native_doc = self.doc._doc
+        self._native_text = self._text.integrated
         self._ascii = True
         self._cache: str | None = ""
         self._n = 0  # code points
@@ -120,46 +130,115 @@ class CrdtReplica:
             return cp
         return cp_to_byte(self.text, cp)
 
+    def _edit(self, b: int, nb: int, s: str) -> bytes:
+        """Delete ``nb`` UTF-8 bytes at byte offset ``b``, then insert ``s`` there; return
+        the update bytes (``b""`` inside a caller's transaction, whose update comes later).
+
+        Outside a caller's transaction this is one transaction of its own, opened on
+        pycrdt's native document the way ``pycrdt.Transaction`` does (its wrapper is set as
+        the document's current transaction while Yrs commits, so observers that read the
+        document join it; their exceptions are raised as pycrdt raises them). The calls into
+        Yrs, and so the update bytes, are those of ``Text.insert`` and ``del text[b:b+nb]``.
+        """
+        doc = self.doc
+        if doc._txn is not None:  # the caller's transaction: join it through the public API
+            if nb:
+                del self._text[b : b + nb]
+            if s:
+                self._text.insert(b, s)
+            return self._take()
+        native = self._native_doc.create_transaction()
+        wrapper = Transaction(doc, native)
+        wrapper._leases = 1
+        doc._txn = wrapper
+        try:
+            if nb:
+                self._native_text.remove_range(native, b, nb)
+            if s:
+                self._native_text.insert(native, b, s, None)
+            native.commit()
+        finally:
+            native.drop()
+            wrapper._txn = None
+            doc._txn = None
+        if doc._exceptions:  # the caller updates its bookkeeping, then _raise_observer_errors
+            return b""
+        return self._take()
+
+    def _raise_observer_errors(self) -> None:
+        """Raise what observers raised during the last edit, as pycrdt would.
+
+        The edit itself is in the document and in the replica's bookkeeping; its update
+        stays queued and goes out merged into the next local edit's update.
+        """
+        errors = self.doc._exceptions
+        if errors:
+            group = ExceptionGroup("Observer callback error", tuple(errors))
+            errors.clear()
+            raise group
+
     def insert(self, pos: int, s: str) -> bytes:
         """Insert ``s`` at code-point ``pos``; return the update bytes."""
         if not isinstance(s, str) or s == "":
             raise ValueError(f"insert needs a non-empty string, got {s!r}")
         b = self._byte(pos)
-        self._text.insert(b, s)
+        out = self._edit(b, 0, s)
+        self._inserted(pos, s)
+        self._raise_observer_errors()
+        return out
+
+    def _inserted(self, pos: int, s: str) -> None:
         if self._cache is not None:
             c = self._cache
             self._cache = c[:pos] + s + c[pos:] if len(c) < 4096 else None
         self._n += len(s)
         if not s.isascii():
             self._ascii = False
-        return self._take()
 
-    def delete(self, pos: int, n: int = 1) -> bytes:
-        """Delete ``n`` code points from ``pos``; return the update bytes."""
+    def _check_delete(self, pos: int, n: int) -> None:
         if n < 1:
             raise ValueError(f"delete count must be >= 1, got {n}")
         total = len(self)
         if pos < 0 or pos + n > total:
             raise ValueError(f"delete {n} at {pos} outside a text of {total} characters")
-        start = self._byte(pos)
-        end = self._byte(pos + n)
-        del self._text[start:end]
+
+    def _deleted(self, pos: int, n: int) -> None:
         self._n -= n
         if self._cache is not None:
             c = self._cache
             self._cache = c[:pos] + c[pos + n :] if len(c) < 4096 else None
         if not self._ascii:
             self._ascii = self.text.isascii()
-        return self._take()
+
+    def delete(self, pos: int, n: int = 1) -> bytes:
+        """Delete ``n`` code points from ``pos``; return the update bytes."""
+        self._check_delete(pos, n)
+        start = self._byte(pos)
+        end = self._byte(pos + n)
+        out = self._edit(start, end - start, "")
+        self._deleted(pos, n)
+        self._raise_observer_errors()
+        return out
 
     def splice(self, pos: int, delete: int, insert: str) -> bytes:
         """Delete then insert in one transaction (one update), like a trace patch."""
-        with self.doc.transaction():
-            if delete:
-                self.delete(pos, delete)
-            if insert:
-                self.insert(pos, insert)
-        return self._take()
+        if not isinstance(insert, str):
+            raise ValueError(f"splice inserts a string, got {insert!r}")
+        if not delete and not insert:
+            return self._take()
+        if delete:
+            self._check_delete(pos, delete)
+            start = self._byte(pos)
+            nb = self._byte(pos + delete) - start
+        else:
+            start, nb = self._byte(pos), 0
+        out = self._edit(start, nb, insert)
+        if delete:
+            self._deleted(pos, delete)
+        if insert:
+            self._inserted(pos, insert)
+        self._raise_observer_errors()
+        return out
 
     def set_field(self, record: str, field: str, value: Any) -> bytes:
         """Set one field of a record (a key ``record/field`` in the Map)."""

@@ -102,3 +102,57 @@ def test_several_parked_updates_are_integrated() -> None:
     for i in (2, 3, 0, 1):
         b.apply_update(us[i])
     assert b.text == a.text == "bdac"
+
+
+SPLICE = st.tuples(st.integers(0, 1000), st.integers(0, 3), st.text("aé漢😀", max_size=3))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(SPLICE, min_size=1, max_size=25))
+def test_local_edits_send_the_bytes_of_pycrdts_public_api(edits: list) -> None:  # type: ignore[type-arg]
+    # The replica's fast path (its own native transaction per edit) must send exactly the
+    # update a plain pycrdt Text sends for the same edit through Text.insert / del text[a:b].
+    from pycrdt import Doc, Text
+
+    r = CrdtReplica(7)
+    doc: Doc = Doc(client_id=7)  # type: ignore[type-arg]
+    text = doc.get("text", type=Text)
+    sent: list[bytes] = []
+    sub = doc.observe(lambda e: sent.append(e.update))
+    plain = ""
+    for pos, dele, ins in edits:
+        pos %= len(plain) + 1
+        dele = min(dele, len(plain) - pos)
+        got = r.splice(pos, dele, ins)
+        b = len(plain[:pos].encode())
+        nb = len(plain[pos : pos + dele].encode())
+        with doc.transaction():
+            if nb:
+                del text[b : b + nb]
+            if ins:
+                text.insert(b, ins)
+        plain = plain[:pos] + ins + plain[pos + dele :]
+        assert got == (sent.pop() if sent else b"")
+        assert r.text == str(text) == plain and len(r) == len(plain)
+    doc.unobserve(sub)
+    assert r.encode_state() == bytes(doc.get_update())
+
+
+def test_observer_reading_the_text_during_an_edit_sees_it_and_errors_surface() -> None:
+    r = CrdtReplica(1)
+    seen: list[str] = []
+    r.on_change(lambda: seen.append(str(r._text)))
+    r.insert(0, "ab")
+    r.delete(0, 1)
+    assert seen == ["ab", "b"]
+
+    def boom() -> None:
+        raise RuntimeError("observer failed")
+
+    r.on_change(boom)
+    with pytest.raises(ExceptionGroup, match="Observer callback error"):
+        r.insert(1, "c")
+    assert r.text == "bc" and len(r) == 2  # the edit happened and the replica knows it
+    fresh = CrdtReplica(2)
+    fresh.apply_update(r.encode_state())
+    assert fresh.text == "bc"
