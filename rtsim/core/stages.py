@@ -134,11 +134,12 @@ class Wakeup:
 
     def cpu_at(self, gap_ms: float) -> float:
         """CPU µs a wake-up after ``gap_ms`` idle costs beyond one after the shortest gap
-        probed (that much is the reading itself, already in any per-message cost);
-        interpolated on log gap."""
-        x = np.log(np.asarray(self.gaps_ms))
-        y = np.asarray(self.cpu_us) - min(self.cpu_us)
-        return float(np.interp(math.log(max(gap_ms, 1e-3)), x, y))
+        probed (that much is the reading itself, already in any per-message cost), never
+        below 0 (a longer gap that measured cheaper is noise); interpolated on log gap."""
+        gaps, cpu = np.asarray(self.gaps_ms), np.asarray(self.cpu_us)
+        order = np.argsort(gaps)
+        y = np.maximum(cpu[order] - cpu[order[0]], 0.0)
+        return float(np.interp(math.log(max(gap_ms, 1e-3)), np.log(gaps[order]), y))
 
 
 def timer_residual(
