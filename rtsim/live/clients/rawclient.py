@@ -10,6 +10,7 @@ A subclass of :class:`OneRequest` reads what follows an accepted head in its own
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import ssl
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from .wire import DEGRADED_HEADER, Dropped, Refused, load_refusal, local_port
 __all__ = ["OneRequest", "run_request"]
 
 
-class OneRequest(asyncio.Protocol):
+class OneRequest(asyncio.Protocol, abc.ABC):
     """Writes ``request`` once connected, reads the answer's head and then: an answer of
     status :attr:`accept` is passed to :meth:`opened` (:attr:`open` turns true), any other
     is read to its end (``Content-Length`` or the connection's close) and ends the
@@ -44,14 +45,14 @@ class OneRequest(asyncio.Protocol):
         self._head: Head | None = None
         self._body: bytes | None = None  # a refusal's body so far
 
+    @abc.abstractmethod
     def cursor(self) -> str | None:
         """The position to resume after if the connection ends now."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def opened(self, head: Head) -> None:
         """The answer was accepted (its bytes after the head come next, through
         ``data_received``)."""
-        raise NotImplementedError
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
