@@ -230,6 +230,8 @@ class BrokerStats:
     connect_failures: int = 0  # attempts that failed
     publish_rejected: int = 0  # publishes refused (503) because the broker was unreachable
     feed_gaps: int = 0  # the feed found that the broker dropped messages it had not delivered
+    reads_from_memory: int = 0  # reads answered from the feed's recent messages, no request
+    broker_reads: int = 0  # read requests sent to the broker (one per message where it must)
     last_error: str = ""
     down_since: float | None = None  # loop time of the last up -> down transition
 
@@ -455,6 +457,8 @@ class BrokerBackplane(abc.ABC):
             "outages": self.stats.outages,
             "reconnects": self.stats.reconnects,
             "publish_rejected": self.stats.publish_rejected,
+            "reads_from_memory": self.stats.reads_from_memory,
+            "broker_reads": self.stats.broker_reads,
             "last_error": self.stats.last_error or None,
         }
 
@@ -487,6 +491,8 @@ class BackplaneCollector(Collector):
             ("connect_failures", "Failed attempts to connect to the broker"),
             ("publish_rejected", "Publishes refused (503) because the broker was unreachable"),
             ("feed_gaps", "Times the broker had dropped messages before this server read them"),
+            ("reads_from_memory", "Resumes and polls answered from the feed's recent messages"),
+            ("broker_reads", "Read requests sent to the broker"),
         ):
             c = CounterMetricFamily(f"rtsim_backplane_{attr}", doc, labels=["name"])
             c.add_metric(labels, float(getattr(stats, attr)))

@@ -47,7 +47,8 @@ async def _drop_stream(name: str) -> None:
 
 
 async def test_trim_between_two_fetches_ends_the_read_and_the_next_is_a_gap(prefix: str) -> None:
-    bp = make_backplane(f"nats://127.0.0.1:4222?prefix={prefix}&max_msgs_per_subject=3")
+    # recent=0: every read goes to the broker (the path under test)
+    bp = make_backplane(f"nats://127.0.0.1:4222?prefix={prefix}&max_msgs_per_subject=3&recent=0")
     await bp.start(lambda env: None)
     try:
         ids = [(await bp.publish("c", i)).id for i in range(3)]  # held: 0, 1, 2
