@@ -325,7 +325,7 @@ class JetStreamBackplane(BrokerBackplane):
             if epoch != self.epoch:
                 return self._epoch_gap(await self.read_after(channel, "0", limit), after_id)
         tail = self._tails.get(channel)
-        if tail is not None and tail.covers(after):  # no request: the feed delivered these
+        if tail is not None and tail.covers(after, self._feed_last or 0):  # no request
             held, more_held = tail.after(after, limit)
             self.stats.reads_from_memory += 1
             last_id = held[-1].id if held else bare
@@ -349,7 +349,7 @@ class JetStreamBackplane(BrokerBackplane):
             seq = after + 1
             while seq <= last and (limit is None or len(msgs) < limit):
                 tail = self._tails.get(channel)
-                if msgs and tail is not None and tail.covers(last_seq):
+                if msgs and tail is not None and tail.covers(last_seq, self._feed_last or 0):
                     # The rest is held in memory (a trimmed cursor's gap costs two requests).
                     held, more_held = tail.after(
                         last_seq, None if limit is None else limit - len(msgs)

@@ -5,7 +5,8 @@ which message came before each one in its channel (the ``Rtsim-Prev`` header), s
 that reads the whole stream through its feed can keep, per channel, an unbroken *tail*: a
 run of messages, each one's predecessor the one before it, and the sequence of the message
 before the first (``first_prev``). A resume whose cursor lies inside that run
-(``first_prev <= after <= last``) is answered from memory with no broker request; messages
+(``first_prev <= after <= last``), or after it but not beyond the feed's position, is
+answered from memory with no broker request; messages
 stored after ``last`` that the feed has not delivered yet reach the subscriber live (the
 hub holds live broadcasts while it reads, and drops what it already replayed).
 
@@ -42,9 +43,12 @@ class Tail(Generic[T]):
         """The sequence the run ends at (``first_prev`` while it is empty)."""
         return self.seqs[-1] if self.seqs else self.first_prev
 
-    def covers(self, after: int) -> bool:
-        """True if every message of the channel after ``after`` (up to :attr:`last`) is here."""
-        return self.first_prev <= after <= self.last
+    def covers(self, after: int, fed: int = 0) -> bool:
+        """True if every message of the channel after ``after`` that the feed delivered is
+        here: ``first_prev <= after <= last``, or up to ``fed``, the feed's position over
+        all channels (a cursor past this channel's last message but not past what the feed
+        delivered has nothing after it yet: the next one will come through the feed)."""
+        return self.first_prev <= after <= max(self.last, fed)
 
     def after(self, after: int, limit: int | None) -> tuple[list[T], bool]:
         """The held messages after sequence ``after`` (at most ``limit``), and whether more

@@ -65,6 +65,20 @@ def test_a_break_in_the_run_starts_the_channel_again() -> None:
     assert tails.get("c") is None and tails.held == 0
 
 
+def test_a_cursor_past_the_channel_but_not_past_the_feed_has_nothing_yet() -> None:
+    # The soak: long polls whose cursors the broker had moved past the feed's position
+    # were read from the broker one request per message; the server fell behind and every
+    # poll went to the broker. Up to the feed's position memory answers (nothing yet).
+    tails: ChannelTails[str] = ChannelTails(10, total=100)
+    tails.append("c", 5, 0, "a")
+    tails.append("c", 9, 5, "b")
+    tail = tails.get("c")
+    assert tail is not None
+    assert tail.covers(12, fed=15) and tail.after(12, None) == ([], False)
+    assert not tail.covers(16, fed=15)  # ahead of the feed: only the broker knows
+    assert not tail.covers(12) and tail.covers(9)
+
+
 def test_the_total_bound_drops_the_channel_written_least_recently() -> None:
     tails: ChannelTails[int] = ChannelTails(3, total=5)
     for ch, base in (("a", 0), ("b", 100)):
