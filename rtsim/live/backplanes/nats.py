@@ -31,9 +31,10 @@ Reads are answered from memory where they can be: the feed keeps each channel's 
 ``max_msgs_per_subject`` messages as an unbroken run (:mod:`.tails`; ``?recent=N`` messages
 over all channels, default 100000, 0 for none), so a resume or poll whose cursor lies in
 that run costs no request, and one from before it (a trimmed cursor: a gap) costs two (the
-first message held, then memory). Without it a resume of 1,000 messages was 1,000
-requests: under 20 reconnects/s a server did nothing else (the soak in
-``benchmarks/results/soak.md``).
+first message held, then memory). A read from the broker stops at the feed's position,
+so no reader gets ahead of memory (what lies beyond comes through the feed). Without it
+a resume of 1,000 messages was 1,000 requests: under 20 reconnects/s a server did
+nothing else (the soak in ``benchmarks/results/soak.md``).
 """
 
 from __future__ import annotations
@@ -341,6 +342,13 @@ class JetStreamBackplane(BrokerBackplane):
                         f" {info.state.last_seq}"
                     )
                 return Messages(channel=channel, messages=(), last_id=bare, epoch=self.epoch)
+            if self.recent and self._feed_last is not None:
+                # Read no further than the feed: what lies beyond reaches the reader through
+                # it (the hub holds live messages while it reads; a long poll waits for
+                # them), and a reader never gets ahead of memory, which would send its
+                # every later read to the broker (the soak's long polls, one request per
+                # message, while the feed fell further behind).
+                last = min(last, self._feed_last)
             msgs: list[Envelope] = []
             more_held = False
             prev_of_first: int | None = None

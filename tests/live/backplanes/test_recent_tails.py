@@ -133,3 +133,27 @@ async def test_resumes_from_memory_equal_the_brokers_answers_and_cost_no_request
     finally:
         await bp.close()
         await plain.close()
+
+
+@pytest.mark.nats
+async def test_a_read_from_the_broker_stops_at_the_feed(prefix: str) -> None:  # noqa: F811
+    # The soak: long polls read past a lagging feed, so every later poll missed memory and
+    # went to the broker, one request per message. Beyond the feed, messages come live.
+    url = f"nats://127.0.0.1:4222?prefix={prefix}"
+    fed: list[str] = []
+    bp = JetStreamBackplane.from_url(url)
+    await bp.start(lambda env: fed.append(env.id))
+    try:
+        ids = [(await bp.publish("c", i)).id for i in range(5)]
+        for _ in range(200):
+            if ids[-1] in fed:
+                break
+            await asyncio.sleep(0.01)
+        bp._feed_last = int(ids[2].split("-")[0])  # as if the feed had delivered 3 of them
+        bp._tails.clear()  # and memory held none: the read goes to the broker
+        got = await bp.read_after("c", "0")
+        assert [m.id for m in got.messages] == ids[:3]
+        ahead = await bp.read_after("c", ids[3])  # a cursor past the feed: nothing yet
+        assert ahead.messages == () and ahead.last_id == ids[3]
+    finally:
+        await bp.close()
