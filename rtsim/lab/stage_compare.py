@@ -470,6 +470,7 @@ MECHANISMS: dict[str, str] = {
     "ack": "the server's ack of each publish restarting the publisher's sleep",
     "warmth": "CPU per delivery growing with the idle gap before a burst (measured law)",
     "park_order": "long polling: parked polls answered in the order they were parked",
+    "stalls": "a slow fan-out's excess as interruptions per stretch of time, not per delivery",
 }
 
 

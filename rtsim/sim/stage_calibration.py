@@ -133,6 +133,11 @@ class StageCalibration:
     cores: float
     client_processes: int
     loopback_min_ms: float = 0.02
+    #: The fastest write → read on a subscriber: loopback and the client's own read, the
+    #: 1st percentile of the calibration run's ``write_to_read`` (None: ``loopback_min_ms``,
+    #: as calibrations before it). ``loopback_min_ms`` is the publish's: the fastest
+    #: publisher → server transit, which includes the server's receipt of the frame.
+    read_min_ms: float | None = None
     #: Median wake-up of an idle loop by how long it slept (:func:`rtsim.live.wakeup.
     #: measure_wakeup`); empty: wake-ups do not depend on the idle gap.
     wakeup_gaps_ms: list[float] = field(default_factory=list)
@@ -322,6 +327,7 @@ def calibrate_stages(
         cores=cores,
         client_processes=client_processes,
         loopback_min_ms=float(max(np.percentile(free_transit, 1), 0.0)) if len(pm) else 0.02,
+        read_min_ms=float(max(np.percentile(w2r, 1), 0.0)),
         ack_return_ms=ack_return,
         wakeup_gaps_ms=list(wakeup.gaps_ms) if wakeup else [],
         wakeup_ms=list(wakeup.latency_ms) if wakeup else [],

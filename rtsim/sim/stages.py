@@ -20,14 +20,19 @@ stage                  model                                                    
 ``server_to_fanout``   CPU on the server (empirical)                                 [2]
 ``fanout_to_write``    fan-out in subscription order, one job of ``server_us`` per   [2][4]
                        subscriber, its variance per message (measured fan-out
-                       durations); long polling: the parked polls answered in the
+                       durations: a fan-out faster than the mean is faster per
+                       delivery; the excess of a slower one is interruption, which
+                       comes per stretch of time: a fan-out of ``n`` meets
+                       ``n / n_cal`` of the calibration fan-out's excesses, each of
+                       its length); long polling: the parked polls answered in the
                        order they were parked (the first ones worker by worker), each
                        ``server_us`` + ``answer_share`` × ``request_us`` [5], the
                        rest of ``request_us`` when the next poll arrives; a
                        subscriber whose next poll has not arrived gets the message in
                        that poll's answer
 ``write_to_read``      loopback + the client loop's wake-up when its process was     [2][4]
-                       idle (empirical), then ``client_us`` of CPU on that process,
+                       idle (empirical, at least the calibration's fastest
+                       write → read), then ``client_us`` of CPU on that process,
                        after the deliveries queued before it
 ``client_handle``      empirical                                                     [2]
 =====================  ===========================================================  ======
@@ -98,6 +103,7 @@ def simulate_stages(
     ack: bool = True,
     warmth: bool = True,
     park_order: bool = True,
+    stalls: bool = True,
     broker_hop_ms: list[float] | None = None,
     relay_us: float = 0.0,
 ) -> pd.DataFrame:
@@ -116,7 +122,10 @@ def simulate_stages(
     :func:`~rtsim.sim.stage_calibration.fit_warmth` law; with it the wake-up CPU lumps are
     not charged, the law covers them), ``park_order`` (long polling: parked polls answered
     in the order they were parked, the first ones worker by worker, instead of in
-    subscriber order, which alternates between the workers). Raises
+    subscriber order, which alternates between the workers), ``stalls`` (the excess of a
+    fan-out slower than its mean drawn as interruptions per stretch of time, so a short
+    fan-out rarely meets one and a long one meets several, instead of scaling every
+    delivery's cost). Raises
     ``ValueError`` for bad sizes.
 
     ``broker_hop_ms`` (the 0..100th percentiles of a measured broker hop, ms; see
@@ -151,9 +160,13 @@ def simulate_stages(
     c_cli = cost.client_us * 1e-6
     c_req = (cost.request_us or 100.0) * 1e-6
     share = cost.answer_share
+    ws = cal.cost(Transport.WEBSOCKET)
+    stall_s = ws.at(ws.at_n).server_us * 1e-6 * ws.at_n  # the calibration's mean fan-out
+    segs = n / ws.at_n
     c_cli_req = cost.client_request_us * 1e-6
     c_pub = cal.publish_us * 1e-6
     lo_min = cal.loopback_min_ms * 1e-3
+    rd_min = (cal.read_min_ms if cal.read_min_ms is not None else cal.loopback_min_ms) * 1e-3
     residual = _draw(rng, cal.timer_residual_ms, m + 1) * 1e-3
     transit = _draw(rng, cal.transit_ms, m) * 1e-3
     to_fan = _draw(rng, cal.server_to_fanout_ms, m) * 1e-3
@@ -189,21 +202,21 @@ def simulate_stages(
             return 0.0
         return cal.wake_cpu_us(cal.idle_gap_ms[role]) * 1e-3
 
-    def shifted(role: str, p: int, at: float, base: float) -> float:
+    def shifted(role: str, p: int, at: float, base: float, floor: float) -> float:
         # The calibrated wake-up moved to this loop's idle gap (longer sleep: slower):
         # as CPU (``wake_cpu``), else as the measured wake-up latency (``idle_gap``).
         if wake_cpu and cal.wakeup_cpu_us:
-            return max(base - net_ms(role) * 1e-3, lo_min)
+            return max(base - net_ms(role) * 1e-3, floor)
         if not idle_gap:
             return base
         gap_ms = (at - eng.busy_until[p]) * 1e3
-        return max(base + cal.wake_shift_ms(role, gap_ms) * 1e-3, lo_min)
+        return max(base + cal.wake_shift_ms(role, gap_ms) * 1e-3, floor)
 
     def loop_delay(p: int, at: float) -> float:
         if eng.idle(p, at) and (eng.free_core() or not wake_busy):
             base = float(np.interp(rng.uniform(0, 100), _QS, loop_q)) * 1e-3
-            return shifted("client", p, at, base)
-        return lo_min
+            return shifted("client", p, at, base, rd_min)
+        return rd_min
 
     def on_read(i: int, k: int) -> Any:
         def done(now: float) -> None:
@@ -288,7 +301,17 @@ def simulate_stages(
                 if broker_hop_ms is None:
                     acked(i, now)  # parked requests are woken; their answers come later
             else:
-                c = c_srv * float(shape[i])
+                f = float(shape[i])
+                if stalls and fanout_variance:
+                    # The part of a fan-out's time above its mean is interruption
+                    # (preemption, a collection): it comes per stretch of time, not per
+                    # delivery. A fan-out of n meets n / n_cal of the calibration's
+                    # fan-outs' interruptions (rounded at random), each of its length.
+                    k = int(segs) + int(rng.random() < segs - int(segs))
+                    extra = np.clip(_draw(rng, cal.fanout_shape, k) - 1.0, 0.0, None).sum()
+                    c = c_srv * min(f, 1.0) + float(extra) * stall_s / n
+                else:
+                    c = c_srv * f
                 for k in range(n):
                     submit(SRV, at, c, on_write(i, k))
 
@@ -318,7 +341,7 @@ def simulate_stages(
         def done(now: float) -> None:
             dest = SRV if broker_hop_ms is None else RELAY
             idle = eng.idle(dest, now) and (eng.free_core() or not wake_busy)
-            tr = shifted("server", dest, sent[i], float(transit[i])) if idle else lo_min
+            tr = shifted("server", dest, sent[i], float(transit[i]), lo_min) if idle else lo_min
             arrive = sent[i] + tr
             arrived[i] = arrive
             submit(dest, arrive, 0.0, on_received(i))

@@ -291,3 +291,27 @@ def test_long_polling_answers_parked_polls_in_the_order_they_were_parked() -> No
     six = replace(cal, costs={**FLAT.costs, "long-polling": replace(lp, answer_share=0.6)})
     late = simulate_stages(six, "long-polling", 4, 100.0, 0.01, **_EXACT)
     np.testing.assert_allclose(late["fanout_to_write"], [6.1, 18.3, 12.2, 24.4], atol=1e-9)
+
+
+def test_stalls_come_per_stretch_of_time_not_per_delivery() -> None:
+    # Nine fan-outs in ten at 0.9 of the mean cost, one in ten 1.9 times (interrupted).
+    shape = [0.9] * 90 + [1.9] * 11
+    c = replace(
+        FLAT,
+        fanout_shape=shape,
+        costs={"websocket": TransportCosts(server_us=1.0, client_us=0.0, at_n=200)},
+    )
+
+    def fan_ms(n: int, **kw: bool) -> np.ndarray:
+        f = simulate_stages(c, "websocket", n, 20, 6.0, seed=3, **_EXACT, **kw)
+        return f.groupby("trace")["fanout_ms"].first().to_numpy()
+
+    long_on, long_off = fan_ms(2000), fan_ms(2000, stalls=False)
+    # A long fan-out meets several interruptions: its length varies less than if every
+    # delivery were slowed, and its mean is the calibrated one either way.
+    assert np.std(long_on) / np.mean(long_on) < 0.5 * np.std(long_off) / np.mean(long_off)
+    assert abs(np.mean(long_on) / np.mean(long_off) - 1) < 0.15
+    # A short one rarely meets one, but when it does it loses the whole interruption.
+    short_on, short_off = fan_ms(20), fan_ms(20, stalls=False)
+    assert np.median(short_on) <= np.median(short_off) + 1e-9
+    assert np.max(short_on) > 3 * np.max(short_off)  # (0.20 ms against 0.04, seed 3)
