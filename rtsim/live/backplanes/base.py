@@ -286,6 +286,11 @@ class BrokerBackplane(abc.ABC):
         self._started = False  # start() returned: from now on state changes are logged
         #: The broker's id space (set on connect by each broker; "" until then).
         self.epoch = ""
+        #: Called when the feed skipped messages (trimmed or lost before this server read
+        #: them, or the stream re-created): live subscribers would miss them without a
+        #: word, so the server makes them resume from their own cursors (the hub's
+        #: :meth:`~rtsim.live.server.hub.Hub.resync`). None: only counted.
+        self.on_feed_gap: Callable[[], None] | None = None
 
     # --- what each broker implements -------------------------------------------------
     @abc.abstractmethod
@@ -404,6 +409,17 @@ class BrokerBackplane(abc.ABC):
             self._on_message(env)
 
     # --- state ---------------------------------------------------------------------------
+    def _feed_gap(self) -> None:
+        """The feed skipped messages: count it and tell the server (:attr:`on_feed_gap`)."""
+        self.stats.feed_gaps += 1
+        log.warning(
+            "%s: the feed skipped messages (trimmed before this server read them);"
+            " live subscribers resume from their cursors",
+            self.name,
+        )
+        if self.on_feed_gap is not None:
+            self.on_feed_gap()
+
     def healthy(self) -> bool:
         return self._up
 

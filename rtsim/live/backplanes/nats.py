@@ -193,12 +193,11 @@ class JetStreamBackplane(BrokerBackplane):
             if self._feed_last is None:
                 self._feed_last = last  # first connection: from now on
             elif last < self._feed_last:  # the stream was lost and re-created
-                self.stats.feed_gaps += 1
                 self._feed_last = 0
                 self._last_by_subject.clear()
                 self._tails.clear()
-            elif int(info.state.first_seq) > self._feed_last + 1:
-                self.stats.feed_gaps += 1  # trimmed before we read it
+                self._feed_gap()
+            # (trimmed before we read it: the feed's first message tells, in _on_feed)
             batch = [0]
 
             async def on_feed(msg: Any) -> None:
@@ -253,8 +252,12 @@ class JetStreamBackplane(BrokerBackplane):
     def _on_feed(self, msg: Any) -> None:
         """One message of the feed: remembered, held for resumes and fanned out."""
         seq = msg.metadata.sequence.stream
-        if self._feed_last is not None and seq <= self._feed_last:
-            return
+        if self._feed_last is not None:
+            if seq <= self._feed_last:
+                return
+            if seq > self._feed_last + 1:  # the stream's sequence has no holes of its own
+                self._feed_last = seq
+                self._feed_gap()
         self._feed_last = seq
         n = _ordinal(msg.headers)
         self._remember(msg.subject, seq, n)

@@ -245,7 +245,7 @@ class RedisStreamsBackplane(_RedisBase):
             for _stream, entries in resp or ():
                 for entry_id, f in entries:
                     if _redis_key(f["p"]) > _redis_key(self._feed_last):
-                        self.stats.feed_gaps += 1  # the feed was trimmed before we read it
+                        self._feed_gap()  # the feed was trimmed before we read it
                     self._feed_last = entry_id
                     env = Envelope(
                         channel=f["c"],

@@ -31,6 +31,9 @@ from .fastlane import hand_on, raw_socket
 from .metrics import Metrics
 from .stages import StageRecorder, monotonic, peer_port, trace_of
 
+#: The close reason of :meth:`Hub.resync` (the feed skipped messages: resume).
+RESYNC = "resync"
+
 __all__ = [
     "QUEUED",
     "SENT",
@@ -556,6 +559,21 @@ class Hub:
                 del self.subs[channel]
         sub.last.pop(channel, None)
         sub.pending.pop(channel, None)
+
+    def resync(self) -> int:
+        """Close every WebSocket and SSE subscriber so that it resumes from its own cursor.
+
+        Called when the backplane's feed skipped messages (they were trimmed before this
+        server read them): live subscribers would otherwise miss them without a word. On
+        resuming, each gets what is still held and an exact ``gap`` for the rest. Closes
+        with reason :data:`RESYNC` (WebSocket 1013, "try again later"); long polls read
+        with their cursors and need nothing. Returns how many were closed."""
+        closed = 0
+        for sub in {s for subs in self.subs.values() for s in subs}:
+            if sub.transport is not None and not sub.closed:
+                sub.fail(RESYNC)
+                closed += 1
+        return closed
 
     def unsubscribe_all(self, sub: Subscriber) -> None:
         for channel in list(sub.last) + list(sub.pending):

@@ -45,7 +45,7 @@ from ..protocol import (
 from .auth import AuthError, Grant
 from .fastlane import idle, send_idle
 from .gate import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED, retry_after_of
-from .hub import Control, Replay, Subscriber
+from .hub import RESYNC, Control, Replay, Subscriber
 from .state import CLOSE_GOING_AWAY, ServerState
 from .wsdetach import DetachedWebSocket, Inbox, detach, own_inbox
 
@@ -426,7 +426,9 @@ class _Conn:
         st.spawn(self.handler._kill(self, CLOSE_SLOW, s.close_reason))
 
     def failed(self, s: Subscriber) -> None:
-        self.handler.state.spawn(self.handler._kill(self, CLOSE_INTERNAL, s.close_reason))
+        # RESYNC: the server's feed skipped messages; the client resumes with its cursor.
+        code = CLOSE_SLOW if s.close_reason == RESYNC else CLOSE_INTERNAL
+        self.handler.state.spawn(self.handler._kill(self, code, s.close_reason))
 
     def expired(self) -> None:
         self.sub.close(TOKEN_EXPIRED)  # nothing more is sent to it
