@@ -61,18 +61,8 @@ CALIBRATION_CONFIG: dict[str, Any] = {"transport": "websocket", "subscribers": 2
 #: Sizes of the per-transport CPU runs (cost per delivery grows with connections).
 COST_SIZES: tuple[int, int] = (200, 1000)
 #: The extra WebSocket runs of the warmth law (subscribers, msgs/s): idle gaps from about
-#: 0.2 ms to 40 ms on this 2-core machine (with the cost run at 200 subscribers). The two
-#: fastest were added after a quiet machine's sweep showed 50 subscribers' fan-out
-#: costing 2.6 times less per delivery at 1,900 msgs/s than at 210 (gaps well under the
-#: 1.2 ms the others reach, where the law was flat).
-WARMTH_RUNS: tuple[tuple[int, float], ...] = (
-    (200, 25.0),
-    (200, 50.0),
-    (200, 200.0),
-    (50, 600.0),
-    (50, 1200.0),
-    (50, 1800.0),
-)
+#: 1 ms to 40 ms on this 2-core machine (with the cost run at 200 subscribers).
+WARMTH_RUNS: tuple[tuple[int, float], ...] = ((200, 25.0), (200, 50.0), (200, 200.0), (50, 600.0))
 #: Deliveries/s of the CPU runs per transport (well below any capacity measured here).
 _COST_DPS = {"websocket": 20_000.0, "sse": 20_000.0, "long-polling": 2_000.0}
 #: ``rtsim serve`` flags for load runs from one address.
