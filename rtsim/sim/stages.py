@@ -161,7 +161,7 @@ def simulate_stages(
     c_req = (cost.request_us or 100.0) * 1e-6
     share = cost.answer_share
     ws = cal.cost(Transport.WEBSOCKET)
-    stall_s = ws.at(ws.at_n).server_us * 1e-6 * ws.at_n  # the calibration's mean fan-out
+    stall_s = ws.server_us * 1e-6 * ws.at_n  # the calibration's mean fan-out
     segs = n / ws.at_n
     c_cli_req = cost.client_request_us * 1e-6
     c_pub = cal.publish_us * 1e-6
@@ -307,8 +307,8 @@ def simulate_stages(
                     # (preemption, a collection): it comes per stretch of time, not per
                     # delivery. A fan-out of n meets n / n_cal of the calibration's
                     # fan-outs' interruptions (rounded at random), each of its length.
-                    k = int(segs) + int(rng.random() < segs - int(segs))
-                    extra = np.clip(_draw(rng, cal.fanout_shape, k) - 1.0, 0.0, None).sum()
+                    hits = int(segs) + int(rng.random() < segs - int(segs))
+                    extra = np.clip(_draw(rng, cal.fanout_shape, hits) - 1.0, 0.0, None).sum()
                     c = c_srv * min(f, 1.0) + float(extra) * stall_s / n
                 else:
                     c = c_srv * f

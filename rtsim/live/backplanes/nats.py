@@ -256,7 +256,6 @@ class JetStreamBackplane(BrokerBackplane):
             if seq <= self._feed_last:
                 return
             if seq > self._feed_last + 1:  # the stream's sequence has no holes of its own
-                self._feed_last = seq
                 self._feed_gap()
         self._feed_last = seq
         n = _ordinal(msg.headers)

@@ -20,6 +20,7 @@ tail never claims more history than the broker holds); all tails together keep a
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import OrderedDict, deque
 from typing import Generic, TypeVar
 
@@ -55,7 +56,7 @@ class Tail(Generic[T]):
         are held beyond them. Call only when :meth:`covers` is true."""
         i = bisect.bisect_right(self.seqs, after)
         stop = len(self.seqs) if limit is None else min(len(self.seqs), i + limit)
-        return [self.items[k] for k in range(i, stop)], stop < len(self.seqs)
+        return list(itertools.islice(self.items, i, stop)), stop < len(self.seqs)
 
 
 class ChannelTails(Generic[T]):
@@ -73,9 +74,6 @@ class ChannelTails(Generic[T]):
         self.held = 0
         self._tails: OrderedDict[str, Tail[T]] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._tails)
-
     def get(self, channel: str) -> Tail[T] | None:
         return self._tails.get(channel)
 
@@ -89,12 +87,11 @@ class ChannelTails(Generic[T]):
         if self.total == 0:
             return
         tail = self._tails.get(channel)
-        if prev is None or (tail is not None and (prev != tail.last or seq <= prev)):
-            if tail is not None:
-                self._drop(channel)
-            if prev is None:
-                return
+        if tail is not None and (prev != tail.last or seq <= tail.last):
+            self._drop(channel)  # a break in the run: start again from this message
             tail = None
+        if prev is None:
+            return
         if tail is None:
             tail = self._tails[channel] = Tail(prev)
         else:
