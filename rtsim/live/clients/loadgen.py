@@ -38,7 +38,7 @@ every delivery then crosses the broker), else to ``url``.
 Stage timestamps: ``traced`` messages (spread evenly; default 200) carry a ``trace`` key
 and their send time; the server records when it received each, fanned it out and wrote it
 to every subscriber (:mod:`rtsim.live.server.stages`, ``GET /debug/stages``), the
-subscribers when they read and handled it. ``summary.extra["stages"]`` holds p50/p99 per
+subscribers when they read and handled it. ``summary.extra["stages"]`` holds p50/p99/mean per
 stage (:data:`rtsim.core.stages.STAGES`) and ``RunResult.deliveries`` the per-delivery
 stage frame (:func:`rtsim.core.stages.stage_frame`). Against a server without the
 endpoint (a peer server) the stages are empty (``n`` 0).

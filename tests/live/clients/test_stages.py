@@ -88,13 +88,15 @@ def test_traced_stages_are_causal_and_add_up(server: tuple[str, int], transport:
     # Causality on one clock: no stage is negative (1 µs of rounding allowed).
     assert (df[list(STAGES)] >= -0.001).all().all()
     assert df["position"].between(0, 39).all()
-    # Per delivery the stages add up exactly; their p50s add up to the end-to-end p50
-    # within a tolerance (a sum of medians is not the median of sums).
+    # Per delivery the stages add up exactly, so the reported stage means add up to the
+    # end-to-end mean. (Their p50s need not add up to the end-to-end p50: on a busy
+    # machine one delivery waits in one stage and the next in another, and a CI run once
+    # saw 2.2 ms of stage p50s against an 8.2 ms end-to-end p50.)
     np.testing.assert_allclose(df[list(STAGES)].sum(axis=1), df["end_to_end"], atol=1e-6)
     st = s.extra["stages"]
-    total = sum(st[k]["p50_ms"] for k in STAGES)
-    e2e = st["end_to_end"]["p50_ms"]
-    assert abs(total - e2e) <= 0.5 * e2e + 0.5, (total, e2e)
+    total = sum(st[k]["mean_ms"] for k in STAGES)
+    assert total == pytest.approx(st["end_to_end"]["mean_ms"], abs=1e-3)
+    assert all(st[k]["p50_ms"] <= st[k]["p99_ms"] for k in (*STAGES, "end_to_end"))
     assert st["end_to_end"]["n"] == traced
 
 
