@@ -34,7 +34,7 @@ from ..core.transport import Transport, parse_transport
 from ..live.clients.loadgen import LoadParams, run_load
 from ..live.process import serve_process
 from ..sim.stage_calibration import CpuRun, fit_warmth
-from ..sim.stages import StageCalibration, TransportCosts, calibrate_stages
+from ..sim.stages import StageCalibration, TransportCosts, calibrate_stages, fit_request_costs
 
 __all__ = [
     "CALIBRATION_CONFIG",
@@ -125,6 +125,7 @@ def _run(
 
 def _cpu_run(r: RunResult, subscribers: int, rate: float, processes: int) -> CpuRun:
     e = r.summary.extra
+    ftw = e.get("stages", {}).get("fanout_to_write", {}).get("p50_ms", math.nan)
     return CpuRun(
         rate=rate,
         subscribers=subscribers,
@@ -133,6 +134,7 @@ def _cpu_run(r: RunResult, subscribers: int, rate: float, processes: int) -> Cpu
         server_cpu_s=float(e["server_cpu_s"] or 0.0),
         loadgen_cpu_s=float(e["loadgen_cpu_s"]),
         publisher_cpu_s=float(e["publisher_cpu_s"]),
+        fanout_to_write_p50_ms=float(ftw) if math.isfinite(ftw) else None,
     )
 
 
@@ -151,7 +153,8 @@ def measure_costs(
 
     Long polling needs ``websocket`` (its costs at the same size): its per-delivery costs
     are taken from there and the rest of the CPU is divided by the requests the server
-    answered (``rtsim_connections_opened_total`` in /metrics). The rate is
+    answered inside the run's CPU window (``rtsim_connections_opened_total`` in /metrics, less
+    each subscriber's first poll, made before the window). The rate is
     :data:`_COST_DPS` / ``subscribers``. With ``wakeup`` (this machine's wake-up CPU by
     idle gap) the costs are net of the wake-ups the run paid (the server and each worker
     once per message, after an idle gap of about the message interval; push transports
@@ -181,7 +184,9 @@ def measure_costs(
             at_n=subscribers,
         )
     ws = websocket or TransportCosts(server_us=0.0, client_us=0.0)
-    requests = max(1.0, _poll_requests(url) - before)
+    # Each subscriber's first poll was made while the workers connected, before the run's
+    # CPU window opened: only the later ones were paid for inside it.
+    requests = max(1.0, _poll_requests(url) - before - subscribers)
     return TransportCosts(
         server_us=ws.server_us,
         client_us=ws.client_us,
@@ -283,6 +288,13 @@ def calibrate_stage_model(
         scal = replace(scal, publish_us=traced.per_message_us("publisher") / f_pub)
     for name, by_n in costs.items():
         scal = scal.with_costs(name, TransportCosts.fit(by_n[small], by_n[large]))
+    fitted: dict[int, TransportCosts] = {}
+    if "long-polling" in costs:
+        # Per-request costs made to reproduce their own cost runs in the model.
+        for n, c in costs["long-polling"].items():
+            lp_cal = scal.with_costs("long-polling", c)
+            fitted[n] = fit_request_costs(lp_cal, cost_runs[("long-polling", n)])
+        scal = scal.with_costs("long-polling", TransportCosts.fit(fitted[small], fitted[large]))
     if raw is not None:
         raw.update(
             run=r,
@@ -302,6 +314,7 @@ def calibrate_stage_model(
         "measured_p50_ms": s.p50_ms,
         "measured_p99_ms": s.p99_ms,
         "costs": {k: {str(n): vars(c) for n, c in v.items()} for k, v in costs.items()},
+        "long_polling_fitted": {str(n): vars(c) for n, c in fitted.items()},
         "cost_command": "rtsim load --transport T --subscribers N --rate R --duration 2"
         f" (N in {list(COST_SIZES)}, R×N = {_COST_DPS} deliveries/s)",
         "wakeup": vars(wake),

@@ -348,7 +348,8 @@ def calibrate_stages(
 class CpuRun:
     """The CPU of one WebSocket load run (``rtsim load``), for :func:`fit_warmth`:
     ``rate`` msgs/s to ``subscribers`` over ``processes`` workers, ``published`` messages,
-    CPU seconds of the server, the whole load generator and its publisher."""
+    CPU seconds of the server, the whole load generator and its publisher; for a traced
+    run also its ``fanout_to_write`` p50 (ms; None when nothing was traced)."""
 
     rate: float
     subscribers: int
@@ -357,6 +358,7 @@ class CpuRun:
     server_cpu_s: float
     loadgen_cpu_s: float
     publisher_cpu_s: float
+    fanout_to_write_p50_ms: float | None = None
 
     def per_message_us(self, role: str) -> float:
         """CPU µs one process of ``role`` spent per message."""

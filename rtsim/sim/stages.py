@@ -57,6 +57,7 @@ ANSWER_SHARE`).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,7 @@ from .seeding import as_seed_sequence
 from .stage_calibration import (
     _QS,
     ANSWER_SHARE,
+    CpuRun,
     StageCalibration,
     TransportCosts,
     _draw,
@@ -77,11 +79,61 @@ from .stage_calibration import (
 
 __all__ = [
     "ANSWER_SHARE",
+    "CpuRun",
     "StageCalibration",
     "TransportCosts",
     "calibrate_stages",
+    "fit_request_costs",
     "simulate_stages",
 ]
+
+
+def fit_request_costs(
+    cal: StageCalibration,
+    run: CpuRun,
+    seed: int = 0,
+    iterations: int = 8,
+    tolerance: float = 0.01,
+) -> TransportCosts:
+    """Long polling's per-request costs at ``run``'s size, made to reproduce ``run`` (a
+    measured long-polling cost run) in the model itself.
+
+    The measured costs (``cal.cost("long-polling")``, CPU per request divided by one
+    warmth factor for the run's idle gap) assume the whole run is one burst after that
+    gap; in the model a message's answers are one burst and the re-polls that follow come
+    as many short ones, which the warmth law charges less. So the run is simulated, and
+    ``request_us`` and ``client_request_us`` are scaled until the model's server and
+    worker CPU equal the run's (``server_cpu_s``; ``loadgen_cpu_s`` less
+    ``publisher_cpu_s``), and ``answer_share`` until the model's ``fanout_to_write`` p50
+    equals the run's (when it was traced): each at most ``iterations`` rounds, stopping
+    when every ratio is within ``tolerance``. The answer share stays in [0.05, 1].
+    Returns the fitted :class:`TransportCosts` (``at_n`` = the run's subscribers, no size
+    exponents). Raises ``ValueError`` if the run published nothing.
+    """
+    if run.published < 1 or not run.rate > 0:
+        raise ValueError("the cost run published nothing")
+    lp = Transport.LONG_POLLING
+    c = replace(cal.cost(lp).at(run.subscribers), at_n=run.subscribers)
+    cal = replace(cal, client_processes=run.processes)
+    duration = run.published / run.rate
+    meas_cli = max(run.loadgen_cpu_s - run.publisher_cpu_s, 0.0)
+    for _ in range(iterations):
+        f = simulate_stages(cal.with_costs(lp, c), lp, run.subscribers, run.rate, duration, seed)
+        sim = f.attrs["cpu_s"]
+        ks = run.server_cpu_s / sim["server"] if sim["server"] > 0 else 1.0
+        kc = meas_cli / sim["client"] if sim["client"] > 0 else 1.0
+        ka = 1.0
+        ftw = float(np.nanmedian(f["fanout_to_write"]))
+        if run.fanout_to_write_p50_ms and ftw > 0:
+            ka = run.fanout_to_write_p50_ms / ftw
+        if max(abs(ks - 1), abs(kc - 1), abs(ka - 1)) <= tolerance:
+            break
+        req = c.request_us * ks
+        answer = (c.server_us + c.answer_share * c.request_us) * ka
+        share = min(max((answer - c.server_us) / req, 0.05), 1.0) if req > 0 else c.answer_share
+        cli = c.client_request_us * kc
+        c = replace(c, request_us=req, client_request_us=cli, answer_share=share)
+    return c
 
 
 def simulate_stages(
@@ -109,6 +161,9 @@ def simulate_stages(
 ) -> pd.DataFrame:
     """Simulate the stages of every delivery; one row per delivery (ms), the
     :func:`~rtsim.core.stages.stage_frame` columns (``trace`` is the message number).
+
+    ``frame.attrs["cpu_s"]`` holds the CPU seconds the model charged to the ``server``,
+    the workers together (``client``), the ``publisher`` and the ``relay``.
 
     Each switch turns one mechanism off (to measure what it closes; see
     :data:`rtsim.lab.stage_compare.MECHANISMS`): ``epoll_ms`` (whole-ms timer
@@ -155,6 +210,7 @@ def simulate_stages(
     wake_cpu = wake_cpu and not warm  # the warmth law includes the wake-ups' CPU
     role_of = ["server"] + ["client"] * P + ["publisher", "server", "clock"]
     burst = [1.0] * (procs + 1)  # each process's current warmth factor
+    cpu = [0.0] * (procs + 1)  # CPU seconds charged to each process
     cost = cal.cost(t).at(n) if size_law else cal.cost(t)
     c_srv = cost.server_us * 1e-6
     c_cli = cost.client_us * 1e-6
@@ -193,6 +249,7 @@ def simulate_stages(
         elif wake_cpu and idle:
             # A process that was idle pays its wake-up's CPU first (measured by idle gap).
             work += cal.wake_cpu_us((ready - eng.busy_until[p]) * 1e3) * 1e-6
+        cpu[p] += work
         eng.submit(p, ready, work, done)
 
     def net_ms(role: str) -> float:
@@ -423,4 +480,10 @@ def simulate_stages(
         }
     )
     assert set(STAGES) <= set(frame.columns)
+    frame.attrs["cpu_s"] = {
+        "server": cpu[SRV],
+        "client": float(sum(cpu[1 : P + 1])),
+        "publisher": cpu[PUB],
+        "relay": cpu[RELAY] if broker_hop_ms is not None else 0.0,
+    }
     return frame

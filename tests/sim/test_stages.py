@@ -315,3 +315,35 @@ def test_stalls_come_per_stretch_of_time_not_per_delivery() -> None:
     short_on, short_off = fan_ms(20), fan_ms(20, stalls=False)
     assert np.median(short_on) <= np.median(short_off) + 1e-9
     assert np.max(short_on) > 3 * np.max(short_off)  # (0.20 ms against 0.04, seed 3)
+
+
+def test_request_costs_are_fitted_to_reproduce_their_cost_run(cal: StageCalibration) -> None:
+    """A long-polling cost run made by the model with known costs (request 150 µs, the
+    worker's 120 µs, answer share 0.6) is fitted back from other starting costs: the
+    model's CPU and fan-out-to-write p50 for that run are the measured ones, so the fitted
+    costs are the known ones. A run that published nothing is refused."""
+    from rtsim.sim.stages import CpuRun, fit_request_costs
+
+    true = TransportCosts(8.0, 5.0, request_us=150.0, client_request_us=120.0, answer_share=0.6)
+    start = TransportCosts(8.0, 5.0, request_us=80.0, client_request_us=60.0)
+    known = replace(cal.with_costs("long-polling", true), warmth={})
+    f = simulate_stages(known, "long-polling", 200, 10.0, 2.0, 0)
+    cpu = f.attrs["cpu_s"]
+    assert cpu["server"] > 0 and cpu["client"] > 0 and cpu["relay"] == 0.0
+    run = CpuRun(
+        rate=10.0,
+        subscribers=200,
+        processes=known.client_processes,
+        published=20,
+        server_cpu_s=cpu["server"],
+        loadgen_cpu_s=cpu["client"] + cpu["publisher"],
+        publisher_cpu_s=cpu["publisher"],
+        fanout_to_write_p50_ms=float(np.median(f["fanout_to_write"])),
+    )
+    got = fit_request_costs(known.with_costs("long-polling", start), run)
+    assert got.request_us == pytest.approx(150.0, rel=0.03)
+    assert got.client_request_us == pytest.approx(120.0, rel=0.03)
+    assert got.answer_share == pytest.approx(0.6, abs=0.05)
+    assert got.at_n == 200 and got.server_exponent == 0.0
+    with pytest.raises(ValueError, match="published nothing"):
+        fit_request_costs(known, replace(run, published=0))
