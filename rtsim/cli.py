@@ -182,6 +182,12 @@ def _add_load(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="library of the SSE subscribers: raw (default, a bare asyncio Protocol) or aiohttp",
     )
     p.add_argument(
+        "--lp-client",
+        default="raw",
+        help="library of the long-polling subscribers: raw (default, a bare asyncio Protocol "
+        "on one keep-alive connection) or aiohttp",
+    )
+    p.add_argument(
         "--capacity",
         action="store_true",
         help="step the rate (x1.5 from --rate) until p95 exceeds --sla-p95-ms",
@@ -209,6 +215,7 @@ def _run_load(a: argparse.Namespace) -> int:
         server_pid=a.server_pid,
         ws_client=a.ws_client,
         sse_client=a.sse_client,
+        lp_client=a.lp_client,
     )
     if a.capacity:
         rates = []

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from rtsim.core.transport import Transport, parse_transport
 
-from .transports import CLIENT_TRANSPORTS, LOAD_SSE_CLIENTS, LOAD_WS_CLIENTS
+from .transports import CLIENT_TRANSPORTS, LOAD_LP_CLIENTS, LOAD_SSE_CLIENTS, LOAD_WS_CLIENTS
 
 __all__ = ["LoadParams"]
 
@@ -55,6 +55,7 @@ class LoadParams:
     publish_url: str | None = None
     ws_client: str = "raw"
     sse_client: str = "raw"
+    lp_client: str = "raw"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transport", parse_transport(self.transport))
@@ -75,6 +76,10 @@ class LoadParams:
             (
                 self.sse_client in LOAD_SSE_CLIENTS,
                 f"sse_client must be {_choices(list(LOAD_SSE_CLIENTS))}, got {self.sse_client!r}",
+            ),
+            (
+                self.lp_client in LOAD_LP_CLIENTS,
+                f"lp_client must be {_choices(list(LOAD_LP_CLIENTS))}, got {self.lp_client!r}",
             ),
             (self.subscribers >= 1, f"subscribers must be >= 1, got {self.subscribers}"),
             (
@@ -118,10 +123,10 @@ class LoadParams:
     @property
     def load_client(self) -> str:
         """The library the subscribers of this run use: ``ws_client`` for WebSocket,
-        ``sse_client`` for SSE, else aiohttp."""
+        ``sse_client`` for SSE, ``lp_client`` for long polling."""
         if self.transport is Transport.WEBSOCKET:
             return self.ws_client
-        return self.sse_client if self.transport is Transport.SSE else "aiohttp"
+        return self.sse_client if self.transport is Transport.SSE else self.lp_client
 
     def channel_name(self, k: int) -> str:
         return f"load-{self.run_id}-{k % self.channels}"

@@ -14,13 +14,13 @@ HdrHistogram; every subscriber counts the messages of its channel it received, s
 ``lost`` and ``duplicates`` are exact (delivery is in order per channel, so a repeated or
 older sequence number is a duplicate).
 
-The generator keeps its own cost low, so the server is what a run measures: subscribers
-run on bare asyncio Protocols by default (``ws_client``, ``sse_client``; picows and aiohttp
-are the others), a broadcast is decoded once per worker process (every subscriber of a
-channel reads the same bytes), each latency is appended to a list and recorded into the
-histogram in bulk (:class:`~rtsim.core.results.LatencyStream`) every second, and each worker
-freezes its heap (``gc.freeze``) once its subscribers are connected. Its CPU time per
-delivery is reported beside the server's in every result
+The generator keeps its own cost low, so the server is what a run measures: subscribers run
+on bare asyncio Protocols by default (``ws_client``, ``sse_client``, ``lp_client``; picows
+and aiohttp are the others), a broadcast is decoded once per worker process (every
+subscriber of a channel reads the same bytes), each latency is appended to a list and
+recorded into the histogram in bulk (:class:`~rtsim.core.results.LatencyStream`) every
+second, and each worker freezes its heap (``gc.freeze``) once its subscribers are
+connected. Its CPU time per delivery is reported beside the server's in every result
 (``extra["loadgen_cpu_us_per_delivery"]``, ``extra["server_cpu_us_per_delivery"]``).
 
 An overloaded server may send subscribers to interval polling (``docs/protocol.md``,
@@ -252,7 +252,9 @@ class _Worker:
             self.all_ready.set()
 
     async def one(self, session: aiohttp.ClientSession, k: int) -> None:
-        subscribe = load_subscriber(self.p.transport, self.p.ws_client, self.p.sse_client)
+        subscribe = load_subscriber(
+            self.p.transport, self.p.ws_client, self.p.sse_client, self.p.lp_client
+        )
         got = self._receiver(k)
         target = LoadTarget(self.p.url, self.p.token, self.p.ws_path)
         s = self.subs[k]

@@ -1,7 +1,8 @@
-"""What the load generator's bare-Protocol subscribers (:mod:`.ws_raw`, :mod:`.sse_raw`)
-share: one request written by hand, the answer's head read (:mod:`.httphead`), a refusal
-read to its end and raised as :class:`~.wire.Refused`, the outcome handed to the
-subscriber's coroutine (:func:`run_request`).
+"""What the load generator's bare-Protocol subscribers (:mod:`.ws_raw`, :mod:`.sse_raw`,
+:mod:`.longpoll_raw`) share: a request written by hand, the answer's head read
+(:mod:`.httphead`), a refusal read to its end and raised as :class:`~.wire.Refused`, the
+outcome handed to the subscriber's coroutine (:func:`run_request`,
+:func:`request_outcome`).
 
 A subclass of :class:`OneRequest` reads what follows an accepted head in its own
 ``data_received`` (the hot path: no call in between) and hands everything before to
@@ -14,13 +15,13 @@ import abc
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import cast
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 from .httphead import Head, read_head
 from .wire import DEGRADED_HEADER, Dropped, Refused, load_refusal, local_port
 
-__all__ = ["OneRequest", "run_request"]
+__all__ = ["OneRequest", "request_outcome", "run_request"]
 
 
 class OneRequest(asyncio.Protocol, abc.ABC):
@@ -108,12 +109,13 @@ class OneRequest(asyncio.Protocol, abc.ABC):
         self.end(Dropped(self.cursor(), why))
 
 
-async def run_request(
-    url: str, make: Callable[[], OneRequest], since: str | None, *, tls: bool
-) -> None:
+P = TypeVar("P", bound=OneRequest)
+
+
+async def request_outcome(url: str, make: Callable[[], P], *, tls: bool) -> tuple[Exception, P]:
     """Connect to the host of ``url`` (``tls``: over TLS) with the protocol ``make()``
-    gives and raise its outcome: :func:`~.wire.load_refusal` of a refusal (resuming after
-    ``since``), else the exception it ended with. Cancelling closes the connection."""
+    gives; return the exception it ended with and the protocol. Connection errors
+    (``OSError``) propagate; cancelling closes the connection."""
     u = urlsplit(url)
     if u.hostname is None:
         raise ValueError(f"a server URL needs a host, got {url!r}")
@@ -125,6 +127,16 @@ async def run_request(
         outcome = await proto.done
     finally:
         transport.close()  # at once if cancelled; a no-op once closed
+    return outcome, proto
+
+
+async def run_request(
+    url: str, make: Callable[[], OneRequest], since: str | None, *, tls: bool
+) -> None:
+    """Connect to the host of ``url`` (``tls``: over TLS) with the protocol ``make()``
+    gives and raise its outcome: :func:`~.wire.load_refusal` of a refusal (resuming after
+    ``since``), else the exception it ended with. Cancelling closes the connection."""
+    outcome, _proto = await request_outcome(url, make, tls=tls)
     if isinstance(outcome, Refused):
         raise load_refusal(outcome, since) from None
     raise outcome

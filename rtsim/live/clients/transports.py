@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from rtsim.core.transport import Transport
 
-from . import longpoll, sse, sse_raw, websocket, ws_picows, ws_raw
+from . import longpoll, longpoll_raw, sse, sse_raw, websocket, ws_picows, ws_raw
 from .wire import ClientTransport, LoadSubscriber
 
 __all__ = [
     "CLIENT_TRANSPORTS",
+    "LOAD_LP_CLIENTS",
     "LOAD_SSE_CLIENTS",
     "LOAD_WS_CLIENTS",
     "client_transport",
@@ -41,20 +42,29 @@ LOAD_SSE_CLIENTS: dict[str, LoadSubscriber] = {
     "aiohttp": sse.load_subscriber,
 }
 
+#: The load generator's long-polling subscribers (``LoadParams.lp_client``, ``rtsim load
+#: --lp-client``): a bare asyncio Protocol on one keep-alive connection (the default, the
+#: leaner) or aiohttp.
+LOAD_LP_CLIENTS: dict[str, LoadSubscriber] = {
+    "raw": longpoll_raw.load_subscriber,
+    "aiohttp": longpoll.load_subscriber,
+}
+
 
 def load_subscriber(
-    transport: Transport, ws_client: str = "raw", sse_client: str = "raw"
+    transport: Transport, ws_client: str = "raw", sse_client: str = "raw", lp_client: str = "raw"
 ) -> LoadSubscriber:
     """The load generator's subscriber for ``transport``: for WebSocket the one of
     ``ws_client`` (a key of :data:`LOAD_WS_CLIENTS`), for SSE the one of ``sse_client``
-    (a key of :data:`LOAD_SSE_CLIENTS`), else the transport's own. Raises ``ValueError``
-    for a transport or client there is none of."""
-    for kind, name, table in (
-        (Transport.WEBSOCKET, "ws_client", LOAD_WS_CLIENTS),
-        (Transport.SSE, "sse_client", LOAD_SSE_CLIENTS),
+    (a key of :data:`LOAD_SSE_CLIENTS`), for long polling the one of ``lp_client`` (a key
+    of :data:`LOAD_LP_CLIENTS`), else the transport's own. Raises ``ValueError`` for a
+    transport or client there is none of."""
+    for kind, name, table, chosen in (
+        (Transport.WEBSOCKET, "ws_client", LOAD_WS_CLIENTS, ws_client),
+        (Transport.SSE, "sse_client", LOAD_SSE_CLIENTS, sse_client),
+        (Transport.LONG_POLLING, "lp_client", LOAD_LP_CLIENTS, lp_client),
     ):
         if transport is kind:
-            chosen = ws_client if kind is Transport.WEBSOCKET else sse_client
             try:
                 return table[chosen]
             except KeyError:

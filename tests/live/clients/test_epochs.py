@@ -87,15 +87,19 @@ async def test_refused_cursor_is_dropped_not_stuck(serve: Serve) -> None:
         assert isinstance(m, Message) and m.id == "1"
 
 
-async def test_load_subscriber_reports_the_restart_as_a_gap(serve: Serve) -> None:
-    """The load generator's long-polling subscriber survives a restart: the epoch gap is
-    reported (``gap``) and the messages of the new run are counted, nothing twice."""
+@pytest.mark.parametrize("lp_client", ["raw", "aiohttp"])
+async def test_load_subscriber_reports_the_restart_as_a_gap(serve: Serve, lp_client: str) -> None:
+    """The load generator's long-polling subscribers (either client) survive a restart:
+    the epoch gap is reported (``gap``) and the messages of the new run are counted,
+    nothing twice."""
     import asyncio
 
     import aiohttp
 
-    from rtsim.live.clients.longpoll import load_subscriber
+    from rtsim.live.clients.transports import LOAD_LP_CLIENTS
     from rtsim.live.clients.wire import LoadTarget
+
+    load_subscriber = LOAD_LP_CLIENTS[lp_client]
 
     old = serve()
     port = int(old.url.rsplit(":", 1)[1])

@@ -45,14 +45,15 @@ def server() -> Iterator[tuple[str, int]]:
         ("websocket", "aiohttp"),
         ("sse", "raw"),
         ("sse", "aiohttp"),
+        ("long-polling", "raw"),
         ("long-polling", "aiohttp"),
     ],
 )
 def test_zero_loss_and_no_duplicates_at_moderate_load(
     server: tuple[str, int], transport: str, ws_client: str
 ) -> None:
-    kind = "sse_client" if transport == "sse" else "ws_client"
-    clients = {kind: ws_client} if transport != "long-polling" else {}
+    kind = {"sse": "sse_client", "long-polling": "lp_client"}.get(transport, "ws_client")
+    clients = {kind: ws_client}
     url, pid = server
     p = LoadParams(
         url=url,
@@ -184,6 +185,7 @@ def test_cli_json(server: tuple[str, int], how: list[str], ws_client: str) -> No
         ({"channels": 5, "subscribers": 2}, "channels must be between"),
         ({"ws_client": "websockets"}, "ws_client must be raw, picows or aiohttp"),
         ({"sse_client": "httpx"}, "sse_client must be raw or aiohttp, got 'httpx'"),
+        ({"lp_client": "requests"}, "lp_client must be raw or aiohttp, got 'requests'"),
     ],
 )
 def test_bad_parameters(kw: dict[str, object], message: str) -> None:
