@@ -8,6 +8,11 @@ One ``rtsim serve`` (memory backplane), fresh subscribers per row, in one run:
   Protocol, one memoized lookup per broadcast read)
 * ``sse/aiohttp``       — ``rtsim load --transport sse --sse-client aiohttp``
 * ``sse/raw``           — ``rtsim load --transport sse`` (``--sse-client raw``, the default)
+* ``long-polling/aiohttp`` — ``rtsim load --transport long-polling --lp-client aiohttp``
+* ``long-polling/raw``  — ``rtsim load --transport long-polling`` (``--lp-client raw``, the
+  default: one keep-alive connection per subscriber, the next poll written in the read
+  callback). Long polling costs the server about ten times as much per delivery, so its
+  rows run at a fifth of the rate.
 * ``floor``             — not a client: bare asyncio Protocols (on uvloop, as the load
   workers) that do the WebSocket handshake and the subscribe frame by hand and then only
   count the message frames in the bytes they are given. Its CPU per delivery is what
@@ -168,7 +173,7 @@ def floor(url: str, subscribers: int, rate: float, duration: float) -> dict[str,
 def client_row(
     url: str, pid: int, transport: str, client: str, n: int, rate: float, duration: float
 ) -> dict[str, Any]:
-    kind = "ws_client" if transport == "websocket" else "sse_client"
+    kind = {"sse": "sse_client", "long-polling": "lp_client"}.get(transport, "ws_client")
     p = LoadParams(  # type: ignore[arg-type]
         url=url,
         transport=transport,
@@ -219,8 +224,11 @@ def main() -> None:
             ("websocket", "raw"),
             ("sse", "aiohttp"),
             ("sse", "raw"),
+            ("long-polling", "aiohttp"),
+            ("long-polling", "raw"),
         ]:
-            rows.append(client_row(url, pid, transport, client, n, rate, dur))
+            r_t = rate / 5 if transport == "long-polling" else rate
+            rows.append(client_row(url, pid, transport, client, n, r_t, dur))
             print(json.dumps(rows[-1]), flush=True)
         rows.append(floor(url, n, rate, dur))
         print(json.dumps(rows[-1]), flush=True)
@@ -246,7 +254,8 @@ def main() -> None:
         "CPU seconds (from /proc and getrusage) are meaningful, latency percentiles are not.",
         "",
         f"One `rtsim serve` (memory backplane); per row {n:,} fresh subscribers on one "
-        f"channel, {rate:g} broadcasts/s for {dur:g} s, two load worker processes. "
+        f"channel, {rate:g} broadcasts/s ({rate / 5:g} for long polling) for {dur:g} s, "
+        "two load worker processes. "
         "Load-gen CPU counts the subscribers' worker processes and the publisher; "
         "the floor row counts bare asyncio Protocols that only count message frames. "
         f"Of {round(rate * dur)} messages one in {max(1, round(rate * dur) // 200)} is traced "
