@@ -79,6 +79,21 @@ class TransportCosts:
     server_exponent: float = 0.0
     client_exponent: float = 0.0
     answer_share: float = ANSWER_SHARE
+    #: Long polling: the answer share measured at a second size (``large_n``
+    #: connections; 0: none); between the two sizes it is interpolated in log(n), beyond
+    #: them the nearer one holds (:meth:`at`).
+    large_n: int = 0
+    large_answer_share: float = ANSWER_SHARE
+
+    def share_at(self, subscribers: int) -> float:
+        """The answer share at ``subscribers`` connections."""
+        if not self.large_n or self.large_n == self.at_n:
+            return self.answer_share
+        x = (math.log(max(subscribers, 1)) - math.log(self.at_n)) / math.log(
+            self.large_n / self.at_n
+        )
+        w = min(max(x, 0.0), 1.0)
+        return (1 - w) * self.answer_share + w * self.large_answer_share
 
     def at(self, subscribers: int) -> TransportCosts:
         """These costs for ``subscribers`` connections (the size law applied)."""
@@ -93,12 +108,14 @@ class TransportCosts:
             at_n=max(subscribers, 1),
             server_exponent=0.0,
             client_exponent=0.0,
+            answer_share=self.share_at(subscribers),
+            large_n=0,
         )
 
     @staticmethod
     def fit(small: TransportCosts, large: TransportCosts) -> TransportCosts:
         """``small``'s costs with the size exponents that make them ``large``'s at its
-        size (each clipped to [0, 1])."""
+        size (each clipped to [0, 1]), and ``large``'s answer share at its size."""
         k = math.log(large.at_n / small.at_n)
 
         def e(a: float, b: float) -> float:
@@ -109,7 +126,13 @@ class TransportCosts:
             small.client_us + small.client_request_us,
             large.client_us + large.client_request_us,
         )
-        return replace(small, server_exponent=e(*srv), client_exponent=e(*cli))
+        return replace(
+            small,
+            server_exponent=e(*srv),
+            client_exponent=e(*cli),
+            large_n=large.at_n,
+            large_answer_share=large.answer_share,
+        )
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ stage                  model                                                    
                        ``n / n_cal`` of the calibration fan-out's excesses, each of
                        its length); long polling: the parked polls answered in the
                        order they were parked (the first ones worker by worker), each
-                       ``server_us`` + ``answer_share`` × ``request_us`` [5], the
-                       rest of ``request_us`` when the next poll arrives; a
+                       ``server_us`` + ``answer_share`` × ``request_us`` [5][6], the
+                       rest of ``request_us`` when the next poll arrives; the answer
+                       round meets interruptions as a fan-out of its length does; a
                        subscriber whose next poll has not arrived gets the message in
                        that poll's answer
 ``write_to_read``      loopback + the client loop's wake-up when its process was     [2][4]
@@ -51,7 +52,11 @@ subscribers with the server's and the workers' CPU sampled (/proc/PID/schedstat)
 every poll's arrival logged: the server answers all parked polls of a message in one
 event-loop round (no re-poll is read before its last answer), in the order of its waiter
 list, which the first polls fill worker by worker (see :data:`~rtsim.sim.stage_calibration.
-ANSWER_SHARE`).
+ANSWER_SHARE`). [6] The long-polling cost runs of [4], fitted through the model itself
+(:func:`fit_request_costs`): ``request_us``, ``client_request_us`` and ``answer_share``
+at each of the two sizes are those with which the model reproduces that run's server and
+worker CPU and its fan-out-to-write p50; between the sizes the share is interpolated
+(:meth:`~rtsim.sim.stage_calibration.TransportCosts.share_at`).
 """
 
 from __future__ import annotations
@@ -218,7 +223,6 @@ def simulate_stages(
     share = cost.answer_share
     ws = cal.cost(Transport.WEBSOCKET)
     stall_s = ws.server_us * 1e-6 * ws.at_n  # the calibration's mean fan-out
-    segs = n / ws.at_n
     c_cli_req = cost.client_request_us * 1e-6
     c_pub = cal.publish_us * 1e-6
     lo_min = cal.loopback_min_ms * 1e-3
@@ -308,7 +312,7 @@ def simulate_stages(
     park_seq = [float(n)]
     upto = [-1]  # messages whose fan-out has begun
 
-    def answer(k: int, at: float) -> None:
+    def answer(k: int, at: float, stall: float = 0.0) -> None:
         first, last = int(cursor[k]) + 1, upto[0]
         cursor[k] = last
         parked[k] = False
@@ -329,7 +333,7 @@ def simulate_stages(
 
             submit(q, now + loop_delay(q, now), c_cli_req + c_cli * count, handled)
 
-        submit(SRV, at, c_srv * count + c_req * share, written)
+        submit(SRV, at, c_srv * count + c_req * share + stall, written)
 
     def requested(k: int) -> Any:
         def done(now: float) -> None:
@@ -343,6 +347,18 @@ def simulate_stages(
 
         return done
 
+    def interruptions(busy_s: float) -> float:
+        # The part of a fan-out's time above its mean is interruption (preemption, a
+        # collection): it comes per stretch of time, not per delivery. Work of busy_s
+        # seconds meets busy_s / stall_s of the calibration fan-outs' interruptions
+        # (rounded at random), each of its length; the seconds they add.
+        if not (stalls and fanout_variance):
+            return 0.0
+        segs = busy_s / stall_s
+        hits = int(segs) + int(rng.random() < segs - int(segs))
+        extra = np.clip(_draw(rng, cal.fanout_shape, hits) - 1.0, 0.0, None).sum()
+        return float(extra) * stall_s
+
     def fan_out(i: int) -> Any:
         def done(now: float) -> None:
             start[i] = now
@@ -353,20 +369,16 @@ def simulate_stages(
             at = float(arrived[i])
             if t is Transport.LONG_POLLING:
                 waiting = np.flatnonzero(parked)
+                # The answer round meets interruptions as a fan-out does, by its length.
+                per = interruptions(len(waiting) * (c_srv + c_req * share)) / max(len(waiting), 1)
                 for kk in waiting[np.argsort(parked_at[waiting], kind="stable")]:
-                    answer(int(kk), at)
+                    answer(int(kk), at, per)
                 if broker_hop_ms is None:
                     acked(i, now)  # parked requests are woken; their answers come later
             else:
                 f = float(shape[i])
                 if stalls and fanout_variance:
-                    # The part of a fan-out's time above its mean is interruption
-                    # (preemption, a collection): it comes per stretch of time, not per
-                    # delivery. A fan-out of n meets n / n_cal of the calibration's
-                    # fan-outs' interruptions (rounded at random), each of its length.
-                    hits = int(segs) + int(rng.random() < segs - int(segs))
-                    extra = np.clip(_draw(rng, cal.fanout_shape, hits) - 1.0, 0.0, None).sum()
-                    c = c_srv * min(f, 1.0) + float(extra) * stall_s / n
+                    c = c_srv * min(f, 1.0) + interruptions(n * c_srv) / n
                 else:
                     c = c_srv * f
                 for k in range(n):

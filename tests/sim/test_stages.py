@@ -119,6 +119,22 @@ def test_costs_grow_with_connections_as_fitted() -> None:
     assert shrinking.at(5000).server_us == pytest.approx(7.0)
 
 
+def test_the_answer_share_follows_size_between_its_two_measurements() -> None:
+    """Fitted at 200 (share 0.7) and 1,000 connections (0.4): each size gets its own, a
+    size between them the log-linear mix (at sqrt(200 × 1000) the mean), sizes beyond
+    them the nearer one's; costs with one measurement keep theirs."""
+    small = TransportCosts(8.0, 5.0, request_us=100.0, at_n=200, answer_share=0.7)
+    large = TransportCosts(8.0, 5.0, request_us=90.0, at_n=1000, answer_share=0.4)
+    fit = TransportCosts.fit(small, large)
+    assert fit.at(200).answer_share == pytest.approx(0.7)
+    assert fit.at(1000).answer_share == pytest.approx(0.4)
+    assert fit.at(round((200 * 1000) ** 0.5)).answer_share == pytest.approx(0.55, abs=1e-3)
+    assert fit.at(50).answer_share == pytest.approx(0.7)
+    assert fit.at(2000).answer_share == pytest.approx(0.4)
+    assert fit.at(2000).at(10).answer_share == pytest.approx(0.4)  # at() is final
+    assert small.at(5000).answer_share == 0.7
+
+
 @pytest.mark.parametrize("transport", ["websocket", "sse", "long-polling"])
 def test_stages_add_up_and_are_causal(cal: StageCalibration, transport: str) -> None:
     df = simulate_stages(cal, transport, 30, 50, 1.0, seed=3)
