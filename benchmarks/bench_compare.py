@@ -102,13 +102,16 @@ def main() -> None:
     with stage_server() as (url, pid):
         raw: dict = {}
         scal, info = calibrate_stage_model(url, pid, duration_s=a.duration, raw=raw)
-        if a.save_calibration:
-            import pickle
+    if a.save_calibration:
+        import pickle
 
-            Path(a.save_calibration).write_bytes(pickle.dumps(raw))
-        print(json.dumps(info), flush=True)
-        for t in transports:
-            for n in subs:
+        Path(a.save_calibration).write_bytes(pickle.dumps(raw))
+    print(json.dumps(info), flush=True)
+    for t in transports:
+        for n in subs:
+            # A fresh server per group: each load run leaves its channels' history behind,
+            # and a server holding a whole sweep's spends tens of ms in each full collection.
+            with stage_server() as (url, pid):
                 r, st = compare_stage_model(url, pid, scal, t, loads, n, a.repeats, a.duration)
                 rows += r
                 stages.update(st)

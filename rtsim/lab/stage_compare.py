@@ -22,7 +22,6 @@ import os
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -33,8 +32,9 @@ from ..core.stages import Wakeup
 from ..core.transport import Transport, parse_transport
 from ..live.clients.loadgen import LoadParams, run_load
 from ..live.process import serve_process
-from ..sim.stage_calibration import CpuRun, fit_warmth
-from ..sim.stages import StageCalibration, TransportCosts, calibrate_stages, fit_request_costs
+from ..sim.stage_calibration import CpuRun
+from ..sim.stage_fit import fit_costs
+from ..sim.stages import StageCalibration, TransportCosts, calibrate_stages
 
 __all__ = [
     "CALIBRATION_CONFIG",
@@ -207,19 +207,22 @@ def calibrate_stage_model(
 ) -> tuple[StageCalibration, dict[str, Any]]:
     """Fit the stage model on this machine (about a minute); see the module docstring.
 
-    ``warmth``: also run WebSocket at the rates of :data:`WARMTH_RUNS` and fit how CPU per
-    delivery grows with the idle gap before a burst (:func:`~rtsim.sim.stage_calibration.
-    fit_warmth`); every cost is then stored as a busy process's (divided by its run's
-    factor). Without it, costs are net of the probe's wake-up CPU instead.
+    ``warmth``: also run WebSocket at the rates of :data:`WARMTH_RUNS` and fit what a
+    burst of work costs after the process slept, by the idle gap (the burst law,
+    :func:`~rtsim.sim.stage_calibration.fit_burst`); every cost is then stored as a busy
+    process's, the burst its run paid taken off (:func:`~rtsim.sim.stage_fit.fit_costs`).
+    Without it, costs are net of the probe's wake-up CPU instead.
 
     ``transports``: whose CPU costs to measure (WebSocket always: the traced run is one);
     fewer make a quicker calibration that can predict only those. ``raw``, if given, receives
     the measurements themselves (``run``: the traced :class:`~rtsim.core.results.RunResult`,
-    ``wakeup``, ``costs``, ``rate``, ``processes``) to refit offline.
+    ``wakeup``, ``costs`` and ``measured_costs`` (as measured), ``cost_runs``,
+    ``warm_runs``, ``traced`` (its :class:`~rtsim.sim.stage_calibration.CpuRun`), ``rate``,
+    ``processes``) to refit offline (:func:`~rtsim.sim.stage_fit.fit_costs`).
 
     Returns the :class:`~rtsim.sim.stages.StageCalibration` and a dict describing the
     runs (``command``, ``rate``, ``loadavg_1m``, measured p50/p99 of the traced run,
-    ``costs`` per transport and size, ``wakeup_ms``).
+    ``costs`` per transport and size as measured, ``long_polling_fitted``, ``wakeup_ms``).
     """
     from ..live.wakeup import measure_wakeup
 
@@ -277,24 +280,11 @@ def calibrate_stage_model(
         publisher_cpu_s=e["publisher_cpu_s"],
         wakeup=wake,
     )
-    if warmth:
-        scal = replace(scal, warmth=fit_warmth(warm_runs))
-        costs = {
-            name: {n: _warm_costs(scal, c, cost_runs[(name, n)]) for n, c in by_n.items()}
-            for name, by_n in costs.items()
-        }
-        traced = _cpu_run(r, subs, rate, processes)
-        f_pub = scal.warm_factor("publisher", traced.gap_ms("publisher"))
-        scal = replace(scal, publish_us=traced.per_message_us("publisher") / f_pub)
-    for name, by_n in costs.items():
-        scal = scal.with_costs(name, TransportCosts.fit(by_n[small], by_n[large]))
-    fitted: dict[int, TransportCosts] = {}
-    if "long-polling" in costs:
-        # Per-request costs made to reproduce their own cost runs in the model.
-        for n, c in costs["long-polling"].items():
-            lp_cal = scal.with_costs("long-polling", c)
-            fitted[n] = fit_request_costs(lp_cal, cost_runs[("long-polling", n)])
-        scal = scal.with_costs("long-polling", TransportCosts.fit(fitted[small], fitted[large]))
+    traced = _cpu_run(r, subs, rate, processes)
+    measured = costs
+    scal, fitted = fit_costs(
+        scal, measured, cost_runs, warm_runs, traced, law="burst" if warmth else "none"
+    )
     if raw is not None:
         raw.update(
             run=r,
@@ -304,6 +294,8 @@ def calibrate_stage_model(
             processes=processes,
             cost_runs=cost_runs,
             warm_runs=warm_runs,
+            measured_costs=measured,
+            traced=traced,
         )
     info = {
         **cfg,
@@ -322,19 +314,6 @@ def calibrate_stage_model(
         "capacity_deliveries_per_s": {k: scal.capacity_deliveries_per_s(k, subs) for k in costs},
     }
     return scal, info
-
-
-def _warm_costs(scal: StageCalibration, c: TransportCosts, run: CpuRun) -> TransportCosts:
-    """``c`` (measured in ``run``) as a busy process's costs: divided by the run's factors."""
-    fs = scal.warm_factor("server", run.gap_ms("server"))
-    fc = scal.warm_factor("client", run.gap_ms("client"))
-    return replace(
-        c,
-        server_us=c.server_us / fs,
-        request_us=c.request_us / fs,
-        client_us=c.client_us / fc,
-        client_request_us=c.client_request_us / fc,
-    )
 
 
 def stage_capacity(scal: StageCalibration, transport: Transport | str, subscribers: int) -> float:
@@ -481,7 +460,7 @@ MECHANISMS: dict[str, str] = {
     "size_law": "CPU per delivery growing with connections (two sizes measured)",
     "wake_cpu": "the CPU a wake-up itself costs, longer after longer idle gaps (measured)",
     "ack": "the server's ack of each publish restarting the publisher's sleep",
-    "warmth": "CPU per delivery growing with the idle gap before a burst (measured law)",
+    "warmth": "work after an idle gap costing more CPU (the burst law: a burst cost by gap)",
     "park_order": "long polling: parked polls answered in the order they were parked",
     "stalls": "a slow fan-out's excess as interruptions per stretch of time, not per delivery",
 }

@@ -25,6 +25,7 @@ __all__ = [
     "StageCalibration",
     "TransportCosts",
     "calibrate_stages",
+    "fit_burst",
     "fit_warmth",
 ]
 
@@ -177,6 +178,11 @@ class StageCalibration:
     #: before the burst — per role, ``[gaps_ms, factors]`` (:func:`fit_warmth`); empty:
     #: costs do not depend on the load.
     warmth: dict[str, list[list[float]]] = field(default_factory=dict)
+    #: Burst cost: the CPU µs a burst of work pays after an idle gap (ms), on top of its
+    #: work at a busy process's cost — per role, ``[gaps_ms, burst_us]`` (:func:`fit_burst`).
+    #: When set it replaces :attr:`warmth` (an addition per burst, where warmth multiplies
+    #: the burst's work).
+    burst: dict[str, list[list[float]]] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -235,6 +241,20 @@ class StageCalibration:
             return 1.0
         x = np.log(np.asarray(law[0], dtype=float))
         return float(np.interp(math.log(max(gap_ms, 1e-3)), x, np.asarray(law[1], dtype=float)))
+
+    def burst_us(self, role: str, gap_ms: float) -> float:
+        """CPU µs ``role`` pays for a burst after an idle gap of ``gap_ms`` (:attr:`burst`):
+        interpolated in log(gap) between the measured gaps, flat beyond the longest, and
+        falling linearly to 0 at no gap below the shortest (a process that never sleeps
+        pays none). 0 without a law."""
+        law = self.burst.get(role)
+        if not law or not law[0]:
+            return 0.0
+        g = np.asarray(law[0], dtype=float)
+        b = np.asarray(law[1], dtype=float)
+        if gap_ms < g[0]:
+            return float(b[0] * max(gap_ms, 0.0) / g[0])
+        return float(np.interp(math.log(gap_ms), np.log(g), b))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -403,6 +423,55 @@ class CpuRun:
     def gap_ms(self, role: str) -> float:
         """The idle gap (ms) before each message's burst: interval less the busy time."""
         return max(1e3 / self.rate - self.per_message_us(role) * 1e-3, 0.05)
+
+
+def _isotonic(y: list[float]) -> list[float]:
+    """The non-decreasing sequence closest to ``y`` in least squares (pool adjacent
+    violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in y:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, c2), (m1, c1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2])
+    return [m for m, c in blocks for _ in range(int(c))]
+
+
+def fit_burst(runs: list[CpuRun]) -> tuple[dict[str, list[list[float]]], dict[str, float]]:
+    """Per role, the CPU a burst pays after an idle gap, and the CPU per unit of work of
+    a busy process: each run's CPU per message = burst(gap) + units × per_unit.
+
+    The per-unit cost is the median slope between runs at about the same gap (within
+    1.5×) and of different sizes (at least 2× the units): the same sleep, more work.
+    Without such a pair it is the shortest gap's CPU per unit (no burst there). The
+    bursts are made non-decreasing in the gap (pool adjacent violators: noise must not
+    make a longer sleep cheaper). The runs here: WebSocket at 200 subscribers and five
+    rates, 50 subscribers at 600 msgs/s and 1,000 at 20 (a 200-subscriber run at 25
+    msgs/s and the 1,000 one sleep about as long: 3.0 ms against 10.8 ms of server CPU per
+    message on a 2-core VM, 9.7 µs per added delivery and a 1.1 ms burst). Returns
+    ``({role: [gaps_ms, burst_us]}, {role: per_unit_us})``; fewer than two runs:
+    ``({}, {})``.
+    """
+    if len(runs) < 2:
+        return {}, {}
+    law: dict[str, list[list[float]]] = {}
+    unit: dict[str, float] = {}
+    for role in ROLES:
+        pts = sorted((r.gap_ms(role), r.per_message_us(role), r.units(role)) for r in runs)
+        slopes = [
+            (b[1] - a[1]) / (b[2] - a[2])
+            for i, a in enumerate(pts)
+            for b in pts[i + 1 :]
+            if max(a[0], b[0]) <= 1.5 * min(a[0], b[0]) and max(a[2], b[2]) >= 2 * min(a[2], b[2])
+        ]
+        slopes = [x for x in slopes if x > 0]
+        d = float(np.median(slopes)) if slopes else pts[0][1] / pts[0][2]
+        if not d > 0:
+            continue
+        bursts = _isotonic([max(pm - u * d, 0.0) for _, pm, u in pts])
+        law[role] = [[float(g) for g, _, _ in pts], [float(x) for x in bursts]]
+        unit[role] = d
+    return law, unit
 
 
 def fit_warmth(runs: list[CpuRun]) -> dict[str, list[list[float]]]:

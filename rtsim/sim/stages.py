@@ -53,16 +53,16 @@ every poll's arrival logged: the server answers all parked polls of a message in
 event-loop round (no re-poll is read before its last answer), in the order of its waiter
 list, which the first polls fill worker by worker (see :data:`~rtsim.sim.stage_calibration.
 ANSWER_SHARE`). [6] The long-polling cost runs of [4], fitted through the model itself
-(:func:`fit_request_costs`): ``request_us``, ``client_request_us`` and ``answer_share``
-at each of the two sizes are those with which the model reproduces that run's server and
-worker CPU and its fan-out-to-write p50; between the sizes the share is interpolated
+(:func:`~rtsim.sim.stage_fit.fit_request_costs`): ``request_us``, ``client_request_us``
+and ``answer_share`` at each of the two sizes are those with which the model reproduces
+that run's server and worker CPU and its fan-out-to-write p50; between the sizes the
+share is interpolated
 (:meth:`~rtsim.sim.stage_calibration.TransportCosts.share_at`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -88,57 +88,8 @@ __all__ = [
     "StageCalibration",
     "TransportCosts",
     "calibrate_stages",
-    "fit_request_costs",
     "simulate_stages",
 ]
-
-
-def fit_request_costs(
-    cal: StageCalibration,
-    run: CpuRun,
-    seed: int = 0,
-    iterations: int = 8,
-    tolerance: float = 0.01,
-) -> TransportCosts:
-    """Long polling's per-request costs at ``run``'s size, made to reproduce ``run`` (a
-    measured long-polling cost run) in the model itself.
-
-    The measured costs (``cal.cost("long-polling")``, CPU per request divided by one
-    warmth factor for the run's idle gap) assume the whole run is one burst after that
-    gap; in the model a message's answers are one burst and the re-polls that follow come
-    as many short ones, which the warmth law charges less. So the run is simulated, and
-    ``request_us`` and ``client_request_us`` are scaled until the model's server and
-    worker CPU equal the run's (``server_cpu_s``; ``loadgen_cpu_s`` less
-    ``publisher_cpu_s``), and ``answer_share`` until the model's ``fanout_to_write`` p50
-    equals the run's (when it was traced): each at most ``iterations`` rounds, stopping
-    when every ratio is within ``tolerance``. The answer share stays in [0.05, 1].
-    Returns the fitted :class:`TransportCosts` (``at_n`` = the run's subscribers, no size
-    exponents). Raises ``ValueError`` if the run published nothing.
-    """
-    if run.published < 1 or not run.rate > 0:
-        raise ValueError("the cost run published nothing")
-    lp = Transport.LONG_POLLING
-    c = replace(cal.cost(lp).at(run.subscribers), at_n=run.subscribers)
-    cal = replace(cal, client_processes=run.processes)
-    duration = run.published / run.rate
-    meas_cli = max(run.loadgen_cpu_s - run.publisher_cpu_s, 0.0)
-    for _ in range(iterations):
-        f = simulate_stages(cal.with_costs(lp, c), lp, run.subscribers, run.rate, duration, seed)
-        sim = f.attrs["cpu_s"]
-        ks = run.server_cpu_s / sim["server"] if sim["server"] > 0 else 1.0
-        kc = meas_cli / sim["client"] if sim["client"] > 0 else 1.0
-        ka = 1.0
-        ftw = float(np.nanmedian(f["fanout_to_write"]))
-        if run.fanout_to_write_p50_ms and ftw > 0:
-            ka = run.fanout_to_write_p50_ms / ftw
-        if max(abs(ks - 1), abs(kc - 1), abs(ka - 1)) <= tolerance:
-            break
-        req = c.request_us * ks
-        answer = (c.server_us + c.answer_share * c.request_us) * ka
-        share = min(max((answer - c.server_us) / req, 0.05), 1.0) if req > 0 else c.answer_share
-        cli = c.client_request_us * kc
-        c = replace(c, request_us=req, client_request_us=cli, answer_share=share)
-    return c
 
 
 def simulate_stages(
@@ -211,8 +162,9 @@ def simulate_stages(
         clock=procs,
     )
     ack_s = cal.ack_return_ms * 1e-3 if ack else math.nan
-    warm = warmth and bool(cal.warmth)
-    wake_cpu = wake_cpu and not warm  # the warmth law includes the wake-ups' CPU
+    add = warmth and bool(cal.burst)  # the burst law, where measured, replaces warmth
+    warm = warmth and bool(cal.warmth) and not add
+    wake_cpu = wake_cpu and not (warm or add)  # both laws include the wake-ups' CPU
     role_of = ["server"] + ["client"] * P + ["publisher", "server", "clock"]
     burst = [1.0] * (procs + 1)  # each process's current warmth factor
     cpu = [0.0] * (procs + 1)  # CPU seconds charged to each process
@@ -244,7 +196,12 @@ def simulate_stages(
 
     def submit(p: int, ready: float, work: float, done: Any) -> None:
         idle = eng.idle(p, ready)
-        if warm:
+        if add:
+            # A burst after an idle gap pays the burst CPU of that gap first.
+            gap_ms = (ready - eng.busy_until[p]) * 1e3
+            if idle and gap_ms > 0.05:
+                work += cal.burst_us(role_of[p], gap_ms) * 1e-6
+        elif warm:
             # A burst after an idle gap runs at the warmth factor of that gap, to its end.
             gap_ms = (ready - eng.busy_until[p]) * 1e3
             if idle and gap_ms > 0.05:

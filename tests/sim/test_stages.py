@@ -338,7 +338,8 @@ def test_request_costs_are_fitted_to_reproduce_their_cost_run(cal: StageCalibrat
     worker's 120 µs, answer share 0.6) is fitted back from other starting costs: the
     model's CPU and fan-out-to-write p50 for that run are the measured ones, so the fitted
     costs are the known ones. A run that published nothing is refused."""
-    from rtsim.sim.stages import CpuRun, fit_request_costs
+    from rtsim.sim.stage_fit import fit_request_costs
+    from rtsim.sim.stages import CpuRun
 
     true = TransportCosts(8.0, 5.0, request_us=150.0, client_request_us=120.0, answer_share=0.6)
     start = TransportCosts(8.0, 5.0, request_us=80.0, client_request_us=60.0)
@@ -363,3 +364,53 @@ def test_request_costs_are_fitted_to_reproduce_their_cost_run(cal: StageCalibrat
     assert got.at_n == 200 and got.server_exponent == 0.0
     with pytest.raises(ValueError, match="published nothing"):
         fit_request_costs(known, replace(run, published=0))
+
+
+def test_burst_law_separates_a_burst_from_the_work_per_delivery() -> None:
+    """Runs made by a known law — 2 µs of server CPU per delivery, a burst of 300 µs after
+    a 1 ms sleep and 1,000 µs after 40 ms — are fitted back: the per-delivery cost from
+    the two runs that slept about as long (200 and 1,000 subscribers), the bursts from all.
+    The burst falls to 0 at no gap and stays flat beyond the longest; a multiplicative
+    factor could not fit both 40 ms runs (6.5 against 3.0 µs per delivery)."""
+    from rtsim.sim.stage_calibration import CpuRun, fit_burst
+
+    def run(rate: float, n: int, burst_us: float) -> CpuRun:
+        m = round(rate * 2)
+        per_msg = burst_us + n * 2.0
+        return CpuRun(rate, n, 2, m, m * per_msg * 1e-6, m * 10e-6, m * 5e-6)
+
+    # Gaps: 1e3/rate less the CPU per message (1 ms and about 40 ms).
+    runs = [
+        run(1e3 / 1.7, 200, 300.0),
+        run(1e3 / 41.4, 200, 1000.0),
+        run(1e3 / 43.0, 1000, 1000.0),
+    ]
+    law, unit = fit_burst(runs)
+    assert unit["server"] == pytest.approx(2.0)
+    assert law["server"][1] == pytest.approx([300.0, 1000.0, 1000.0])
+    assert runs[1].per_message_us("server") / 200 == pytest.approx(7.0)
+    assert runs[2].per_message_us("server") / 1000 == pytest.approx(3.0)
+    cal = replace(FLAT, burst=law)
+    assert cal.burst_us("server", 0.0) == 0.0
+    assert cal.burst_us("server", 0.5) == pytest.approx(150.0)
+    assert cal.burst_us("server", 1000.0) == pytest.approx(1000.0)
+    assert cal.burst_us("publisher", 5.0) == 0.0  # its runs' costs are equal: no burst
+    assert fit_burst(runs[:1]) == ({}, {})
+
+
+def test_a_burst_is_charged_once_per_idle_gap_not_per_delivery() -> None:
+    """A burst law of 1 ms after any sleep: one message to 4 subscribers reaches the idle
+    server, which pays the burst as it reads the publish — every delivery is 1 ms later
+    than without it, the writes stay 0.1 ms apart (no burst per delivery), and the model
+    charges the server 1 ms more CPU."""
+    law = {"server": [[0.1, 100.0], [1000.0, 1000.0]]}
+    one = simulate_stages(replace(FLAT, burst=law), "websocket", 4, 100.0, 0.01, **_EXACT)
+    off = simulate_stages(FLAT, "websocket", 4, 100.0, 0.01, **_EXACT)
+    np.testing.assert_allclose(one["end_to_end"] - off["end_to_end"], 1.0, atol=1e-9)
+    np.testing.assert_allclose(one["publish_transit"] - off["publish_transit"], 1.0, atol=1e-9)
+    np.testing.assert_allclose(one["fanout_to_write"], off["fanout_to_write"], atol=1e-9)
+    assert one.attrs["cpu_s"]["server"] - off.attrs["cpu_s"]["server"] == pytest.approx(1e-3)
+    # Turned off with the warmth switch (one mechanism: work after a sleep costs more).
+    cal = replace(FLAT, burst=law)
+    same = simulate_stages(cal, "websocket", 4, 100.0, 0.01, warmth=False, **_EXACT)
+    pd.testing.assert_frame_equal(same, off)
