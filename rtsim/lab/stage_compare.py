@@ -60,8 +60,9 @@ __all__ = [
 CALIBRATION_CONFIG: dict[str, Any] = {"transport": "websocket", "subscribers": 200, "load": 0.5}
 #: Sizes of the per-transport CPU runs (cost per delivery grows with connections).
 COST_SIZES: tuple[int, int] = (200, 1000)
-#: The extra WebSocket runs of the warmth law (subscribers, msgs/s): idle gaps from about
-#: 1 ms to 40 ms on this 2-core machine (with the cost run at 200 subscribers).
+#: The extra WebSocket runs of the burst law (subscribers, msgs/s): idle gaps from about
+#: 1 ms to 40 ms on this 2-core machine (with the cost runs at 200 and 1,000 subscribers;
+#: 1,000 at 20 msgs/s sleeps about as long as 200 at 25).
 WARMTH_RUNS: tuple[tuple[int, float], ...] = ((200, 25.0), (200, 50.0), (200, 200.0), (50, 600.0))
 #: Deliveries/s of the CPU runs per transport (well below any capacity measured here).
 _COST_DPS = {"websocket": 20_000.0, "sse": 20_000.0, "long-polling": 2_000.0}

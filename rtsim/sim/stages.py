@@ -129,8 +129,10 @@ def simulate_stages(
     core is busy), ``idle_gap`` (wake-ups by idle gap), ``size_law`` (CPU costs grow
     with connections), ``wake_cpu`` (a wake-up's own CPU, by idle gap), ``ack`` (the
     server's ack of each publish waking the publisher, whose sleep restarts there),
-    ``warmth`` (work after a longer idle gap costs more CPU, by the calibration's
-    :func:`~rtsim.sim.stage_calibration.fit_warmth` law; with it the wake-up CPU lumps are
+    ``warmth`` (work after a longer idle gap costs more CPU: the calibration's burst law,
+    :func:`~rtsim.sim.stage_calibration.fit_burst`, a burst's CPU added once per idle gap;
+    or, in a calibration without one, the older factor law,
+    :func:`~rtsim.sim.stage_calibration.fit_warmth`; with either the wake-up CPU lumps are
     not charged, the law covers them), ``park_order`` (long polling: parked polls answered
     in the order they were parked, the first ones worker by worker, instead of in
     subscriber order, which alternates between the workers), ``stalls`` (the excess of a
