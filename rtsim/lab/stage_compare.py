@@ -282,9 +282,8 @@ def calibrate_stage_model(
         wakeup=wake,
     )
     traced = _cpu_run(r, subs, rate, processes)
-    measured = costs
     scal, fitted = fit_costs(
-        scal, measured, cost_runs, warm_runs, traced, law="burst" if warmth else "none"
+        scal, costs, cost_runs, warm_runs, traced, law="burst" if warmth else "none"
     )
     if raw is not None:
         raw.update(
@@ -295,7 +294,7 @@ def calibrate_stage_model(
             processes=processes,
             cost_runs=cost_runs,
             warm_runs=warm_runs,
-            measured_costs=measured,
+            measured_costs=costs,
             traced=traced,
         )
     info = {

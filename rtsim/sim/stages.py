@@ -198,20 +198,19 @@ def simulate_stages(
 
     def submit(p: int, ready: float, work: float, done: Any) -> None:
         idle = eng.idle(p, ready)
+        gap_ms = (ready - eng.busy_until[p]) * 1e3
+        slept = idle and gap_ms > 0.05
         if add:
             # A burst after an idle gap pays the burst CPU of that gap first.
-            gap_ms = (ready - eng.busy_until[p]) * 1e3
-            if idle and gap_ms > 0.05:
-                work += cal.burst_us(role_of[p], gap_ms) * 1e-6
+            work += cal.burst_us(role_of[p], gap_ms) * 1e-6 if slept else 0.0
         elif warm:
             # A burst after an idle gap runs at the warmth factor of that gap, to its end.
-            gap_ms = (ready - eng.busy_until[p]) * 1e3
-            if idle and gap_ms > 0.05:
+            if slept:
                 burst[p] = cal.warm_factor(role_of[p], gap_ms)
             work *= burst[p]
         elif wake_cpu and idle:
             # A process that was idle pays its wake-up's CPU first (measured by idle gap).
-            work += cal.wake_cpu_us((ready - eng.busy_until[p]) * 1e3) * 1e-6
+            work += cal.wake_cpu_us(gap_ms) * 1e-6
         cpu[p] += work
         eng.submit(p, ready, work, done)
 

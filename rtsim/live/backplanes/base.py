@@ -101,6 +101,9 @@ class Backplane(Protocol):
     #: The id space ids belong to (docs/protocol.md "Epochs"): a cursor of another epoch is
     #: answered by ``read_after`` with a ``Gap(reason="epoch")`` of everything held.
     epoch: str
+    #: Set by the server: called when the feed skipped messages, so live subscribers
+    #: resume from their cursors (:attr:`BrokerBackplane.on_feed_gap`).
+    on_feed_gap: Callable[[], object] | None
 
     async def start(self, on_message: OnMessage) -> None: ...
 
@@ -290,7 +293,7 @@ class BrokerBackplane(abc.ABC):
         #: them, or the stream re-created): live subscribers would miss them without a
         #: word, so the server makes them resume from their own cursors (the hub's
         #: :meth:`~rtsim.live.server.hub.Hub.resync`). None: only counted.
-        self.on_feed_gap: Callable[[], None] | None = None
+        self.on_feed_gap: Callable[[], object] | None = None
 
     # --- what each broker implements -------------------------------------------------
     @abc.abstractmethod

@@ -49,6 +49,8 @@ class MemoryBackplane:
         self.log = ReplayLog(max_len=max_len, max_age_s=max_age_s)
         self._clock = clock
         self._on_message: OnMessage | None = None
+        #: Never called: one process has no feed that could skip messages.
+        self.on_feed_gap: Callable[[], object] | None = None
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()

@@ -25,7 +25,7 @@ from .wire import (
     response_port,
 )
 
-__all__ = ["CLIENT", "RETRY_S", "connect", "load_subscriber"]
+__all__ = ["CLIENT", "RETRY_S", "connect", "load_subscriber", "take_answer"]
 
 #: Seconds between the load subscriber's attempts while the server is unreachable.
 RETRY_S = 0.2
@@ -77,6 +77,29 @@ async def connect(c: Connection, on_open: Callable[[], None]) -> None:
             beat.cancel()
 
 
+def take_answer(
+    body: Mapping[str, Any],
+    cursor: str,
+    got: Callable[[Any, float, int], None],
+    gap: Callable[[Mapping[str, Any]], None] | None,
+    read_at: float,
+    port: int,
+) -> str:
+    """A load subscriber's ``/poll`` answer handed on: its gaps to ``gap``, each message's
+    data to ``got`` (read at ``read_at`` on local ``port``); returns the new cursor
+    (``cursor`` if the answer has none). Raises :class:`~.wire.Degraded` (resuming after
+    the new cursor) when the answer says the server is degraded."""
+    if gap is not None:
+        for g in body.get("gaps", []):
+            gap(g)
+    for m in body.get("messages", []):
+        got(m.get("data"), read_at, port)
+    cursor = str(body.get("cursor", cursor))
+    if body.get("degraded") is True:
+        raise Degraded(body.get("poll_s"), cursor)
+    return cursor
+
+
 async def load_subscriber(
     session: aiohttp.ClientSession,
     target: LoadTarget,
@@ -122,14 +145,7 @@ async def load_subscriber(
         if first:
             first = False
             ready()
-        if gap is not None:
-            for g in body.get("gaps", []):
-                gap(g)
-        for m in body.get("messages", []):
-            got(m.get("data"), read_at, port)
-        cursor = body.get("cursor", cursor)
-        if body.get("degraded") is True:
-            raise Degraded(body.get("poll_s"), cursor)
+        cursor = take_answer(body, cursor, got, gap, read_at, port)
 
 
 CLIENT = ClientTransport(TRANSPORT, connect, load_subscriber)

@@ -31,9 +31,9 @@ import aiohttp
 from rtsim.core.transport import LONG_POLL_HOLD_S
 
 from .httphead import Head, read_head
-from .longpoll import RETRY_S
+from .longpoll import RETRY_S, take_answer
 from .rawclient import OneRequest, request_outcome
-from .wire import Degraded, Dropped, LoadTarget, Refused, auth_headers, channel_params
+from .wire import Dropped, LoadTarget, Refused, auth_headers, channel_params
 
 __all__ = ["load_subscriber", "poll_request"]
 
@@ -113,17 +113,9 @@ class _Polls(OneRequest):
             self.end(exc)
 
     def _answer(self, raw: bytes, read_at: float) -> None:
-        body = json.loads(raw)
         self.answered += 1
         self.on_answer()
-        if self.gap is not None:
-            for g in body.get("gaps", []):
-                self.gap(g)
-        for m in body.get("messages", []):
-            self.got(m.get("data"), read_at, self.port)
-        self.last = str(body.get("cursor", self.last))
-        if body.get("degraded") is True:
-            raise Degraded(body.get("poll_s"), self.last)
+        self.last = take_answer(json.loads(raw), self.last, self.got, self.gap, read_at, self.port)
         if self._close:
             raise Dropped(self.last, "the server closes the connection")
         assert self.transport is not None

@@ -109,8 +109,7 @@ class LiveServer(ServerState):
 
     # --- life cycle ----------------------------------------------------------------------
     async def on_startup(self, app: web.Application) -> None:
-        if hasattr(self.backplane, "on_feed_gap"):  # a broker's feed may skip messages
-            self.backplane.on_feed_gap = self.hub.resync
+        self.backplane.on_feed_gap = self.hub.resync  # a broker's feed may skip messages
         await self.backplane.start(self.hub.on_message)
         self.presence = PresenceService(
             self.config.presence_timeout_s, self.hub.send_control, self.metrics
