@@ -123,7 +123,7 @@ async def test_publish_on_one_instance_reaches_subscribers_on_all(
 async def _outage_experiment(
     scheme: str, prefix: str, http: aiohttp.ClientSession, transport: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    """Subscribe on A, read 5, disconnect, 7 are published on C, resume on B, 3 more.
+    """Subscribe on A, read 5, disconnect, 7 are published on C, resume on B, 10 more.
 
     Returns (messages received, gap frames received, messages published during the outage).
     """
@@ -136,8 +136,15 @@ async def _outage_experiment(
                 await publish(http, c.url, "chat", i)
             received += await ws_collect(ws, 5)
         last = received[-1]["id"]
-        for i in range(5, 5 + during):  # the client is offline
-            await publish(http, c.url, "chat", i)
+        # A watcher on B sees the outage's messages arrive there before the client resumes, so
+        # none of them is still in flight inside B (with Pub/Sub, one still in flight when the
+        # client subscribes would reach it live, and the loss would be one short).
+        async with http.ws_connect(b.ws_url) as watcher:
+            await subscribe(watcher, "chat")
+            for i in range(5, 5 + during):  # the client is offline
+                await publish(http, c.url, "chat", i)
+            seen = [m["data"] for m in await ws_collect(watcher, during)]
+            assert seen == list(range(5, 5 + during)), seen
         gaps: list[dict[str, Any]] = []
         if transport == "websocket":
             async with http.ws_connect(b.ws_url) as ws:
