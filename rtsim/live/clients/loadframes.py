@@ -39,7 +39,9 @@ MEMO_FRAMES = 4096
 def decoded(payload: bytes | str) -> Any:
     """``orjson.loads(payload)``, memoized: equal payloads give the *same* object, so the
     caller must not change it. Raises ``orjson.JSONDecodeError`` (a ``ValueError``) for
-    a payload that is not JSON (not memoized)."""
+    a payload that is not JSON (not memoized). Like every load reader it reads an integer
+    outside [-2**63, 2**64) as a float (orjson's range; ``json.loads`` keeps it exact): the
+    load generator's own messages never hold one."""
     return orjson.loads(payload)
 
 

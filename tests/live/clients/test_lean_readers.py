@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -175,10 +176,20 @@ def _calls() -> tuple[list[tuple[Any, float, int]], Any]:
     return calls, lambda d, r, p: calls.append((d, r, p))
 
 
+def test_integers_beyond_64_bits_are_read_as_orjson_reads_them() -> None:
+    """The load readers parse with orjson, which reads an integer outside [-2**63, 2**64)
+    as a float (json.loads keeps it exact): the example hypothesis found, as documented in
+    ``rtsim.live.clients.loadframes.decoded``."""
+    big = -9223372036854775809
+    b = Broadcast(Envelope(channel="c", id="1", data=big, ts=1.25), (1,), "")
+    assert json.loads(b.ws)["data"] == big
+    assert ws_message(b.ws_wire) == ("1", float(big))
+
+
 @settings(max_examples=150, deadline=None)
 @given(_broadcasts)
 def test_the_websocket_fast_path_reads_what_orjson_reads(b: Broadcast) -> None:
-    expected = json.loads(b.ws)
+    expected = orjson.loads(b.ws)
     assert ws_message(b.ws_wire) == (expected["id"], expected["data"])
     slow_calls, slow_got = _calls()
     slow = LoadFrames(slow_got, None, None, port=3)
@@ -194,12 +205,12 @@ def test_the_websocket_fast_path_reads_what_orjson_reads(b: Broadcast) -> None:
 @given(_broadcasts)
 def test_the_sse_fast_path_reads_what_the_decoder_reads(b: Broadcast) -> None:
     (event,) = SseDecoder().feed(b.sse_single)
-    assert sse_chunk(b.sse_wire) == (event.last_event_id, json.loads(event.data))
+    assert sse_chunk(b.sse_wire) == (event.last_event_id, orjson.loads(event.data))
     calls, got = _calls()
     events = LoadEvents(got, None, "since", port=4)
     events._idle = True  # as after the stream's first event
     events.chunked(b.sse_wire, 2.0)
-    assert calls == [(json.loads(event.data)["data"], 2.0, 4)]
+    assert calls == [(orjson.loads(event.data)["data"], 2.0, 4)]
     assert events.last == event.last_event_id == f"{b.channel}={b.position}"
 
 
@@ -239,7 +250,7 @@ def test_sse_reads_cut_anywhere_give_the_same_calls(bs: list[Broadcast], data: A
     for a, z in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         cut.chunked(stream[a:z], 1.0)
     assert cut_calls == whole_calls
-    assert [c[0] for c in whole_calls] == [json.loads(b.json)["data"] for b in bs]
+    assert [c[0] for c in whole_calls] == [orjson.loads(b.json)["data"] for b in bs]
     assert cut.last == whole.last == f"{bs[-1].channel}={bs[-1].position}"
     assert gaps == [{"type": "gap", "position": "p"}] * 2
 
@@ -255,7 +266,7 @@ def test_websocket_reads_cut_anywhere_give_the_same_calls(bs: list[Broadcast], d
     answers = b"".join(
         reader.feed(stream[a:z], 1.0) for a, z in zip([0, *cuts], [*cuts, len(stream)], strict=True)
     )
-    assert [c[0] for c in calls] == [json.loads(b.ws)["data"] for b in bs]
+    assert [c[0] for c in calls] == [orjson.loads(b.ws)["data"] for b in bs]
     assert reader.frames.last == str(bs[-1].env.id)
     assert answers[0] == 0x8A and answers[1] == 0x82  # one masked pong with 2 bytes
 
