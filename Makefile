@@ -15,7 +15,7 @@ ifneq ($(strip $(CI)$(NO_BROWSER)),)
 LAB_FLAGS := --no-browser
 endif
 
-.PHONY: lab test venv lint typecheck unit notebooks bench clean
+.PHONY: lab test venv lint typecheck unit notebooks check bench clean
 
 venv: $(STAMP)
 
@@ -47,9 +47,10 @@ typecheck: venv
 
 # In TEST_WORKERS processes (pytest-xdist; 0: one process): most live tests wait on I/O and
 # timers, so 4 on 2 cores overlap their waits. Tests marked xdist_group (the browser modules)
-# stay together on one worker. nbval is for `make notebooks` only; loading it costs every
-# process ~3 s (nbformat's schema checker), so the unit run leaves it out. The 15 slowest
-# tests are listed at the end (where to look first when the suite grows slower).
+# stay together on one worker (tests/conftest.py works around pytest-xdist#1386 for that).
+# nbval is for `make notebooks` and `make check` only; loading it costs every process ~3 s
+# (nbformat's schema checker), so the unit run leaves it out. The 15 slowest tests are
+# listed at the end (where to look first when the suite grows slower).
 TEST_WORKERS ?= 4
 unit: venv
 	$(BIN)/pytest -p no:nbval -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
@@ -65,7 +66,16 @@ notebooks: venv
 execute-notebooks: venv
 	for nb in notebooks/*.ipynb notebooks/solutions/*.ipynb; do $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
 
-test: lint typecheck unit notebooks
+# `make test`'s run: the tests and nbval over every notebook in one pytest run of
+# TEST_WORKERS processes. Each notebook nbval checks is one xdist group (its cells in order,
+# in one kernel, on one worker), and the workers take the longest work first: the browser
+# notebook groups, then the notebooks, then the other tests (tests/conftest.py, which needs
+# --no-loadscope-reorder to keep that order), so no worker idles while another finishes.
+check: venv
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15 \
+	  --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg tests notebooks
+
+test: lint typecheck check
 
 bench: venv
 	for b in benchmarks/bench_*.py; do $(BIN)/python "$$b" || exit 1; done

@@ -79,10 +79,16 @@ def small_stage_comparison(
     return pd.DataFrame(rows), stages
 
 
-def stage_comparison_controls() -> Any:
+def stage_comparison_controls(
+    rows: pd.DataFrame | None = None, stages: dict[str, Any] | None = None
+) -> Any:
     """Widgets for notebook 07: transport, subscribers (50–1,000) and load (10–90%); each
     change reruns :func:`small_stage_comparison` (one 2 s run; the first run of a
-    transport also calibrates, about 15 s) and shows the table and the stage waterfall.
+    transport also calibrates) and shows the table and the stage waterfall.
+
+    ``rows`` and ``stages``: a comparison already made (what :func:`small_stage_comparison`
+    returned). The controls then start at its transport, subscribers and load and show it
+    as it is, instead of measuring that point again; every change measures anew.
 
     Returns an ``ipywidgets.interactive``; sliders send their value on release only.
     """
@@ -92,24 +98,46 @@ def stage_comparison_controls() -> Any:
 
     from .stage_compare import stage_waterfall
 
+    start: dict[str, Any] = {"transport": "websocket", "subscribers": 100, "load": 0.5}
+    made: dict[tuple[Any, ...], tuple[pd.DataFrame, dict[str, Any]]] = {}
+    if rows is not None and stages is not None:
+        first = rows.iloc[0]
+        start = {
+            "transport": str(first["transport"]),
+            "subscribers": int(first["subscribers"]),
+            "load": float(first["load"]),
+        }
+        made[tuple(start.values())] = (rows, stages)
+
     def show(transport: str, subscribers: int, load: float) -> None:
-        rows, stages = small_stage_comparison(transport, subscribers, load)
+        # The comparison passed in is shown once, at the start; a change measures anew.
+        key = (transport, subscribers, load)
+        table, by_stage = made.pop(key) if key in made else small_stage_comparison(*key)
         cols = ["transport", "subscribers", "rate", "metric", "simulated", "measured"]
-        display(rows[[*cols, "rel_error", "lost"]].round(3))  # type: ignore[no-untyped-call]
-        point = next(iter(stages))
-        stage_waterfall({"stages": stages}, point)
+        display(table[[*cols, "rel_error", "lost"]].round(3))  # type: ignore[no-untyped-call]
+        stage_waterfall({"stages": by_stage}, next(iter(by_stage)))
         plt.show()
 
     return w.interactive(
         show,
         transport=w.Dropdown(
             options=[t.value for t in (Transport.WEBSOCKET, Transport.SSE, Transport.LONG_POLLING)],
-            value="websocket",
+            value=start["transport"],
         ),
         subscribers=w.IntSlider(
-            value=100, min=50, max=1000, step=50, continuous_update=False, description="subscribers"
+            value=start["subscribers"],
+            min=50,
+            max=1000,
+            step=50,
+            continuous_update=False,
+            description="subscribers",
         ),
         load=w.FloatSlider(
-            value=0.5, min=0.1, max=0.9, step=0.1, continuous_update=False, description="load"
+            value=start["load"],
+            min=0.1,
+            max=0.9,
+            step=0.1,
+            continuous_update=False,
+            description="load",
         ),
     )

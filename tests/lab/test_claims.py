@@ -225,6 +225,7 @@ def seed0_json() -> dict[str, list[dict[str, str]]]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("claims-seed0")  # one worker: one ledger run
 def test_claims_json_seed0_matches_the_baseline(
     seed0_json: dict[str, list[dict[str, str]]],
 ) -> None:
@@ -239,6 +240,7 @@ def test_claims_json_seed0_matches_the_baseline(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("claims-seed0")  # one worker: one ledger run
 def test_claims_json_rows_are_complete(seed0_json: dict[str, list[dict[str, str]]]) -> None:
     for r in seed0_json["claims"]:
         assert set(r) == set(COLUMNS)

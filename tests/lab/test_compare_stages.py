@@ -65,3 +65,36 @@ def test_committed_sweep_tables_and_plots() -> None:
     assert ((dom["share of the stages"] > 0) & (dom["share of the stages"] <= 1)).all()
     assert sc.plot_stage_sweep(data, "p99_ms").axes
     assert sc.stage_waterfall(data, next(iter(data["stages"]))).axes
+
+
+def test_controls_open_on_the_comparison_passed_in_and_measure_on_a_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Notebook 07's controls show the comparison its cell above just made, as it is; a
+    change measures (stubbed here: no live run), and so does a return to the start."""
+    import pandas as pd
+
+    from rtsim.lab import stage_compare, stage_controls
+
+    def made(transport: str, subscribers: int, load: float) -> tuple[pd.DataFrame, dict]:
+        row = {"transport": transport, "subscribers": subscribers, "load": load, "rate": 1.0}
+        row |= {"metric": "p50_ms", "simulated": 1.0, "measured": 1.0, "rel_error": 0.0}
+        return pd.DataFrame([{**row, "lost": 0}]), {f"{transport}/{subscribers}/{load:g}": {}}
+
+    calls: list[tuple[str, int, float]] = []
+
+    def measure(transport: str, subscribers: int, load: float) -> tuple[pd.DataFrame, dict]:
+        calls.append((transport, subscribers, load))
+        return made(transport, subscribers, load)
+
+    monkeypatch.setattr(stage_controls, "small_stage_comparison", measure)
+    monkeypatch.setattr(stage_compare, "stage_waterfall", lambda data, point: None)
+    ui = stage_controls.stage_comparison_controls(*made("sse", 200, 0.3))
+    assert calls == []
+    assert [c.value for c in ui.children[:3]] == ["sse", 200, 0.3]
+    ui.children[1].value = 250
+    assert calls == [("sse", 250, 0.3)]
+    ui.children[1].value = 200
+    assert calls == [("sse", 250, 0.3), ("sse", 200, 0.3)]
+    stage_controls.stage_comparison_controls()
+    assert calls[-1] == ("websocket", 100, 0.5)  # nothing passed in: the start is measured

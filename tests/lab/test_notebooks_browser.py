@@ -226,12 +226,36 @@ def _wait(page: Any, expr: str, bound_s: float, what: str, arg: Any = None) -> N
         raise AssertionError(f"{what}: not within {bound_s:.0f} s") from None
 
 
-# Under pytest-xdist (`make unit`: --dist loadgroup) the notebooks go to two workers, every
-# other one to each, so two labs share the work instead of one lab per notebook.
+# Under pytest-xdist (--dist loadgroup) the notebooks go to BROWSER_GROUPS workers, one lab
+# each, balanced by what each notebook took here (COST_S, seconds of Run All and sliders in
+# `make test` on 2 cores; a notebook not listed counts DEFAULT_COST_S): the costliest first,
+# each to the group with the least so far. A group runs its costliest notebooks first, so
+# what its worker takes on when two are left (xdist hands out more work then) is short.
+# Re-measure (the durations pytest lists) when a notebook's run time changes a lot.
+COST_S = {"00": 5, "01": 79, "02": 57, "03": 53, "04": 65, "05": 29, "06": 19, "07": 185, "08": 113}
+DEFAULT_COST_S = 60
+BROWSER_GROUPS = 2
+
+
+def _cost(name: str) -> float:
+    return COST_S.get(name[:2], DEFAULT_COST_S)
+
+
+def _balanced(names: list[str], groups: int) -> list[tuple[str, int]]:
+    """(name, group) for every notebook, the costliest first (longest-first assignment)."""
+    total = [0.0] * groups
+    out = []
+    for n in sorted(names, key=lambda n: (-_cost(n), n)):
+        g = total.index(min(total))
+        total[g] += _cost(n)
+        out.append((n, g))
+    return out
+
+
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=pytest.mark.xdist_group(f"notebooks-browser-{i % 2}"))
-     for i, n in enumerate(NOTEBOOKS)],
+    [pytest.param(n, marks=pytest.mark.xdist_group(f"notebooks-browser-{g}"))
+     for n, g in _balanced(NOTEBOOKS, BROWSER_GROUPS)],
 )  # fmt: skip
 def test_run_all_then_every_slider(lab: str, browser: Any, name: str) -> None:
     base, token = lab.split("|")
