@@ -37,6 +37,7 @@ from rtsim.lab.stage_compare import (  # noqa: E402
     attribution,
     calibrate_stage_model,
     compare_stage_model,
+    refit,
     resimulate,
     stage_error_table,
     stage_server,
@@ -85,9 +86,16 @@ def main() -> None:
         help="re-simulate every point of a saved sweep with its saved calibration and the"
         " current model (no live runs); writes --out .json/.md and prints before/after",
     )
+    ap.add_argument(
+        "--refit",
+        default="",
+        metavar="PKL",
+        help="with --resimulate: first refit the model with this commit's code from the raw"
+        " calibration runs saved by --save-calibration (the same sweep's)",
+    )
     a = ap.parse_args()
     if a.resimulate:
-        write_resimulation(Path(a.resimulate), Path(a.out), a.duration)
+        write_resimulation(Path(a.resimulate), Path(a.out), a.duration, a.refit)
         return
     if a.rewrite_md:
         write_md(json.loads(RESULTS_JSON.read_text()))
@@ -159,14 +167,22 @@ def scores(data: dict, max_load: float = 0.8) -> pd.DataFrame:
     return out
 
 
-def write_resimulation(saved: Path, out: Path, duration_s: float) -> None:
-    """The saved sweep re-simulated (``resimulate``): OUT.json/.md and before/after scores."""
+def write_resimulation(saved: Path, out: Path, duration_s: float, raw_pkl: str = "") -> None:
+    """The saved sweep re-simulated (``resimulate``; refitted first from ``raw_pkl`` when
+    given, ``refit``): OUT.json/.md and before/after scores."""
     before = json.loads(saved.read_text())
-    after = resimulate(before, duration_s=duration_s)
+    source = before
+    if raw_pkl:
+        import pickle
+
+        source = refit(before, pickle.loads(Path(raw_pkl).read_bytes()))
+    after = resimulate(source, duration_s=duration_s)
+    after["calibration"] = source["calibration"]
     cmd = "`.venv/bin/python benchmarks/bench_compare.py " + " ".join(sys.argv[1:]) + "`"
+    what = "its calibration runs refitted and its measurements" if raw_pkl else "its calibration"
     after["note"] = (
-        f"Re-simulated from {saved.name} (its calibration and measurements; the model of"
-        f" this commit) by {cmd}. " + before.get("note", "")
+        f"Re-simulated from {saved.name} ({what}; the model of this commit) by {cmd}. "
+        + before.get("note", "")
     )
     out.with_suffix(".json").write_text(strictjson.dumps(after))
     write_md(after, out.with_suffix(".md"))

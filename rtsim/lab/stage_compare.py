@@ -49,6 +49,7 @@ __all__ = [
     "measure_costs",
     "passes",
     "plot_stage_sweep",
+    "refit",
     "resimulate",
     "stage_capacity",
     "stage_error_table",
@@ -208,10 +209,11 @@ def calibrate_stage_model(
 ) -> tuple[StageCalibration, dict[str, Any]]:
     """Fit the stage model on this machine (about a minute); see the module docstring.
 
-    ``warmth``: also run WebSocket at the rates of :data:`WARMTH_RUNS` and fit what a
-    burst of work costs after the process slept, by the idle gap (the burst law,
+    ``warmth``: also run WebSocket at the rates of :data:`WARMTH_RUNS` and fit what
+    work costs after the process slept, by the idle gap (the warm-up law of the server and
+    the workers, :func:`~rtsim.sim.warmup.fit_warmup`, and the publisher's burst law,
     :func:`~rtsim.sim.stage_calibration.fit_burst`); every cost is then stored as a busy
-    process's, the burst its run paid taken off (:func:`~rtsim.sim.stage_fit.fit_costs`).
+    process's, the extra its run paid taken off (:func:`~rtsim.sim.stage_fit.fit_costs`).
     Without it, costs are net of the probe's wake-up CPU instead.
 
     ``transports``: whose CPU costs to measure (WebSocket always: the traced run is one);
@@ -283,7 +285,7 @@ def calibrate_stage_model(
     )
     traced = _cpu_run(r, subs, rate, processes)
     scal, fitted = fit_costs(
-        scal, costs, cost_runs, warm_runs, traced, law="burst" if warmth else "none"
+        scal, costs, cost_runs, warm_runs, traced, law="warmup" if warmth else "none"
     )
     if raw is not None:
         raw.update(
@@ -460,10 +462,37 @@ MECHANISMS: dict[str, str] = {
     "size_law": "CPU per delivery growing with connections (two sizes measured)",
     "wake_cpu": "the CPU a wake-up itself costs, longer after longer idle gaps (measured)",
     "ack": "the server's ack of each publish restarting the publisher's sleep",
-    "warmth": "work after an idle gap costing more CPU (the burst law: a burst cost by gap)",
+    "warmth": "work after an idle gap costing more CPU (the warm-up and burst laws, by gap)",
     "park_order": "long polling: parked polls answered in the order they were parked",
     "stalls": "a slow fan-out's excess as interruptions per stretch of time, not per delivery",
 }
+
+
+def refit(data: dict[str, Any], raw: dict[str, Any], law: str = "warmup") -> dict[str, Any]:
+    """``data`` (a saved sweep) with its model refitted, by this commit's code, from the raw
+    runs its calibration saved (``bench_compare.py --save-calibration``; the ``raw`` of
+    :func:`calibrate_stage_model`): the same measurements, no live runs. ``law`` as in
+    :func:`~rtsim.sim.stage_fit.fit_costs`. Returns a copy; the measured side is kept."""
+    r = raw["run"]
+    s, e = r.summary, r.summary.extra
+    scal = calibrate_stages(
+        r.deliveries,
+        e["loadgen_cpu_s"],
+        s.deliveries,
+        raw["rate"],
+        int(data["calibration"]["model"]["cores"]),
+        raw["processes"],
+        command=data["calibration"]["command"],
+        server_cpu_s=e["server_cpu_s"],
+        messages=e["published"],
+        publisher_cpu_s=e["publisher_cpu_s"],
+        wakeup=raw["wakeup"],
+    )
+    m = raw["measured_costs"]
+    scal, fitted = fit_costs(scal, m, raw["cost_runs"], raw["warm_runs"], raw["traced"], law=law)
+    cal = {**data["calibration"], "model": scal.as_dict()}
+    cal["long_polling_fitted"] = {str(n): vars(c) for n, c in fitted.items()}
+    return {**data, "calibration": cal}
 
 
 def resimulate(

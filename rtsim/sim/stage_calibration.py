@@ -183,6 +183,10 @@ class StageCalibration:
     #: When set it replaces :attr:`warmth` (an addition per burst, where warmth multiplies
     #: the burst's work).
     burst: dict[str, list[list[float]]] = field(default_factory=dict)
+    #: Warm-up: per role, ``[gaps_ms, amplitudes, [tau_us], [unit_us]]``
+    #: (:func:`rtsim.sim.warmup.fit_warmup`); where set it replaces :attr:`burst` for
+    #: that role (work after an idle gap slower at first, warming up as it goes).
+    warmup: dict[str, list[list[float]]] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -255,6 +259,16 @@ class StageCalibration:
         if gap_ms < g[0]:
             return float(b[0] * max(gap_ms, 0.0) / g[0])
         return float(np.interp(math.log(gap_ms), np.log(g), b))
+
+    def warmup_at(self, role: str, gap_ms: float) -> tuple[float, float]:
+        """``(A, tau_us)`` of ``role``'s warm-up law after an idle gap of ``gap_ms``;
+        ``(0, 0)`` without one."""
+        law = self.warmup.get(role)
+        if not law or not law[0]:
+            return 0.0, 0.0
+        from .warmup import warmup_amplitude
+
+        return warmup_amplitude(law, gap_ms), float(law[2][0])
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

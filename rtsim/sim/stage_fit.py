@@ -2,7 +2,8 @@
 
 :func:`fit_costs` turns the CPU of the calibration's load runs (:class:`~rtsim.sim.
 stage_calibration.CpuRun`) into the costs :func:`~rtsim.sim.stages.simulate_stages`
-charges: a law for what a burst of work costs after the process slept (the burst law,
+charges: a law for what work costs after the process slept (the warm-up law,
+:func:`~rtsim.sim.warmup.fit_warmup`, a slower start; the burst law,
 :func:`~rtsim.sim.stage_calibration.fit_burst`, additive; or the older warmth law,
 :func:`~rtsim.sim.stage_calibration.fit_warmth`, a factor), each transport's costs as a
 busy process's at two sizes (:func:`hot_costs`) and their size law
@@ -19,6 +20,7 @@ import numpy as np
 from ..core.transport import Transport
 from .stage_calibration import CpuRun, StageCalibration, TransportCosts, fit_burst, fit_warmth
 from .stages import simulate_stages
+from .warmup import fit_warmup, hot_work_us
 
 __all__ = ["fit_costs", "fit_request_costs", "hot_costs"]
 
@@ -92,20 +94,33 @@ def hot_costs(
             client_us=c.client_us / fc,
             client_request_us=c.client_request_us / fc,
         )
-    bs = cal.burst_us("server", run.gap_ms("server")) / run.units("server")
-    bc = cal.burst_us("client", run.gap_ms("client")) / run.units("client")
     if not (c.request_us or c.client_request_us):
         return replace(
-            c, server_us=max(c.server_us - bs, 0.5), client_us=max(c.client_us - bc, 0.5)
+            c,
+            server_us=max(_hot(cal, "server", c.server_us, run), 0.5),
+            client_us=max(_hot(cal, "client", c.client_us, run), 0.5),
         )
     ws = websocket or c
+    srv = _hot(cal, "server", c.server_us + c.request_us, run)
+    cli = _hot(cal, "client", c.client_us + c.client_request_us, run)
     return replace(
         c,
         server_us=ws.server_us,
         client_us=ws.client_us,
-        request_us=max(c.server_us + c.request_us - bs - ws.server_us, 0.0),
-        client_request_us=max(c.client_us + c.client_request_us - bc - ws.client_us, 0.0),
+        request_us=max(srv - ws.server_us, 0.0),
+        client_request_us=max(cli - ws.client_us, 0.0),
     )
+
+
+def _hot(cal: StageCalibration, role: str, per_unit_us: float, run: CpuRun) -> float:
+    """``role``'s CPU per unit of work in ``run`` as a busy process's: the warm-up law's
+    extra (where the role has one) or the burst of the run's idle gap taken off."""
+    units = run.units(role)
+    gap = run.gap_ms(role)
+    if role in cal.warmup:
+        amp, tau = cal.warmup_at(role, gap)
+        return hot_work_us(per_unit_us * units, amp, tau) / units
+    return per_unit_us - cal.burst_us(role, gap) / units
 
 
 def fit_costs(
@@ -122,19 +137,22 @@ def fit_costs(
     ``cost_runs[(transport, size)]``; ``warm_runs``: WebSocket runs at several rates
     (the law's points; for the burst law the larger WebSocket cost run is added, whose
     sleep matches one of them); ``traced``: the traced calibration run (the publisher's
-    cost). ``law``: ``"burst"`` (:func:`~rtsim.sim.stage_calibration.fit_burst`),
+    cost). ``law``: ``"warmup"`` (:func:`~rtsim.sim.warmup.fit_warmup` for the server and
+    the workers, the burst law for the publisher; what the lab calibrates with), ``"burst"``
+    (:func:`~rtsim.sim.stage_calibration.fit_burst`),
     ``"warmth"`` (:func:`~rtsim.sim.stage_calibration.fit_warmth`) or ``"none"`` (costs as
     measured). Returns the calibration and long polling's fitted costs per size (empty
     without long polling). Raises ``ValueError`` for another ``law``.
     """
-    if law not in ("burst", "warmth", "none"):
-        raise ValueError(f"law must be burst, warmth or none, got {law!r}")
+    if law not in ("warmup", "burst", "warmth", "none"):
+        raise ValueError(f"law must be warmup, burst, warmth or none, got {law!r}")
     sizes = sorted({n for by_n in measured.values() for n in by_n})
-    if law == "burst":
+    if law in ("burst", "warmup"):
         ws_runs = [r for (t, _n), r in cost_runs.items() if t == "websocket"]
         runs = list({id(r): r for r in [*warm_runs, *ws_runs]}.values())
         burst, _unit = fit_burst(runs)
-        cal = replace(cal, burst=burst, warmth={})
+        warmup = fit_warmup([*runs, traced]) if law == "warmup" else {}
+        cal = replace(cal, burst=burst, warmth={}, warmup=warmup)
     elif law == "warmth":
         cal = replace(cal, warmth=fit_warmth(warm_runs), burst={})
     if law != "none":
@@ -150,7 +168,7 @@ def fit_costs(
         }
         pub = traced.per_message_us("publisher")
         gap = traced.gap_ms("publisher")
-        if law == "burst":
+        if law in ("burst", "warmup"):
             cal = replace(cal, publish_us=max(pub - cal.burst_us("publisher", gap), 0.5))
         else:
             cal = replace(cal, publish_us=pub / cal.warm_factor("publisher", gap))

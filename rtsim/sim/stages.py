@@ -81,6 +81,7 @@ from .stage_calibration import (
     _draw,
     calibrate_stages,
 )
+from .warmup import extra_us
 
 __all__ = [
     "ANSWER_SHARE",
@@ -129,9 +130,12 @@ def simulate_stages(
     core is busy), ``idle_gap`` (wake-ups by idle gap), ``size_law`` (CPU costs grow
     with connections), ``wake_cpu`` (a wake-up's own CPU, by idle gap), ``ack`` (the
     server's ack of each publish waking the publisher, whose sleep restarts there),
-    ``warmth`` (work after a longer idle gap costs more CPU: the calibration's burst law,
+    ``warmth`` (work after a longer idle gap costs more CPU: for the server and the
+    workers the calibration's warm-up law, :mod:`rtsim.sim.warmup`, a slower start that
+    warms up over the work since the process woke, and the publish's own handling after
+    its fan-out; for the publisher (and calibrations without a warm-up law) the burst law,
     :func:`~rtsim.sim.stage_calibration.fit_burst`, a burst's CPU added once per idle gap;
-    or, in a calibration without one, the older factor law,
+    or, in a calibration without either, the older factor law,
     :func:`~rtsim.sim.stage_calibration.fit_warmth`; with either the wake-up CPU lumps are
     not charged, the law covers them), ``park_order`` (long polling: parked polls answered
     in the order they were parked, the first ones worker by worker, instead of in
@@ -164,11 +168,15 @@ def simulate_stages(
         clock=procs,
     )
     ack_s = cal.ack_return_ms * 1e-3 if ack else math.nan
-    add = warmth and bool(cal.burst)  # the burst law, where measured, replaces warmth
+    add = warmth and bool(cal.burst or cal.warmup)  # burst/warm-up laws replace warmth
     warm = warmth and bool(cal.warmth) and not add
     wake_cpu = wake_cpu and not (warm or add)  # both laws include the wake-ups' CPU
     role_of = ["server"] + ["client"] * P + ["publisher", "server", "clock"]
     burst = [1.0] * (procs + 1)  # each process's current warmth factor
+    # The warm-up law's state per process: amplitude, τ (µs) and work (µs) since it woke.
+    w_amp = [0.0] * (procs + 1)
+    w_tau = [0.0] * (procs + 1)
+    w_done = [0.0] * (procs + 1)
     cpu = [0.0] * (procs + 1)  # CPU seconds charged to each process
     cost = cal.cost(t).at(n) if size_law else cal.cost(t)
     c_srv = cost.server_us * 1e-6
@@ -200,7 +208,15 @@ def simulate_stages(
         idle = eng.idle(p, ready)
         gap_ms = (ready - eng.busy_until[p]) * 1e3
         slept = idle and gap_ms > 0.05
-        if add:
+        if add and role_of[p] in cal.warmup:
+            # After an idle gap the work runs slower at first and warms up as it goes.
+            if slept:
+                w_amp[p], w_tau[p] = cal.warmup_at(role_of[p], gap_ms)
+                w_done[p] = 0.0
+            w_us = work * 1e6
+            work += extra_us(w_amp[p], w_tau[p], w_done[p], w_us) * 1e-6
+            w_done[p] += w_us
+        elif add:
             # A burst after an idle gap pays the burst CPU of that gap first.
             work += cal.burst_us(role_of[p], gap_ms) * 1e-6 if slept else 0.0
         elif warm:
