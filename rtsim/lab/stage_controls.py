@@ -4,10 +4,10 @@
 :data:`rtsim.lab.stage_compare.SERVER_ARGS`), calibrates the stage model on it for the
 chosen transport — once per transport and Python session, since the calibration measures
 the machine, not the server (:func:`rtsim.lab.stage_compare.calibrate_stage_model` with
-that transport only: the wake-up probe, two short CPU runs per transport and the traced
-WebSocket run, about 15 s) — then simulates and measures one point with
-:func:`rtsim.lab.stage_compare.compare_stage_model`. :func:`stage_comparison_controls`
-puts that behind a transport menu and two sliders.
+that transport only: the wake-up probe, two short CPU runs per transport, the WebSocket
+runs of the warm-up law and the traced WebSocket run, about a minute on 2 cores) — then
+simulates and measures one point with :func:`rtsim.lab.stage_compare.compare_stage_model`.
+:func:`stage_comparison_controls` puts that behind a transport menu and two sliders.
 """
 
 from __future__ import annotations
