@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..core.stages import Wakeup, timer_residual
 from ..core.transport import Transport, parse_transport
+from .warmup import _isotonic, warmup_amplitude
 
 __all__ = [
     "ANSWER_SHARE",
@@ -266,8 +267,6 @@ class StageCalibration:
         law = self.warmup.get(role)
         if not law or not law[0]:
             return 0.0, 0.0
-        from .warmup import warmup_amplitude
-
         return warmup_amplitude(law, gap_ms), float(law[2][0])
 
     def as_dict(self) -> dict[str, Any]:
@@ -437,18 +436,6 @@ class CpuRun:
     def gap_ms(self, role: str) -> float:
         """The idle gap (ms) before each message's burst: interval less the busy time."""
         return max(1e3 / self.rate - self.per_message_us(role) * 1e-3, 0.05)
-
-
-def _isotonic(y: list[float]) -> list[float]:
-    """The non-decreasing sequence closest to ``y`` in least squares (pool adjacent
-    violators)."""
-    blocks: list[list[float]] = []  # [mean, count]
-    for v in y:
-        blocks.append([v, 1.0])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (m2, c2), (m1, c1) = blocks.pop(), blocks.pop()
-            blocks.append([(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2])
-    return [m for m, c in blocks for _ in range(int(c))]
 
 
 def fit_burst(runs: list[CpuRun]) -> tuple[dict[str, list[list[float]]], dict[str, float]]:

@@ -23,13 +23,23 @@ from typing import Any
 
 import numpy as np
 
-from .stage_calibration import _isotonic
-
 __all__ = ["extra_us", "fit_warmup", "hot_work_us", "warmup_amplitude"]
 
 #: Roles with a warm-up law (the publisher's one send per message has no size to tell
 #: τ from A: it keeps the burst law).
 WARMUP_ROLES: tuple[str, ...] = ("server", "client")
+
+
+def _isotonic(y: list[float]) -> list[float]:
+    """The non-decreasing sequence closest to ``y`` in least squares (pool adjacent
+    violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in y:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, c2), (m1, c1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2])
+    return [m for m, c in blocks for _ in range(int(c))]
 
 
 def extra_us(amp: float, tau_us: float, done_us: float, work_us: float) -> float:
