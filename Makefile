@@ -75,7 +75,7 @@ check: venv
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15 \
 	  --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg tests notebooks
 
-test: lint typecheck check
+test: lint typecheck unit notebooks
 
 bench: venv
 	for b in benchmarks/bench_*.py; do $(BIN)/python "$$b" || exit 1; done
