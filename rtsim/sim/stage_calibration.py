@@ -253,13 +253,7 @@ class StageCalibration:
         falling linearly to 0 at no gap below the shortest (a process that never sleeps
         pays none). 0 without a law."""
         law = self.burst.get(role)
-        if not law or not law[0]:
-            return 0.0
-        g = np.asarray(law[0], dtype=float)
-        b = np.asarray(law[1], dtype=float)
-        if gap_ms < g[0]:
-            return float(b[0] * max(gap_ms, 0.0) / g[0])
-        return float(np.interp(math.log(gap_ms), np.log(g), b))
+        return warmup_amplitude(law, gap_ms) if law else 0.0  # the same curve by gap
 
     def warmup_at(self, role: str, gap_ms: float) -> tuple[float, float]:
         """``(A, tau_us)`` of ``role``'s warm-up law after an idle gap of ``gap_ms``;

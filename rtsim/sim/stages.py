@@ -132,9 +132,9 @@ def simulate_stages(
     server's ack of each publish waking the publisher, whose sleep restarts there),
     ``warmth`` (work after a longer idle gap costs more CPU: for the server and the
     workers the calibration's warm-up law, :mod:`rtsim.sim.warmup`, a slower start that
-    warms up over the work since the process woke, and the publish's own handling after
-    its fan-out; for the publisher (and calibrations without a warm-up law) the burst law,
-    :func:`~rtsim.sim.stage_calibration.fit_burst`, a burst's CPU added once per idle gap;
+    warms up over the work since the process woke; for the publisher (and calibrations
+    without a warm-up law) the burst law, :func:`~rtsim.sim.stage_calibration.fit_burst`,
+    a burst's CPU added once per idle gap;
     or, in a calibration without either, the older factor law,
     :func:`~rtsim.sim.stage_calibration.fit_warmth`; with either the wake-up CPU lumps are
     not charged, the law covers them), ``park_order`` (long polling: parked polls answered
